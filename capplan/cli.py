@@ -1,0 +1,598 @@
+"""
+The command line: parses, makes one core call, prints with rich, maps errors to exit codes.
+
+No maths and no SSH here.  Every command that prints results takes ``--json`` (one JSON
+document on stdout, nothing else).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from capplan import __version__
+from capplan.config import default_db_path
+from capplan.errors import (
+    CapplanError,
+    InfeasibleError,
+    InputError,
+    MissingToolError,
+    StoreError,
+    UnstableQueueError,
+)
+from capplan.status import ExitStatus
+
+__all__ = ["app", "run"]
+
+app = typer.Typer(
+    name="capplan",
+    help="Capacity planner and load-balancer tuner for pools of unequal servers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+#: How each error class maps to an exit status (most specific first).
+_STATUS: tuple[tuple[type[CapplanError], ExitStatus], ...] = (
+    (InputError, ExitStatus.BAD_INPUT),
+    (InfeasibleError, ExitStatus.INFEASIBLE),
+    (MissingToolError, ExitStatus.FAILURE),
+    (StoreError, ExitStatus.FAILURE),
+    (CapplanError, ExitStatus.FAILURE),
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
+DbOpt = Annotated[
+    Path | None,
+    typer.Option("--db", help="Sample store (default: $CAPPLAN_DB, else ./capplan.db)."),
+]
+
+
+def _stdout() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _finite(value: Any) -> Any:
+    """
+    Make a value JSON-safe: non-finite floats become null, tuples lists.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(_finite(document), indent=2, allow_nan=False) + "\n")
+
+
+def _db_path(db: Path | None) -> Path:
+    return db if db is not None else default_db_path()
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.{digits}g}"
+
+
+# --------------------------------------------------------------------------------------------
+# import / export
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="A samples CSV (the canonical columns).")],
+    db: DbOpt = None,
+    json_: JsonOpt = False,
+) -> ExitStatus:
+    """
+    Import windows from a samples CSV into the store, all or nothing.
+    """
+    from datetime import UTC, datetime
+
+    from capplan.samples import parse_samples
+    from capplan.store import Store
+
+    text = _read_text(file)
+    windows = parse_samples(text, str(file), now=datetime.now(UTC))
+    path = _db_path(db)
+    with Store.open(path) as store:
+        result = store.import_windows(windows, str(file))
+        total = store.count()
+    if json_:
+        _print_json(
+            {
+                "file": str(file),
+                "db": str(path),
+                "added": result.added,
+                "unchanged": result.unchanged,
+                "stored": total,
+            }
+        )
+    else:
+        _stdout().print(
+            f"{file}: {result.added} windows added, {result.unchanged} already stored "
+            f"({total} in {path})"
+        )
+    return ExitStatus.OK
+
+
+@app.command("export")
+def export(
+    db: DbOpt = None,
+    node: Annotated[str | None, typer.Option("--node", help="Only this node's windows.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write to this file (default: stdout).")
+    ] = None,
+) -> ExitStatus:
+    """
+    Export stored windows as the canonical samples CSV.
+    """
+    from capplan.samples import write_samples
+    from capplan.store import Store
+
+    with Store.open(_db_path(db), create=False) as store:
+        if node is not None and node not in store.nodes():
+            raise InputError(
+                f"no windows stored for node {node!r}",
+                key="--node",
+                hint="stored nodes: " + (", ".join(store.nodes()) or "none"),
+            )
+        lines = list(write_samples(store.windows(node)))
+    if output is None:
+        sys.stdout.write("".join(lines))
+    else:
+        from capplan.files import write_atomic
+
+        write_atomic(output, "".join(lines))
+    return ExitStatus.OK
+
+
+def _read_text(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("no such file", file=str(file)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read: {exc}", file=str(file)) from None
+
+
+# --------------------------------------------------------------------------------------------
+# queue
+
+
+def _positive(value: float, option: str) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"{value:g} is not a positive number", key=option)
+
+
+def _percentile_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise InputError(
+            f"{text!r} is not a comma-separated list of percentiles", key="--percentiles"
+        ) from None
+    bad = [p for p in values if not 0 < p < 100]
+    if not values or bad:
+        raise InputError(
+            f"{text!r}: each percentile must be in (0, 100)",
+            key="--percentiles",
+            hint="e.g. --percentiles 50,95,99,99.9",
+        )
+    return values
+
+
+@app.command("queue")
+def queue(
+    servers: Annotated[
+        int, typer.Option("--servers", "-c", min=1, max=100_000, help="Servers (worker slots), c.")
+    ],
+    service_ms: Annotated[
+        float, typer.Option("--service-ms", "-s", help="Mean service time, ms (> 0).")
+    ],
+    rate: Annotated[
+        float, typer.Option("--rate", "-r", help="Arrival rate, requests per second (> 0).")
+    ],
+    scv: Annotated[
+        float,
+        typer.Option(
+            "--scv",
+            min=0.0,
+            help="Squared coefficient of variation of the service time: 1 exponential (M/M/c, "
+            "exact), 0 fixed; other values use the Allen–Cunneen M/G/c approximation.",
+        ),
+    ] = 1.0,
+    percentiles: Annotated[
+        str, typer.Option("--percentiles", "-p", help="Response-time percentiles.")
+    ] = "50,95,99",
+    json_: JsonOpt = False,
+) -> ExitStatus:
+    """
+    Erlang-C calculator: wait probability, mean wait and response-time percentiles.
+    """
+    from capplan.models.queueing import Station
+
+    _positive(service_ms, "--service-ms")
+    _positive(rate, "--rate")
+    wanted = _percentile_list(percentiles)
+    asked = sorted({*wanted, 50.0, 95.0, 99.0})
+    station = Station(servers=servers, service_time=service_ms / 1000.0, scv=scv)
+    if rate >= station.max_rate:
+        raise UnstableQueueError(
+            f"unstable queue: {rate:g} rps is not below what {servers} servers at "
+            f"{service_ms:g} ms can serve ({station.max_rate:g} rps); the queue is stable only "
+            f"for rates below {station.max_rate:g} rps"
+        )
+    m = station.metrics(rate, percentiles=tuple(asked))
+    model = "M/M/c" if scv == 1.0 else "M/G/c (Allen–Cunneen)"
+    document: dict[str, Any] = {
+        "model": model,
+        "servers": servers,
+        "service_ms": service_ms,
+        "scv": scv,
+        "rate_rps": rate,
+        "max_rate_rps": station.max_rate,
+        "utilization": m.utilization,
+        "p_wait": m.p_wait,
+        "mean_wait_ms": m.mean_wait * 1000.0,
+        "mean_response_ms": m.mean_response * 1000.0,
+    }
+    for p in asked:
+        document[f"p{p:g}_ms"] = m.percentiles[p] * 1000.0
+    if json_:
+        _print_json(document)
+        return ExitStatus.OK
+    table = Table(
+        title=f"{model}: c={servers}, S={service_ms:g} ms, λ={rate:g}/s", show_header=False
+    )
+    table.add_row("utilization", f"{m.utilization:.4f}")
+    table.add_row("P(wait)", f"{m.p_wait:.6f}")
+    table.add_row("mean wait", f"{_fmt(m.mean_wait * 1000.0)} ms")
+    table.add_row("mean response", f"{_fmt(m.mean_response * 1000.0)} ms")
+    for p in wanted:
+        table.add_row(f"p{p:g} response", f"{_fmt(m.percentiles[p] * 1000.0)} ms")
+    _stdout().print(table)
+    return ExitStatus.OK
+
+
+# --------------------------------------------------------------------------------------------
+# fit
+
+_FIT_MODELS = ("auto", "mgc", "mmc", "usl", "demand", "hyperbolic")
+
+
+def _interval_text(low: float, high: float) -> str:
+    return f"{_fmt(low)} – {_fmt(high) if math.isfinite(high) else '∞'}"
+
+
+def _fit_table_csv(csv_file: Path, model: str, json_: bool) -> ExitStatus:
+    from capplan.models.usl import fit_usl
+    from capplan.samples import parse_load_table
+
+    if model not in ("auto", "usl"):
+        raise InputError(
+            f"{model!r} does not fit a load,throughput table",
+            key="--model",
+            hint="use --model usl (or auto) with --csv",
+        )
+    rows = parse_load_table(_read_text(csv_file), str(csv_file))
+    if len(rows) < 4:
+        raise InputError(
+            f"{len(rows)} rows: the USL has 3 parameters and needs at least 4 rows",
+            file=str(csv_file),
+        )
+    try:
+        fit = fit_usl([r.load for r in rows], [r.throughput for r in rows])
+    except ValueError as exc:
+        raise InputError(str(exc), file=str(csv_file)) from None
+    document = {
+        "model": "usl",
+        "params": {"sigma": fit.sigma, "kappa": fit.kappa, "lambda": fit.lam},
+        "stderr": dict(fit.stderr),
+        "interval": {k: list(v) for k, v in fit.interval.items()},
+        "peak_load": fit.peak_load,
+        "max_throughput": fit.max_throughput,
+        "r2": fit.r2,
+        "n": fit.n,
+        "at_bound": list(fit.at_bound),
+        "success": fit.success,
+        "message": fit.message,
+    }
+    if json_:
+        _print_json(document)
+    else:
+        table = Table(
+            "parameter",
+            "estimate",
+            "std. error",
+            "95% interval",
+            title=f"USL fit of {csv_file} ({fit.n} rows, R² = {fit.r2:.4f})",
+        )
+        for key, value in (("sigma", fit.sigma), ("kappa", fit.kappa), ("lambda", fit.lam)):
+            low, high = fit.interval[key]
+            table.add_row(key, f"{value:.6g}", _fmt(fit.stderr[key]), _interval_text(low, high))
+        out = _stdout()
+        out.print(table)
+        out.print(
+            f"peak load N* = {_fmt(fit.peak_load)}, max throughput = {_fmt(fit.max_throughput)}"
+        )
+        if fit.message:
+            out.print(fit.message)
+    return ExitStatus.OK if fit.success else ExitStatus.FAILURE
+
+
+def _node_document(fit: Any) -> dict[str, Any]:
+    return {
+        "node": fit.node,
+        "model": fit.model,
+        "params": dict(fit.params),
+        "stderr": dict(fit.stderr),
+        "capacity_rps": fit.capacity_rps,
+        "capacity_interval": list(fit.capacity_interval),
+        "warnings": list(fit.warnings),
+        "windows": fit.windows,
+        "max_observed_rps": fit.max_observed_rps,
+        "selection": fit.selection,
+        "candidates": [
+            {
+                "model": c.model,
+                "aicc": c.aicc,
+                "k": c.k,
+                "capacity_rps": c.capacity_rps,
+                "success": c.success,
+                "message": c.message,
+            }
+            for c in fit.candidates
+        ],
+        "success": fit.success,
+        "message": fit.message,
+    }
+
+
+@app.command("fit")
+def fit(
+    inventory: Annotated[
+        Path | None, typer.Option("-i", "--inventory", help="Inventory (nodes, SLO, workers).")
+    ] = None,
+    db: DbOpt = None,
+    node: Annotated[
+        list[str] | None, typer.Option("--node", help="Only this node (repeatable).")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="auto | mgc | mmc | usl | demand | hyperbolic")
+    ] = "auto",
+    csv_file: Annotated[
+        Path | None,
+        typer.Option("--csv", help="Fit the USL to a standalone load,throughput table instead."),
+    ] = None,
+    slo_ms: Annotated[
+        float | None, typer.Option("--slo-ms", help="What-if: SLO latency, ms.")
+    ] = None,
+    percentile: Annotated[
+        float | None, typer.Option("--percentile", help="What-if: SLO percentile.")
+    ] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile name or file.")] = None,
+    json_: JsonOpt = False,
+) -> ExitStatus:
+    """
+    Fit latency-versus-load models per node and report each node's capacity at the SLO.
+    """
+    if model not in _FIT_MODELS:
+        raise InputError(
+            f"unknown model {model!r}", key="--model", hint="one of " + ", ".join(_FIT_MODELS)
+        )
+    if csv_file is not None:
+        return _fit_table_csv(csv_file, model, json_)
+    from capplan.inventory import SLOSpec, effective_slo, load_inventory, load_profile
+    from capplan.models.fit import SLOTarget, fit_node
+    from capplan.store import Store
+
+    if slo_ms is not None:
+        _positive(slo_ms, "--slo-ms")
+    if percentile is not None and not 0 < percentile < 100:
+        raise InputError(f"{percentile:g} is not in (0, 100)", key="--percentile")
+    inv = load_inventory(inventory) if inventory is not None else None
+    profile_name = profile or (inv.profile if inv is not None else "balanced")
+    prof = load_profile(
+        profile_name, relative_to=inventory.parent if inventory is not None else None
+    )
+    override = SLOSpec(percentile=percentile, latency_ms=slo_ms)
+    slo = effective_slo(override, inv.slo if inv is not None else None, prof.slo)
+    target = SLOTarget(slo.percentile, slo.latency_ms, slo.max_error_rate)
+    with Store.open(_db_path(db), create=False) as store:
+        stored = store.nodes()
+        names = [n.name for n in inv.nodes] if inv is not None else stored
+        if node:
+            unknown = [n for n in node if n not in names]
+            if unknown:
+                raise InputError(
+                    f"unknown node {unknown[0]!r}", key="--node", hint="nodes: " + ", ".join(names)
+                )
+            names = [n for n in names if n in node]
+        if not names:
+            raise InputError(
+                "no nodes to fit: the store is empty",
+                hint="run `capplan import FILE.csv` or `capplan collect` first",
+            )
+        fits = []
+        for name in names:
+            workers = inv.node(name).workers if inv is not None else None
+            fits.append(
+                fit_node(
+                    name,
+                    list(store.windows(name)),
+                    target,
+                    model=model,
+                    workers=workers,
+                    utilization_ceiling=prof.utilization_ceiling,
+                )
+            )
+    failed = [f for f in fits if not f.success]
+    status = (
+        ExitStatus.OK
+        if not failed
+        else ExitStatus.PARTIAL
+        if len(failed) < len(fits)
+        else ExitStatus.FAILURE
+    )
+    if json_:
+        _print_json(
+            {
+                "slo": {
+                    "percentile": slo.percentile,
+                    "latency_ms": slo.latency_ms,
+                    "max_error_rate": slo.max_error_rate,
+                },
+                "profile": prof.name,
+                "nodes": [_node_document(f) for f in fits],
+            }
+        )
+        return status
+    out = _stdout()
+    table = Table(
+        "node",
+        "model",
+        f"capacity at {slo.label} ≤ {slo.latency_ms:g} ms",
+        "95% interval",
+        "max seen",
+        "windows",
+        "parameters",
+        title="Capacity at the SLO (requests per second)",
+    )
+    for f in fits:
+        if not f.success:
+            table.add_row(
+                f.node, "—", "—", "—", _fmt(f.max_observed_rps), str(f.windows), f.message
+            )
+            continue
+        params = ", ".join(
+            f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in f.params.items()
+        )
+        table.add_row(
+            f.node,
+            f.model,
+            _fmt(f.capacity_rps),
+            _interval_text(*f.capacity_interval),
+            _fmt(f.max_observed_rps),
+            str(f.windows),
+            params,
+        )
+    out.print(table)
+    for f in fits:
+        for warning in f.warnings:
+            out.print(f"[yellow]warning[/]: {f.node}: {warning}")
+    for f in failed:
+        _stderr().print(f"capplan: {f.node}: {f.message}", markup=False)
+    return status
+
+
+# --------------------------------------------------------------------------------------------
+# profiles
+
+
+@app.command("profiles")
+def profiles(json_: JsonOpt = False) -> ExitStatus:
+    """
+    List the built-in profiles.
+    """
+    from capplan.inventory import builtin_profiles, load_profile
+
+    found = [load_profile(name) for name in builtin_profiles()]
+    if json_:
+        _print_json({"profiles": [p.model_dump() for p in found]})
+        return ExitStatus.OK
+    table = Table("profile", "SLO", "objective", "headroom", "description")
+    for p in found:
+        slo = f"p{p.slo.percentile:g} ≤ {p.slo.latency_ms:g} ms" if p.slo.latency_ms else "—"
+        table.add_row(p.name, slo, p.objective, f"{p.headroom:.0%}", p.description.strip())
+    _stdout().print(table)
+    return ExitStatus.OK
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+
+
+def _version(value: bool) -> None:
+    if value:
+        _stdout().print(f"capplan {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """
+    Capacity planner and load-balancer tuner for pools of unequal servers.
+    """
+
+
+def run(argv: Sequence[str]) -> ExitStatus:
+    """
+    Run one command and return its exit status; errors become a message on stderr.
+
+    Set ``CAPPLAN_DEBUG=1`` to let unexpected errors raise with their traceback.
+    """
+    debug = os.environ.get("CAPPLAN_DEBUG", "") not in ("", "0")
+    try:
+        result = app(args=list(argv), prog_name="capplan", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+        return ExitStatus(code) if code in ExitStatus._value2member_map_ else ExitStatus.FAILURE
+    except typer.Abort:
+        _stderr().print("capplan: aborted")
+        return ExitStatus.FAILURE
+    except typer.TyperException as exc:  # usage errors (typer's vendored click)
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            _stderr().print(f"capplan: {exc.format_message()}", markup=False)
+        code = getattr(exc, "exit_code", ExitStatus.BAD_INPUT)
+        return ExitStatus.BAD_INPUT if code == 2 else ExitStatus.FAILURE
+    except CapplanError as exc:
+        _stderr().print(f"capplan: {exc}", markup=False)
+        for error_type, status in _STATUS:
+            if isinstance(exc, error_type):
+                return status
+        return ExitStatus.FAILURE  # pragma: no cover - CapplanError is last in _STATUS
+    except KeyboardInterrupt:
+        _stderr().print("capplan: interrupted")
+        return ExitStatus.FAILURE
+    except Exception as exc:
+        if debug:
+            raise
+        _stderr().print(
+            f"capplan: internal error: {type(exc).__name__}: {exc} "
+            "(this is a bug; rerun with CAPPLAN_DEBUG=1 for the traceback and report it)",
+            markup=False,
+        )
+        return ExitStatus.FAILURE
+    if isinstance(result, ExitStatus):
+        return result
+    return ExitStatus.OK

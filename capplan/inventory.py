@@ -1,0 +1,352 @@
+"""
+The inventory and profile files: loading and validation (a DESIGN.md contract).
+
+Every error names the file, the line and the key: ``inventory.yaml:12: nodes.1.address: ...``.
+Unknown keys are refused (a typo must not be ignored silently).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from capplan.errors import InputError
+from capplan.names import check_address, check_host, check_name
+from capplan.yamlfile import Located, load_yaml
+
+__all__ = [
+    "SLO",
+    "Balancer",
+    "Inventory",
+    "LogSpec",
+    "Node",
+    "Profile",
+    "SLOSpec",
+    "SSHSettings",
+    "builtin_profiles",
+    "effective_slo",
+    "load_inventory",
+    "load_profile",
+    "parse_inventory",
+    "parse_profile",
+]
+
+Name = Annotated[str, AfterValidator(check_name)]
+Address = Annotated[str, AfterValidator(check_address)]
+
+
+def _check_node_host(value: str) -> str:
+    return value if value == "local" else check_host(value)
+
+
+NodeHost = Annotated[str, AfterValidator(_check_node_host)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class SLOSpec(_Strict):
+    """
+    The latency SLO as written in a file; any key may be left to the profile.
+    """
+
+    percentile: float | None = Field(None, gt=0, lt=100)
+    latency_ms: float | None = Field(None, gt=0)
+    max_error_rate: float | None = Field(None, ge=0, le=1)
+
+
+@dataclass(frozen=True)
+class SLO:
+    """
+    The effective SLO: a latency percentile bound and an error-rate bound.
+    """
+
+    percentile: float
+    latency_ms: float
+    max_error_rate: float
+
+    @property
+    def label(self) -> str:
+        """
+        ``p99``, ``p99.9``: the percentile's short name.
+        """
+        return f"p{self.percentile:g}"
+
+
+class SSHSettings(_Strict):
+    """
+    How to reach nodes over SSH (pool-wide, or per node as overrides).
+    """
+
+    user: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    config_file: str | None = None
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class LogSpec(_Strict):
+    """
+    Where a node's access log is and how to read it.
+    """
+
+    path: str
+    format: Literal["nginx", "haproxy", "regex"] = "nginx"
+    log_format: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _regex_needed(self) -> LogSpec:
+        if self.format == "regex" and not self.regex:
+            raise ValueError("format regex needs a 'regex' with named groups")
+        return self
+
+
+class Node(_Strict):
+    """
+    One server of the pool.
+    """
+
+    name: Name
+    host: NodeHost | None = None
+    address: Address
+    ssh: SSHSettings | None = None
+    log: LogSpec | None = None
+    workers: int | None = Field(None, ge=1, le=1_000_000)
+    kind: Name | None = None
+    zone: Name | None = None
+    labels: dict[Name, str] = Field(default_factory=dict)
+
+
+class Balancer(_Strict):
+    """
+    A balancer whose config capplan writes.
+    """
+
+    kind: Literal["nginx", "haproxy", "keepalived", "ipvsadm"]
+    name: str = Field(min_length=1, max_length=253)
+    output: str | None = None
+
+
+class Inventory(_Strict):
+    """
+    The pool: its nodes, SLO, balancers, and (for planning) node kinds and zones.
+    """
+
+    cluster: Name
+    profile: str = "balanced"
+    load_rps: float | None = Field(None, gt=0)
+    slo: SLOSpec = Field(default_factory=SLOSpec)
+    ssh: SSHSettings = Field(default_factory=SSHSettings)
+    nodes: list[Node] = Field(min_length=1)
+    balancers: list[Balancer] = Field(default_factory=list)
+    kinds: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+    zones: list[Name] = Field(default_factory=list)
+    planning: dict[str, Any] = Field(default_factory=dict)
+
+    def node(self, name: str) -> Node:
+        """
+        The node called ``name`` (KeyError when there is none).
+        """
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+
+class Profile(_Strict):
+    """
+    A named set of defaults and policy choices (``profiles/*.yaml``).
+    """
+
+    name: Name
+    description: str = ""
+    slo: SLOSpec = Field(default_factory=SLOSpec)
+    objective: Literal["mean", "percentile"] = "percentile"
+    headroom: float = Field(0.2, ge=0, lt=1)
+    utilization_ceiling: float = Field(0.8, gt=0, le=1)
+
+
+DEFAULT_SLO = SLO(percentile=99.0, latency_ms=250.0, max_error_rate=0.001)
+
+
+def effective_slo(*specs: SLOSpec | None) -> SLO:
+    """
+    Merge SLO specs key by key, the first one that sets a key winning.
+
+    Call as ``effective_slo(cli_override, inventory.slo, profile.slo)``; keys nobody sets take
+    DEFAULT_SLO's values (p99 within 250 ms, errors at most 0.1%).
+    """
+    values: dict[str, float] = {}
+    for spec in specs:
+        if spec is None:
+            continue
+        for key in ("percentile", "latency_ms", "max_error_rate"):
+            value = getattr(spec, key)
+            if value is not None and key not in values:
+                values[key] = value
+    return SLO(
+        percentile=values.get("percentile", DEFAULT_SLO.percentile),
+        latency_ms=values.get("latency_ms", DEFAULT_SLO.latency_ms),
+        max_error_rate=values.get("max_error_rate", DEFAULT_SLO.max_error_rate),
+    )
+
+
+def _errors_to_input(exc: ValidationError, located: Located) -> InputError:
+    """
+    Turn pydantic's first error into ``FILE:LINE: key: problem``.
+    """
+    first = exc.errors()[0]
+    loc = tuple(first["loc"])
+    key = ".".join(str(p) for p in loc) or None
+    message = first["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+        hint = "check the spelling; the README lists every key"
+    elif first["type"] == "missing":
+        message = "required, but missing"
+        hint = None
+    else:
+        hint = None
+    more = len(exc.errors()) - 1
+    if more:
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return InputError(message, file=located.file, line=located.line_of(loc), key=key, hint=hint)
+
+
+def _check_unique(located: Located, inventory: Inventory) -> None:
+    for field in ("name", "address"):
+        seen: dict[str, int | None] = {}
+        for i, node in enumerate(inventory.nodes):
+            value = getattr(node, field)
+            line = located.line_of(("nodes", i, field))
+            if value in seen:
+                raise InputError(
+                    f"{value!r} is already the {field} of the node on line {seen[value]}",
+                    file=located.file,
+                    line=line,
+                    key=f"nodes.{i}.{field}",
+                    hint=f"every node needs its own {field}",
+                )
+            seen[value] = line
+
+
+def parse_inventory(text: str, file: str) -> Inventory:
+    """
+    Parse and validate an inventory document.
+
+    Args:
+        text: The YAML text.
+        file: Its name, for messages.
+
+    Returns:
+        The validated inventory.
+
+    Raises:
+        InputError: naming file, line and key of the first problem.
+    """
+    located = load_yaml(text, file)
+    if not isinstance(located.data, dict):
+        raise InputError(
+            "an inventory is a mapping with at least 'cluster' and 'nodes'", file=file, line=1
+        )
+    try:
+        inventory = Inventory.model_validate(located.data)
+    except ValidationError as exc:
+        raise _errors_to_input(exc, located) from None
+    _check_unique(located, inventory)
+    return inventory
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """
+    Read and validate the inventory file at ``path``.
+    """
+    return parse_inventory(_read(path, "inventory"), str(path))
+
+
+def parse_profile(text: str, file: str, *, name: str | None = None) -> Profile:
+    """
+    Parse and validate a profile document (its ``name`` defaults to ``name``).
+    """
+    located = load_yaml(text, file)
+    if not isinstance(located.data, dict):
+        raise InputError("a profile is a mapping", file=file, line=1)
+    data = dict(located.data)
+    if name is not None:
+        data.setdefault("name", name)
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise _errors_to_input(exc, located) from None
+
+
+def _profiles_dir() -> Path:
+    # 1. inside an installed wheel (hatch force-includes profiles/ as capplan/_profiles);
+    # 2. a source checkout or editable install: profiles/ beside the package.
+    packaged = Path(str(resources.files("capplan"))) / "_profiles"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "profiles"
+
+
+def builtin_profiles() -> dict[str, Path]:
+    """
+    The built-in profiles, name → file.
+    """
+    folder = _profiles_dir()
+    if not folder.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def load_profile(name_or_path: str, *, relative_to: Path | None = None) -> Profile:
+    """
+    Load a built-in profile by name, or a profile file by path.
+
+    Args:
+        name_or_path: ``balanced`` (a built-in) or ``ops/profile.yaml``.
+        relative_to: The folder a relative path is read from (the inventory's).
+
+    Returns:
+        The validated profile.
+    """
+    builtins = builtin_profiles()
+    if name_or_path in builtins:
+        path = builtins[name_or_path]
+        return parse_profile(path.read_text(encoding="utf-8"), str(path), name=path.stem)
+    path = Path(name_or_path).expanduser()
+    if relative_to is not None and not path.is_absolute():
+        path = relative_to / path
+    if not path.exists():
+        known = ", ".join(builtins) or "none installed"
+        raise InputError(
+            f"no profile {name_or_path!r}",
+            key="profile",
+            hint=f"use a built-in one ({known}) or the path of a profile file",
+        )
+    return parse_profile(_read(path, "profile"), str(path), name=path.stem)
+
+
+def _read(path: str | Path, what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"no such {what} file", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the {what} file: {exc}", file=str(path)) from None

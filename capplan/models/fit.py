@@ -1,0 +1,931 @@
+"""
+Per-node model fitting, selection and capacity at the SLO (pure: windows in, results out).
+
+Every candidate model is turned into a *latency curve*: the mean and any percentile of the
+response time as a function of the offered rate.  Selection compares the curves on one common
+observable — the log of each window's latency at the SLO's percentile (its mean when the windows
+carry no such percentile) — by AICc, weighted by the windows' request counts.  The chosen curve
+gives the node's capacity at the SLO: the largest offered rate whose predicted percentile stays
+within the SLO's latency (and whose observed error rate stays within the SLO's bound).
+
+The capacity interval is the delta method on the log of the capacity, through the parameter
+covariance of the fit (Student t on n − k degrees of freedom).  When the windows do not span
+enough load to support an answer, the result says so in its warnings and the interval is opened
+upward rather than reported as a confident number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+from scipy import optimize, stats
+
+from capplan.models.demand import fit_demand
+from capplan.models.empirical import fit_hyperbolic
+from capplan.models.queueing import Station
+from capplan.models.usl import fit_usl, usl_throughput
+from capplan.samples import Window
+
+__all__ = [
+    "MODELS",
+    "Candidate",
+    "LatencyCurve",
+    "NodeFit",
+    "Observations",
+    "SLOTarget",
+    "fit_node",
+    "observations",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: The models ``fit_node`` knows, in the order they are tried.
+MODELS = ("mgc", "mmc", "usl", "demand", "hyperbolic")
+
+#: Stats a window may carry: the key, and the quantile (None for the mean).
+_STATS: tuple[tuple[str, float | None], ...] = (
+    ("mean", None),
+    ("p50", 0.50),
+    ("p95", 0.95),
+    ("p99", 0.99),
+)
+#: Relative weight of each stat in the M/G/c fit: sample percentiles further in the tail are
+#: noisier estimates (a p99 of a 60-second window rests on the slowest 1% of its requests).
+_STAT_WEIGHT = {"mean": 1.0, "p50": 1.0, "p95": 0.5, "p99": 0.25}
+#: Below this share of the estimated capacity the windows cannot support the number.
+SUPPORT_SHARE = 0.3
+#: Predictions beyond this multiple of the highest measured rate are extrapolations.
+EXTRAPOLATION = 2.0
+
+
+class LatencyCurve(Protocol):
+    """
+    Response time (seconds) as a function of the offered rate (requests per second).
+    """
+
+    @property
+    def saturation(self) -> float:
+        """
+        The rate at which the latency grows without bound (inf when the model has none).
+        """
+        ...
+
+    def mean(self, rate: FloatArray) -> FloatArray:
+        """
+        Mean response time at each rate.
+        """
+        ...
+
+    def quantile(self, rate: FloatArray, q: float) -> FloatArray:
+        """
+        The q-quantile (0 < q < 1) of the response time at each rate.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class SLOTarget:
+    """
+    What capacity is measured against: a latency percentile bound and an error-rate bound.
+    """
+
+    percentile: float
+    latency_ms: float
+    max_error_rate: float = 1.0
+
+    @property
+    def quantile(self) -> float:
+        """
+        The percentile as a fraction (99 → 0.99).
+        """
+        return self.percentile / 100.0
+
+    @property
+    def stat(self) -> str | None:
+        """
+        The window column that carries this percentile, if any (99 → ``p99``).
+        """
+        key = f"p{self.percentile:g}"
+        return key if key in dict(_STATS) else None
+
+
+@dataclass(frozen=True)
+class Observations:
+    """
+    One node's windows as arrays (latencies in seconds, nan where unknown).
+    """
+
+    node: str
+    rate: FloatArray
+    requests: FloatArray
+    errors: FloatArray
+    latency: dict[str, FloatArray]
+    concurrency: FloatArray
+    cpu: FloatArray
+
+    @property
+    def n(self) -> int:
+        """
+        Number of windows.
+        """
+        return int(self.rate.size)
+
+    @property
+    def weight(self) -> FloatArray:
+        """
+        Each window's weight: its request count over the mean request count.
+        """
+        return self.requests / float(np.mean(self.requests))
+
+    def has(self, stat: str) -> bool:
+        """
+        True when at least half of the windows carry ``stat``.
+        """
+        values = self.latency[stat]
+        return bool(np.count_nonzero(np.isfinite(values)) * 2 >= max(self.n, 1))
+
+
+def observations(node: str, windows: Sequence[Window]) -> Observations:
+    """
+    Arrays of one node's windows that carry requests (empty windows say nothing of latency).
+    """
+    used = [w for w in windows if w.requests > 0 and w.seconds > 0]
+
+    def column(get: Callable[[Window], float | None], scale: float = 1.0) -> FloatArray:
+        return np.array(
+            [np.nan if (v := get(w)) is None else v * scale for w in used], dtype=np.float64
+        )
+
+    latency = {
+        "mean": column(lambda w: w.mean_ms, 1e-3),
+        "p50": column(lambda w: w.p50_ms, 1e-3),
+        "p95": column(lambda w: w.p95_ms, 1e-3),
+        "p99": column(lambda w: w.p99_ms, 1e-3),
+    }
+    for values in latency.values():  # a latency of zero cannot be logged: unknown
+        values[values <= 0] = np.nan
+    return Observations(
+        node=node,
+        rate=np.array([w.rate for w in used], dtype=np.float64),
+        requests=np.array([w.requests for w in used], dtype=np.float64),
+        errors=np.array([w.errors for w in used], dtype=np.float64),
+        latency=latency,
+        concurrency=column(lambda w: w.concurrency),
+        cpu=column(lambda w: w.cpu_util),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# latency curves
+
+
+@dataclass(frozen=True)
+class _StationCurve:
+    """
+    An M/G/c station as a latency curve.
+    """
+
+    station: Station
+
+    @property
+    def saturation(self) -> float:
+        return self.station.max_rate
+
+    def mean(self, rate: FloatArray) -> FloatArray:
+        r = np.asarray(rate, dtype=np.float64)
+        out = np.full(r.shape, np.inf)
+        ok = r < self.saturation
+        if np.any(ok):
+            out[ok] = self.station.mean_response(np.maximum(r[ok], 0.0))
+        return out
+
+    def quantile(self, rate: FloatArray, q: float) -> FloatArray:
+        row: FloatArray = self.quantiles(rate, np.array([[q]]))[0]
+        return row
+
+    def quantiles(self, rate: FloatArray, qs: FloatArray) -> FloatArray:
+        """
+        Quantiles ``qs`` (a column, shape (k, 1)) at each rate: shape (k, len(rate)).
+        """
+        r = np.asarray(rate, dtype=np.float64)
+        out = np.full((qs.shape[0], r.size), np.inf)
+        ok = r < self.saturation
+        if np.any(ok):
+            out[:, ok] = self.station.response_quantile(qs, np.maximum(r[ok], 0.0)[None, :])
+        return out
+
+
+@dataclass(frozen=True)
+class _ScaledCurve:
+    """
+    A base curve times a fitted factor per stat (for models that predict one statistic only).
+
+    A quantile with no fitted factor is scaled from the nearest fitted one as an exponential
+    tail would be: factor(q) = factor(q0) · ln(1 − q) / ln(1 − q0).
+    """
+
+    base: Callable[[FloatArray], FloatArray]
+    sat: float
+    factors: dict[str, float]
+
+    @property
+    def saturation(self) -> float:
+        return self.sat
+
+    def mean(self, rate: FloatArray) -> FloatArray:
+        return self.factors["mean"] * self.base(rate)
+
+    def quantile(self, rate: FloatArray, q: float) -> FloatArray:
+        key = f"p{q * 100:g}"
+        if key in self.factors:
+            return self.factors[key] * self.base(rate)
+        known = [(k, qq) for k, qq in _STATS if qq is not None and k in self.factors]
+        if not known:
+            factor = self.factors["mean"] * -math.log1p(-q)
+        else:
+            k0, q0 = min(known, key=lambda kq: abs(math.log1p(-kq[1]) - math.log1p(-q)))
+            factor = self.factors[k0] * math.log1p(-q) / math.log1p(-q0)
+        return factor * self.base(rate)
+
+
+def _factors(obs: Observations, base: FloatArray, fitted: str = "mean") -> dict[str, float]:
+    """
+    Per stat, the weighted geometric-mean ratio of observed to base-predicted latency.
+    """
+    out: dict[str, float] = {fitted: 1.0}
+    for key, _ in _STATS:
+        if key == fitted:
+            continue
+        values = obs.latency[key]
+        ok = np.isfinite(values) & np.isfinite(base) & (base > 0)
+        if np.count_nonzero(ok) == 0:
+            continue
+        w = obs.weight[ok]
+        out[key] = float(np.exp(np.sum(w * np.log(values[ok] / base[ok])) / np.sum(w)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# candidates
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """
+    One model fitted to one node: its parameters, fit quality and capacity.
+    """
+
+    model: str
+    params: dict[str, float]
+    stderr: dict[str, float]
+    k: int
+    n: int
+    rss: float
+    aicc: float
+    capacity_rps: float
+    capacity_interval: tuple[float, float]
+    success: bool
+    message: str
+    curve: LatencyCurve | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class _Fitted:
+    """
+    What a model-specific fitter hands back: a curve maker over theta, theta and its covariance.
+    """
+
+    params: dict[str, float]
+    stderr: dict[str, float]
+    theta: FloatArray
+    covariance: FloatArray
+    make: Callable[[FloatArray], LatencyCurve]
+    dof: int
+    message: str = ""
+    #: The curve of the point estimate, when it is not ``make(theta)`` (an M/G/c station with
+    #: its slot count rounded to an integer; the uncertainty stays that of the continuous fit).
+    point: LatencyCurve | None = None
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def _expit(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _predictions(
+    obs: Observations, curve: LatencyCurve, stats_used: Sequence[str]
+) -> dict[str, FloatArray]:
+    """
+    The curve's prediction of each stat at every window's rate (one batched quantile call for
+    a station, whose quantile inversion costs the same for 3 × n values as for n).
+    """
+    out: dict[str, FloatArray] = {}
+    quantiles = [(k, q) for k, q in _STATS if k in stats_used and q is not None]
+    if isinstance(curve, _StationCurve) and quantiles:
+        qs = np.array([q for _, q in quantiles])[:, None]
+        matrix = curve.quantiles(obs.rate, qs)
+        for row, (key, _) in enumerate(quantiles):
+            out[key] = matrix[row]
+    for key, q in _STATS:
+        if key in stats_used and key not in out:
+            out[key] = curve.mean(obs.rate) if q is None else curve.quantile(obs.rate, q)
+    return out
+
+
+def _stat_residuals(
+    obs: Observations, curve: LatencyCurve, stats_used: Sequence[str]
+) -> FloatArray:
+    parts = []
+    predicted = _predictions(obs, curve, stats_used)
+    for key in stats_used:
+        values = obs.latency[key]
+        ok = np.isfinite(values)
+        pred = predicted[key][ok]
+        pred = np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)
+        scale = np.sqrt(obs.weight[ok] * _STAT_WEIGHT[key])
+        parts.append(scale * (np.log(pred) - np.log(values[ok])))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def _covariance(jac: FloatArray, rss: float, dof: int) -> FloatArray:
+    k = jac.shape[1]
+    if dof <= 0:
+        return np.full((k, k), np.inf)
+    s2 = rss / dof
+    jtj = jac.T @ jac
+    try:
+        cov = np.linalg.inv(jtj) * s2
+    except np.linalg.LinAlgError:
+        cov = np.linalg.pinv(jtj) * s2
+        cov[np.diag(jtj) < 1e-300] = np.inf
+    return np.asarray(cov, dtype=np.float64)
+
+
+def _fit_station(obs: Observations, workers: int | None, scv: float | None) -> _Fitted:
+    """
+    Fit an M/G/c station (scv fitted) or M/M/c (scv = 1) to every latency stat of the windows.
+
+    Parameters fitted in log / logit space: log service time; logit of the utilization at the
+    highest observed rate (so the station is always stable on the data) unless ``workers``
+    fixes the slot count; log scv unless ``scv`` fixes it.  The slot count is then rounded to
+    the better of its two neighbouring integers (refitting the others), and the reported
+    uncertainty is that of the continuous fit.
+    """
+    stats_used = [key for key, _ in _STATS if obs.has(key)]
+    rmax = float(np.max(obs.rate))
+    floor_s = float(np.nanmin(np.fmin(obs.latency["mean"], obs.latency["p50"])))
+    s0 = 0.8 * floor_s if math.isfinite(floor_s) else 0.01
+
+    def unpack(theta: FloatArray, c_fixed: float | None) -> tuple[float, float, float]:
+        i = 0
+        s = math.exp(theta[i])
+        i += 1
+        if c_fixed is None:
+            rho = min(_expit(float(theta[i])), 1.0 - 1e-9)
+            c = max(rmax * s / rho, 1.0)
+            i += 1
+        else:
+            c = c_fixed
+        v = scv if scv is not None else math.exp(theta[i])
+        return s, c, v
+
+    def make_for(c_fixed: float | None) -> Callable[[FloatArray], LatencyCurve]:
+        def make(theta: FloatArray) -> LatencyCurve:
+            s, c, v = unpack(theta, c_fixed)
+            return _StationCurve(Station(servers=c, service_time=s, scv=v))
+
+        return make
+
+    def solve(
+        c_fixed: float | None, starts: list[list[float]]
+    ) -> tuple[FloatArray, float, FloatArray]:
+        make = make_for(c_fixed)
+
+        def fun(theta: FloatArray) -> FloatArray:
+            try:
+                return _stat_residuals(obs, make(theta), stats_used)
+            except (ValueError, ZeroDivisionError, OverflowError):
+                return np.full(len(residual0), 1e3)
+
+        residual0 = _stat_residuals(obs, make(np.array(starts[0])), stats_used)
+        best: tuple[FloatArray, float, FloatArray] | None = None
+        # Start from the two starting points with the lowest cost (the surface is smooth and
+        # has, in our tests, one basin; two starts guard against a flat start in logit space).
+        ranked = sorted(starts, key=lambda st: float(np.sum(fun(np.array(st)) ** 2)))
+        for start in ranked[:2]:
+            result = optimize.least_squares(
+                fun,
+                np.array(start, dtype=np.float64),
+                method="trf",
+                x_scale=1.0,
+                xtol=1e-9,
+                ftol=1e-9,
+                max_nfev=200,
+            )
+            rss = float(np.sum(result.fun**2))
+            if best is None or rss < best[1] - 1e-12:
+                best = (np.asarray(result.x, dtype=np.float64), rss, np.asarray(result.jac))
+        assert best is not None
+        return best
+
+    log_scv_starts = [math.log(0.5), 0.0] if scv is None else [None]
+    starts: list[list[float]] = []
+    for rho0 in (0.5, 0.85) if workers is None else (None,):
+        for lv in log_scv_starts:
+            start = [math.log(s0)]
+            if rho0 is not None:
+                start.append(_logit(rho0))
+            if lv is not None:
+                start.append(lv)
+            starts.append(start)
+    theta, rss, jac = solve(float(workers) if workers else None, starts)
+    n_res = sum(int(np.count_nonzero(np.isfinite(obs.latency[k]))) for k in stats_used)
+    dof = n_res - theta.size
+    cov = _covariance(jac, rss, dof)
+    s, c, v = unpack(theta, float(workers) if workers else None)
+    message = ""
+    if workers is None:
+        # Round the slot count: refit service time (and scv) at each neighbouring integer that
+        # keeps the station stable on the data, and keep the better of the two.
+        rounded: tuple[float, FloatArray, float] | None = None
+        for ci in sorted({max(1, math.floor(c)), max(1, math.ceil(c))}):
+            start = [float(theta[0])] + ([float(theta[2])] if scv is None else [])
+            try:
+                t_i, rss_i, _ = solve(float(ci), [start])
+            except (ValueError, ZeroDivisionError, OverflowError):
+                continue
+            if rmax >= ci / math.exp(t_i[0]):  # unstable on the data
+                continue
+            if rounded is None or rss_i < rounded[2]:
+                rounded = (float(ci), t_i, rss_i)
+        if rounded is not None:
+            c, t_i, _ = rounded
+            s = math.exp(t_i[0])
+            v = scv if scv is not None else math.exp(t_i[1])
+        message = f"slot count fitted ({c:g})"
+    else:
+        message = f"slot count from the inventory ({workers})"
+    params = {"servers": c, "service_ms": s * 1e3, "scv": v}
+    sd = np.sqrt(np.clip(np.diag(cov), 0, np.inf))
+    stderr = {"service_ms": s * 1e3 * float(sd[0])}  # delta method: d(e^x) = e^x dx
+    if workers is None:
+        rho = _expit(float(theta[1]))
+        # c = rmax·s/rho: d log c = d log s − (1 − rho) d logit rho
+        gvec = np.zeros(theta.size)
+        gvec[0], gvec[1] = 1.0, -(1.0 - rho)
+        stderr["servers"] = c * math.sqrt(max(float(gvec @ cov @ gvec), 0.0))
+    if scv is None:
+        stderr["scv"] = v * float(sd[-1])
+    point = _StationCurve(Station(servers=c, service_time=s, scv=v))
+    return _Fitted(
+        params,
+        stderr,
+        theta,
+        cov,
+        make_for(float(workers) if workers else None),
+        dof,
+        message,
+        point,
+    )
+
+
+def _fit_usl_curve(obs: Observations) -> _Fitted:
+    load = obs.concurrency.copy()
+    missing = ~np.isfinite(load)
+    load[missing] = obs.rate[missing] * obs.latency["mean"][missing]  # Little's law
+    ok = np.isfinite(load) & (load > 0)
+    fit = fit_usl(load[ok], obs.rate[ok], weights=obs.requests[ok])
+    if not fit.success:
+        raise ValueError(fit.message)
+    lam, sigma, kappa = fit.lam, fit.sigma, fit.kappa
+
+    def make(theta: FloatArray) -> LatencyCurve:
+        sg, kp, lm = max(float(theta[0]), 0.0), max(float(theta[1]), 0.0), float(theta[2])
+        if kp > 0:
+            n_star = math.sqrt(max(1.0 - sg, 1e-12) / kp)
+            x_max = float(usl_throughput(n_star, sg, kp, lm))
+        else:
+            x_max = lm / sg if sg > 0 else math.inf
+
+        def mean_of(rate: FloatArray) -> FloatArray:
+            # Invert X(N) on its rising branch in closed form: X·κN² + (Xσ − Xκ − λ)N +
+            # X(1 − σ) = 0, smaller root, written stably; then R = N / X (Little's law).
+            x = np.maximum(np.asarray(rate, dtype=np.float64), 0.0)
+            b = lm - x * sg + x * kp
+            disc = b * b - 4.0 * x * x * kp * (1.0 - sg)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = 2.0 * (1.0 - sg) / (b + np.sqrt(disc))
+            return np.where((disc >= 0) & (b > 0) & (x < x_max), r, np.inf)
+
+        base = mean_of(obs.rate)
+        return _ScaledCurve(mean_of, x_max, _factors(obs, base))
+
+    theta = np.array([sigma, kappa, lam])
+    cov = np.array(fit.covariance, dtype=np.float64)
+    params = {
+        "sigma": sigma,
+        "kappa": kappa,
+        "lambda": lam,
+        "peak_load": fit.peak_load,
+        "max_throughput": fit.max_throughput,
+    }
+    return _Fitted(params, dict(fit.stderr), theta, cov, make, fit.dof, fit.message)
+
+
+def _fit_demand_curve(obs: Observations, ceiling: float) -> _Fitted:
+    ok = np.isfinite(obs.cpu)
+    fit = fit_demand(obs.rate[ok], obs.cpu[ok], weights=obs.requests[ok])
+    if not fit.success:
+        raise ValueError(fit.message)
+    demand = fit.demand
+    mean_obs = obs.latency["mean"]
+    okm = np.isfinite(mean_obs) & (demand * obs.rate < 1)
+    if not np.any(okm):
+        raise ValueError("no window below saturation carries a mean latency")
+    # R(λ) = R0 / (1 − Dλ): R0 is the weighted geometric mean of R·(1 − Dλ).
+    w = obs.weight[okm]
+    r0 = float(np.exp(np.sum(w * np.log(mean_obs[okm] * (1 - demand * obs.rate[okm]))) / np.sum(w)))
+
+    def make(theta: FloatArray) -> LatencyCurve:
+        d = max(float(theta[0]), 1e-15)
+        sat = min(1.0 / d, ceiling / d)
+
+        def mean_of(rate: FloatArray) -> FloatArray:
+            r = np.asarray(rate, dtype=np.float64)
+            u = d * r
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(u < 1, r0 / (1 - u), np.inf)
+
+        base = mean_of(obs.rate)
+        factors = _factors(obs, base)
+        return _ScaledCurve(mean_of, sat, factors)
+
+    theta = np.array([demand])
+    cov = np.array([[fit.stderr**2]])
+    params = {"demand_s": demand, "base_ms": r0 * 1e3, "ceiling": ceiling}
+    return _Fitted(params, {"demand_s": fit.stderr}, theta, cov, make, fit.n - 1, fit.message)
+
+
+def _fit_hyperbolic_curve(obs: Observations, stat: str) -> _Fitted:
+    values = obs.latency[stat]
+    ok = np.isfinite(values)
+    fit = fit_hyperbolic(obs.rate[ok], values[ok], weights=obs.requests[ok])
+    if not fit.success:
+        raise ValueError(fit.message)
+
+    def make(theta: FloatArray) -> LatencyCurve:
+        a, b, cap = max(float(theta[0]), 0.0), max(float(theta[1]), 1e-15), float(theta[2])
+
+        def base(rate: FloatArray) -> FloatArray:
+            r = np.asarray(rate, dtype=np.float64)
+            with np.errstate(divide="ignore"):
+                return np.where(r < cap, a + b / (cap - r), np.inf)
+
+        return _ScaledCurve(base, cap, _factors(obs, base(obs.rate), fitted=stat))
+
+    theta = np.array([fit.a, fit.b, fit.cap])
+    cov = np.array(fit.covariance, dtype=np.float64)
+    params = {"a_ms": fit.a * 1e3, "b": fit.b, "cap_rps": fit.cap, "stat": stat}
+    stderr = {"a_ms": fit.stderr["a"] * 1e3, "b": fit.stderr["b"], "cap_rps": fit.stderr["cap"]}
+    return _Fitted(params, stderr, theta, cov, make, fit.n - 3, fit.message)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------
+# capacity
+
+
+def capacity_at(curve: LatencyCurve, slo: SLOTarget) -> float:
+    """
+    The largest offered rate whose predicted SLO percentile stays within the SLO latency.
+
+    Bisection on the rate (the curves are increasing in it); 0 when even an idle node misses.
+    """
+    target = slo.latency_ms * 1e-3
+    q = slo.quantile
+
+    def ok(rate: float) -> bool:
+        value = float(curve.quantile(np.array([rate]), q)[0])
+        return math.isfinite(value) and value <= target
+
+    if not ok(0.0):
+        return 0.0
+    hi = curve.saturation
+    if not math.isfinite(hi):
+        hi = 1.0
+        while ok(hi) and hi < 1e12:
+            hi *= 2.0
+        if ok(hi):
+            return math.inf
+    lo = 0.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-9 * max(hi, 1.0):
+            break
+    return lo
+
+
+def _interval(fitted: _Fitted, slo: SLOTarget, capacity: float) -> tuple[float, float]:
+    """
+    Delta-method interval on log capacity, Student t on the fit's degrees of freedom.
+    """
+    if not (capacity > 0 and math.isfinite(capacity)) or fitted.dof <= 0:
+        return (0.0, math.inf)
+    cov = fitted.covariance
+    if not np.all(np.isfinite(cov)):
+        return (0.0, math.inf)
+    theta = fitted.theta
+    grad = np.zeros(theta.size)
+    for i in range(theta.size):
+        h = 1e-4 * max(abs(float(theta[i])), 1e-3)
+        if cov[i, i] > 0:
+            h = min(h, 0.1 * math.sqrt(cov[i, i])) or h
+        up, down = theta.copy(), theta.copy()
+        up[i] += h
+        down[i] -= h
+        try:
+            c_up = capacity_at(fitted.make(up), slo)
+            c_down = capacity_at(fitted.make(down), slo)
+        except (ValueError, ZeroDivisionError, OverflowError):
+            return (0.0, math.inf)
+        if not (c_up > 0 and c_down > 0 and math.isfinite(c_up) and math.isfinite(c_down)):
+            return (0.0, math.inf)
+        grad[i] = (math.log(c_up) - math.log(c_down)) / (2 * h)
+    var = float(grad @ cov @ grad)
+    if not math.isfinite(var) or var < 0:
+        return (0.0, math.inf)
+    t = float(stats.t.ppf(0.975, fitted.dof))
+    spread = t * math.sqrt(var)
+    return (capacity * math.exp(-spread), capacity * math.exp(spread))
+
+
+def _aicc(rss: float, n: int, k: int) -> float:
+    if n - k - 1 <= 0 or rss <= 0:
+        return math.inf
+    return n * math.log(rss / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
+
+
+def _common_rss(obs: Observations, curve: LatencyCurve, stat: str) -> tuple[float, int]:
+    values = obs.latency[stat]
+    ok = np.isfinite(values)
+    q = dict(_STATS)[stat]
+    pred = curve.mean(obs.rate[ok]) if q is None else curve.quantile(obs.rate[ok], q)
+    pred = np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)
+    r = np.log(pred) - np.log(values[ok])
+    return float(np.sum(obs.weight[ok] * r**2)), int(np.count_nonzero(ok))
+
+
+# --------------------------------------------------------------------------------------------
+# the node
+
+
+@dataclass(frozen=True)
+class NodeFit:
+    """
+    One node's chosen model and its capacity at the SLO.
+
+    ``capacity_interval`` is a 95% interval; its upper end is inf when the data cannot bound it.
+    ``candidates`` holds every model tried (for reports and ``--model`` comparisons).
+    """
+
+    node: str
+    model: str
+    params: dict[str, float]
+    stderr: dict[str, float]
+    capacity_rps: float
+    capacity_interval: tuple[float, float]
+    warnings: tuple[str, ...]
+    windows: int
+    max_observed_rps: float
+    selection: str
+    candidates: tuple[Candidate, ...]
+    success: bool
+    message: str
+
+    @property
+    def curve(self) -> LatencyCurve | None:
+        """
+        The chosen model's latency curve.
+        """
+        for c in self.candidates:
+            if c.model == self.model:
+                return c.curve
+        return None
+
+
+def _error_cap(obs: Observations, slo: SLOTarget) -> tuple[float, list[str]]:
+    """
+    The rate above which windows break the SLO's error bound, judged by a one-sided binomial
+    test (p < 0.01) so that one error in a small window does not count.
+    """
+    warnings: list[str] = []
+    if slo.max_error_rate >= 1:
+        return math.inf, warnings
+    order = np.argsort(obs.rate)
+    bad = [
+        i
+        for i in order
+        if obs.errors[i] > 0
+        and stats.binomtest(
+            int(obs.errors[i]), int(obs.requests[i]), slo.max_error_rate, alternative="greater"
+        ).pvalue
+        < 0.01
+    ]
+    if not bad:
+        return math.inf, warnings
+    first = float(obs.rate[bad[0]])
+    below = obs.rate[obs.rate < first]
+    total = float(np.sum(obs.errors)) / float(np.sum(obs.requests))
+    if below.size == 0:
+        warnings.append(
+            f"error rate {total:.3%} breaks the SLO's {slo.max_error_rate:.3%} even at the "
+            "lowest measured load: fix the errors before planning capacity"
+        )
+        return 0.0, warnings
+    cap = float(np.max(below))
+    warnings.append(
+        f"windows from {first:.4g} rps break the SLO's error bound "
+        f"({slo.max_error_rate:.3%}): capacity capped at {cap:.4g} rps"
+    )
+    return cap, warnings
+
+
+def fit_node(
+    node: str,
+    windows: Sequence[Window],
+    slo: SLOTarget,
+    *,
+    model: str = "auto",
+    workers: int | None = None,
+    utilization_ceiling: float = 0.8,
+) -> NodeFit:
+    """
+    Fit the candidate models to one node's windows and report its capacity at the SLO.
+
+    Args:
+        node: The node's name.
+        windows: Its windows (empty windows are ignored).
+        slo: The latency percentile and error bounds.
+        model: ``auto`` (select by AICc) or one of MODELS.
+        workers: The node's slot count, when known (fixes c in mgc / mmc).
+        utilization_ceiling: The CPU utilization the ``demand`` model may reach.
+
+    Returns:
+        The node's fit; ``success`` is False (with a message) when nothing could be fitted.
+    """
+    if model != "auto" and model not in MODELS:
+        raise ValueError(f"model must be 'auto' or one of {', '.join(MODELS)}: {model!r}")
+    obs = observations(node, windows)
+    warnings: list[str] = []
+    empty = NodeFit(
+        node,
+        model,
+        {},
+        {},
+        math.nan,
+        (math.nan, math.nan),
+        (),
+        obs.n,
+        float(np.max(obs.rate)) if obs.n else 0.0,
+        "",
+        (),
+        False,
+        "",
+    )
+    if obs.n < 4:
+        return _replace_message(empty, f"{obs.n} windows with requests: at least 4 are needed")
+    common = slo.stat if slo.stat is not None and obs.has(slo.stat) else "mean"
+    has_percentiles = any(obs.has(k) for k in ("p50", "p95", "p99"))
+    wanted = list(MODELS) if model == "auto" else [model]
+    if model == "auto":
+        wanted.remove("mgc" if not has_percentiles else "mmc")
+        if not has_percentiles:
+            warnings.append(
+                "the windows carry no latency percentiles, so the service-time variability "
+                "cannot be estimated: assuming exponential service (M/M/c)"
+            )
+    candidates: list[Candidate] = []
+    fitted_by_model: dict[str, _Fitted] = {}
+    for name in wanted:
+        try:
+            fitted = _fit_one(name, obs, workers, utilization_ceiling, common)
+        except ValueError as exc:
+            candidates.append(
+                Candidate(
+                    name,
+                    {},
+                    {},
+                    0,
+                    0,
+                    math.inf,
+                    math.inf,
+                    math.nan,
+                    (math.nan, math.nan),
+                    False,
+                    str(exc),
+                )
+            )
+            continue
+        curve = fitted.point if fitted.point is not None else fitted.make(fitted.theta)
+        rss, n = _common_rss(obs, curve, common)
+        k = fitted.theta.size + (1 if name in ("usl", "demand") else 0)
+        capacity = capacity_at(curve, slo)
+        interval = _interval(fitted, slo, capacity)
+        fitted_by_model[name] = fitted
+        candidates.append(
+            Candidate(
+                name,
+                fitted.params,
+                fitted.stderr,
+                k,
+                n,
+                rss,
+                _aicc(rss, n, k),
+                capacity,
+                interval,
+                True,
+                fitted.message,
+                curve,
+            )
+        )
+    usable = [c for c in candidates if c.success and math.isfinite(c.capacity_rps)]
+    if not usable:
+        reasons = "; ".join(f"{c.model}: {c.message}" for c in candidates)
+        return _replace_message(
+            empty, f"no model could be fitted ({reasons})", candidates=tuple(candidates)
+        )
+    if model == "auto":
+        chosen = min(usable, key=lambda c: (c.aicc, MODELS.index(c.model)))
+        selection = f"AICc on log {common} latency"
+    else:
+        chosen = usable[0]
+        selection = "asked for"
+    capacity, interval = chosen.capacity_rps, chosen.capacity_interval
+    error_cap, error_warnings = _error_cap(obs, slo)
+    warnings.extend(error_warnings)
+    if error_cap < capacity:
+        capacity = error_cap
+        interval = (min(interval[0], capacity), min(interval[1], capacity))
+    rmax = float(np.max(obs.rate))
+    if capacity > 0 and rmax < SUPPORT_SHARE * capacity:
+        warnings.append(
+            f"every window is below {rmax / capacity:.0%} of the estimated capacity "
+            f"({rmax:.4g} of {capacity:.4g} rps): the data cannot support this number; "
+            "measure at higher load"
+        )
+        interval = (min(interval[0], rmax), math.inf)
+    elif capacity > EXTRAPOLATION * rmax:
+        warnings.append(
+            f"capacity {capacity:.4g} rps is beyond {EXTRAPOLATION:g}× the highest measured "
+            f"rate ({rmax:.4g} rps): an extrapolation"
+        )
+    return NodeFit(
+        node=node,
+        model=chosen.model,
+        params=chosen.params,
+        stderr=chosen.stderr,
+        capacity_rps=capacity,
+        capacity_interval=interval,
+        warnings=tuple(warnings),
+        windows=obs.n,
+        max_observed_rps=rmax,
+        selection=selection,
+        candidates=tuple(candidates),
+        success=True,
+        message=chosen.message,
+    )
+
+
+def _replace_message(fit: NodeFit, message: str, **changes: object) -> NodeFit:
+    from dataclasses import replace
+
+    return replace(fit, message=message, **changes)  # type: ignore[arg-type]
+
+
+def _fit_one(
+    name: str, obs: Observations, workers: int | None, ceiling: float, common: str
+) -> _Fitted:
+    if name == "mgc":
+        if not any(obs.has(k) for k in ("p50", "p95", "p99")):
+            raise ValueError("needs latency percentiles to estimate the service-time variability")
+        return _fit_station(obs, workers, None)
+    if name == "mmc":
+        return _fit_station(obs, workers, 1.0)
+    if name == "usl":
+        return _fit_usl_curve(obs)
+    if name == "demand":
+        if np.count_nonzero(np.isfinite(obs.cpu)) < 3:
+            raise ValueError("needs cpu_util in at least 3 windows")
+        return _fit_demand_curve(obs, ceiling)
+    return _fit_hyperbolic_curve(obs, common)

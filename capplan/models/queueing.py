@@ -1,0 +1,894 @@
+"""
+Queueing maths for one node: Erlang B and C, M/M/c, and M/G/c by the Allen–Cunneen approximation.
+
+A node is a :class:`Station`: ``servers`` identical slots (worker processes, connections, cores)
+fed by Poisson arrivals at ``rate`` and served first come, first served, each request taking a
+service time with mean ``service_time`` and squared coefficient of variation ``scv``.  With
+``scv == 1`` (exponential service) every result is the exact M/M/c one; otherwise:
+
+* P(wait) is Erlang C (the M/M/c value, the usual M/G/c approximation);
+* the mean wait is Allen–Cunneen: ``Wq = C / (c·mu - lambda) · (ca² + cs²) / 2`` with ``ca² = 1``;
+* the response time ``T = W + S`` takes ``W = 0`` with probability ``1 - C`` and otherwise an
+  exponential wait whose mean is the Allen–Cunneen conditional wait, plus a service time ``S``
+  drawn from a gamma distribution with the given mean and ``scv`` (``scv = 0``: deterministic).
+
+Times are in whatever unit the caller uses (seconds or milliseconds), rates in its inverse.
+Functions taking numbers also take numpy arrays (broadcast together, computed without Python loops
+over elements); a Python number in gives a Python ``float`` out.
+
+Sources: A. O. Allen, *Probability, Statistics, and Queueing Theory* (2nd ed., 1990), §6 (Erlang
+C, M/M/c waiting-time distribution, Allen–Cunneen); D. Gross et al., *Fundamentals of Queueing
+Theory* (4th ed.), §2.3; W. Whitt, "Approximations for the GI/G/m queue" (1993).  Erlang B uses
+the Poisson identity ``B(c, A) = pmf(c; A) / cdf(c; A)`` with the regularised incomplete gamma
+function, which is exact for large ``c``, needs no factorials and extends smoothly to real ``c``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, overload
+
+import numpy as np
+import numpy.typing as npt
+from scipy import special
+
+from capplan.errors import UnstableQueueError
+
+__all__ = ["QueueMetrics", "Station", "erlang_b", "erlang_c"]
+
+FloatArray = npt.NDArray[np.float64]
+AnyArray = npt.NDArray[Any]
+
+_TINY: Final = 1e-280  # below this, incomplete gamma values lose relative precision
+_LOG_TINY: Final = -745.0  # exp() of anything lower is 0.0 in double precision
+_MIN_SCV: Final = 1e-10  # service time with a smaller scv is treated as deterministic
+_LOG_2PI: Final = math.log(2.0 * math.pi)
+_STIRLING_CUTOFF: Final = 15.0
+_QUANTILE_RTOL: Final = 1e-12
+_RATE_RTOL: Final = 1e-12
+_MAX_ITERATIONS: Final = 200
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _is_scalar(*values: Any) -> bool:
+    """
+    Whether every value is a plain number (not an array or a list).
+
+    Args:
+        values: the caller's arguments.
+
+    Returns:
+        True when the result should be a Python float.
+    """
+    return all(not isinstance(v, np.ndarray) and np.ndim(v) == 0 for v in values)
+
+
+def _real_array(value: object, name: str) -> FloatArray:
+    """
+    Convert an argument to a float64 array, rejecting non-numbers and NaN.
+
+    Args:
+        value: the argument.
+        name: its name, for the error message.
+
+    Returns:
+        The argument as a float64 array (0-d for a scalar).
+    """
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{name} must be a real number or an array of them, got {value!r}"
+        ) from exc
+    _require(array, np.isnan(array), name, "a number, not NaN")
+    return array
+
+
+def _require(array: FloatArray, bad: npt.NDArray[np.bool_], name: str, requirement: str) -> None:
+    """
+    Raise ``ValueError`` naming the argument and its first bad value when any value is bad.
+
+    Args:
+        array: the argument's values.
+        bad: mask of the bad values (same shape as ``array``).
+        name: the argument's name.
+        requirement: what the values must be, e.g. ``"a finite number > 0"``.
+    """
+    if np.any(bad):
+        values = np.asarray(array)[np.asarray(bad)]
+        extra = f" (and {values.size - 1} more bad values)" if values.size > 1 else ""
+        raise ValueError(f"{name} must be {requirement}, got {float(values.flat[0])!r}{extra}")
+
+
+def _flatten(*arrays: FloatArray) -> tuple[tuple[int, ...], list[FloatArray]]:
+    """
+    Broadcast arrays together and flatten them to 1-D copies.
+
+    Args:
+        arrays: the arrays.
+
+    Returns:
+        The broadcast shape and the flattened arrays.
+    """
+    try:
+        broadcast = np.broadcast_arrays(*arrays)
+    except ValueError as exc:
+        raise ValueError(f"array arguments cannot be broadcast together: {exc}") from exc
+    shape = broadcast[0].shape
+    return shape, [np.array(b, dtype=np.float64).reshape(-1) for b in broadcast]
+
+
+def _result(values: FloatArray, shape: tuple[int, ...], scalar: bool) -> float | FloatArray:
+    """
+    Shape a flat result like the inputs: a Python float for scalar inputs.
+
+    Args:
+        values: the flat result.
+        shape: the broadcast shape of the inputs.
+        scalar: whether all inputs were scalars.
+
+    Returns:
+        ``values`` reshaped, or its only element as a float.
+    """
+    if scalar:
+        return float(values[0])
+    return values.reshape(shape)
+
+
+def _stirling_error(n: FloatArray) -> FloatArray:
+    """
+    ``ln Γ(n+1) - (n + 1/2)·ln n + n - ln(2π)/2`` by its asymptotic series (for n ≥ 15).
+
+    Args:
+        n: the argument, at least 15 (the truncation error is then below 3e-16).
+
+    Returns:
+        The Stirling-formula error.
+    """
+    n2 = n * n
+    return (
+        1.0 / 12.0
+        - (1.0 / 360.0 - (1.0 / 1260.0 - (1.0 / 1680.0 - 1.0 / 1188.0 / n2) / n2) / n2) / n2
+    ) / n
+
+
+def _log_poisson_pmf(n: FloatArray, y: FloatArray) -> FloatArray:
+    """
+    ``ln(y**n · e**-y / Γ(n+1))`` for real ``n > 0`` and ``y ≥ 0``, without cancellation.
+
+    For large ``n`` the direct formula subtracts numbers of size ``n·ln n``; Loader's form
+    ``-stirling_error(n) - ln(2πn)/2 - n·(u - ln(1+u))`` with ``u = y/n - 1`` does not.
+
+    Args:
+        n: the (real) count.
+        y: the Poisson mean.
+
+    Returns:
+        The log of the (continued) Poisson probability mass; ``-inf`` when ``y == 0``.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        direct = special.xlogy(n, y) - y - special.gammaln(n + 1.0)
+        big = np.maximum(n, _STIRLING_CUTOFF)
+        u = (y - big) / big
+        deviance = big * (u - np.log1p(u))
+        loader = -_stirling_error(big) - 0.5 * (_LOG_2PI + np.log(big)) - deviance
+    return np.asarray(np.where(n >= _STIRLING_CUTOFF, loader, direct), dtype=np.float64)
+
+
+def _upper_gamma_cf(a: FloatArray, x: FloatArray) -> FloatArray:
+    """
+    ``h`` such that ``Γ(a, x) = e**-x · x**a · h``, by Lentz's continued fraction.
+
+    Converges quickly for ``x > a + 1``; used only far in the Poisson tail, where the regularised
+    incomplete gamma function underflows.
+
+    Args:
+        a: the shape.
+        x: the argument.
+
+    Returns:
+        The continued fraction's value.
+    """
+    floor = 1e-300
+    b = x + 1.0 - a
+    c = np.full_like(x, 1.0 / floor)
+    d = 1.0 / b
+    h = d.copy()
+    for i in range(1, 10_000):
+        an = -i * (i - a)
+        b = b + 2.0
+        d = an * d + b
+        d = np.where(np.abs(d) < floor, floor, d)
+        c = b + an / c
+        c = np.where(np.abs(c) < floor, floor, c)
+        d = 1.0 / d
+        delta = d * c
+        h = h * delta
+        if np.all(np.abs(delta - 1.0) < 1e-15):
+            break
+    return h
+
+
+def _erlang_b(servers: FloatArray, load: FloatArray) -> FloatArray:
+    """
+    Erlang B on flat, validated arrays.
+
+    Args:
+        servers: server counts (≥ 1, real).
+        load: offered loads in Erlangs (≥ 0).
+
+    Returns:
+        The blocking probabilities.
+    """
+    log_pmf = _log_poisson_pmf(servers, load)
+    cdf = np.asarray(special.gammaincc(servers + 1.0, load), dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+        blocking = np.exp(log_pmf - np.log(cdf))
+    tail = cdf < _TINY
+    if np.any(tail):
+        cf = _upper_gamma_cf(servers[tail] + 1.0, load[tail])
+        blocking[tail] = 1.0 / (load[tail] * cf)
+    return np.asarray(blocking, dtype=np.float64)
+
+
+def _erlang_c(servers: FloatArray, load: FloatArray) -> FloatArray:
+    """
+    Erlang C on flat, validated arrays with ``load < servers``.
+
+    Args:
+        servers: server counts (≥ 1, real).
+        load: offered loads in Erlangs, below ``servers``.
+
+    Returns:
+        The probabilities of waiting.
+    """
+    blocking = _erlang_b(servers, load)
+    rho = load / servers
+    return np.asarray(blocking / ((1.0 - rho) + rho * blocking), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------- Erlang B and C
+
+
+@overload
+def erlang_b(servers: float, offered_load: float) -> float: ...
+@overload
+def erlang_b(servers: AnyArray, offered_load: float | AnyArray) -> FloatArray: ...
+@overload
+def erlang_b(servers: float, offered_load: AnyArray) -> FloatArray: ...
+@overload
+def erlang_b(servers: float | AnyArray, offered_load: float | AnyArray) -> float | FloatArray: ...
+def erlang_b(servers: float | AnyArray, offered_load: float | AnyArray) -> float | FloatArray:
+    """
+    Erlang B: the probability that an arrival finds all servers busy in M/M/c/c (a loss system).
+
+    Computed as ``pmf(c; A) / cdf(c; A)`` of a Poisson(A) variable, in log space with the
+    regularised incomplete gamma function: O(1) per value, accurate for ``c`` up to millions, and
+    smooth in ``c`` (a real ``c`` gives the standard continuation ``1/B = A·∫e^{-At}(1+t)^c dt``).
+
+    Args:
+        servers: number of servers ``c``, at least 1 (need not be an integer).
+        offered_load: offered load ``A = λ·E[S]`` in Erlangs, at least 0 (may exceed ``c``).
+
+    Returns:
+        The blocking probability, in [0, 1].
+    """
+    scalar = _is_scalar(servers, offered_load)
+    c = _real_array(servers, "servers")
+    a = _real_array(offered_load, "offered_load")
+    _require(c, ~(np.isfinite(c) & (c >= 1.0)), "servers", "a finite number >= 1")
+    _require(a, ~(np.isfinite(a) & (a >= 0.0)), "offered_load", "a finite number of Erlangs >= 0")
+    shape, (c, a) = _flatten(c, a)
+    return _result(_erlang_b(c, a), shape, scalar)
+
+
+@overload
+def erlang_c(servers: float, offered_load: float) -> float: ...
+@overload
+def erlang_c(servers: AnyArray, offered_load: float | AnyArray) -> FloatArray: ...
+@overload
+def erlang_c(servers: float, offered_load: AnyArray) -> FloatArray: ...
+@overload
+def erlang_c(servers: float | AnyArray, offered_load: float | AnyArray) -> float | FloatArray: ...
+def erlang_c(servers: float | AnyArray, offered_load: float | AnyArray) -> float | FloatArray:
+    """
+    Erlang C: the probability that an arrival has to wait in M/M/c.
+
+    ``C = B / (1 - ρ·(1 - B))`` with ``B`` the Erlang B value and ``ρ = A / c``.
+
+    Args:
+        servers: number of servers ``c``, at least 1 (need not be an integer).
+        offered_load: offered load ``A = λ·E[S]`` in Erlangs, at least 0 and below ``c``.
+
+    Returns:
+        The probability of waiting, in [0, 1].
+
+    Raises:
+        UnstableQueueError: when ``offered_load >= servers`` (the queue grows without bound).
+    """
+    scalar = _is_scalar(servers, offered_load)
+    c = _real_array(servers, "servers")
+    a = _real_array(offered_load, "offered_load")
+    _require(c, ~(np.isfinite(c) & (c >= 1.0)), "servers", "a finite number >= 1")
+    _require(a, ~(np.isfinite(a) & (a >= 0.0)), "offered_load", "a finite number of Erlangs >= 0")
+    shape, (c, a) = _flatten(c, a)
+    unstable = a >= c
+    if np.any(unstable):
+        i = int(np.argmax(unstable))
+        raise UnstableQueueError(
+            f"unstable queue: offered load {a[i]:g} Erlangs is not below {c[i]:g} servers; "
+            f"the queue is stable only for an offered load below {c[i]:g} Erlangs "
+            "(utilization below 1)"
+        )
+    return _result(_erlang_c(c, a), shape, scalar)
+
+
+# --------------------------------------------------------------------------- stations
+
+
+@dataclass(frozen=True)
+class QueueMetrics:
+    """
+    Steady-state figures of one station at one arrival rate (times in the caller's unit).
+
+    Attributes:
+        servers: number of servers ``c``.
+        arrival_rate: arrival rate ``λ``.
+        service_time: mean service time ``E[S]``.
+        scv: squared coefficient of variation of the service time.
+        utilization: ``λ·E[S] / c``.
+        p_wait: probability that a request waits (Erlang C).
+        mean_wait: mean time in queue (Allen–Cunneen; exact for M/M/c).
+        mean_response: mean wait plus mean service time.
+        percentiles: response-time percentiles, keyed by percent (e.g. ``99.0``).
+    """
+
+    servers: float
+    arrival_rate: float
+    service_time: float
+    scv: float
+    utilization: float
+    p_wait: float
+    mean_wait: float
+    mean_response: float
+    percentiles: dict[float, float]
+
+
+@dataclass(frozen=True)
+class Station:
+    """
+    A multi-server FCFS queue with Poisson arrivals: M/G/c, approximated by Allen–Cunneen.
+
+    Attributes:
+        servers: number of servers ``c`` (slots), at least 1; normally an integer, but a real
+            value is accepted (the formulas are smooth in ``c``, which helps fitting).
+        service_time: mean service time ``E[S]``, greater than 0.
+        scv: squared coefficient of variation of the service time ``Var[S] / E[S]²``, at
+            least 0: 1 is exponential (exact M/M/c), 0 deterministic.  The response-time
+            distribution models ``S`` as gamma with this mean and scv; below 1e-10 ``S`` is
+            treated as deterministic (its standard deviation is then below 1e-5 of its mean).
+    """
+
+    servers: float
+    service_time: float
+    scv: float = 1.0
+
+    def __post_init__(self) -> None:
+        """
+        Validate the parameters and store them as floats.
+        """
+        checks: tuple[tuple[str, float, float, bool], ...] = (
+            ("servers", self.servers, 1.0, True),
+            ("service_time", self.service_time, 0.0, False),
+            ("scv", self.scv, 0.0, True),
+        )
+        for name, value, minimum, inclusive in checks:
+            requirement = f"a finite number {'>=' if inclusive else '>'} {minimum:g}"
+            try:
+                number = float(value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{name} must be {requirement}, got {value!r}") from exc
+            above = number >= minimum if inclusive else number > minimum
+            if not (math.isfinite(number) and above):
+                raise ValueError(f"{name} must be {requirement}, got {value!r}")
+            object.__setattr__(self, name, number)
+
+    # ----------------------------------------------------------------- parameters
+
+    @property
+    def max_rate(self) -> float:
+        """
+        The service capacity ``c / E[S]``: the queue is stable only for arrival rates below it.
+        """
+        return self.servers / self.service_time
+
+    @property
+    def _deterministic(self) -> bool:
+        """
+        Whether the service time is treated as deterministic (``scv`` below 1e-10).
+        """
+        return self.scv < _MIN_SCV
+
+    @property
+    def _shape(self) -> float:
+        """
+        Shape ``k = 1/scv`` of the gamma service-time distribution.
+        """
+        return 1.0 / self.scv
+
+    @property
+    def _service_rate(self) -> float:
+        """
+        Rate ``k / E[S]`` of the gamma service-time distribution.
+        """
+        return 1.0 / (self.scv * self.service_time)
+
+    def _rates(self, rate: object, *, stable: bool = True) -> FloatArray:
+        """
+        Validate arrival rates.
+
+        Args:
+            rate: the caller's ``rate`` argument.
+            stable: whether to require rates below :attr:`max_rate`.
+
+        Returns:
+            The rates as a float64 array.
+        """
+        rates = _real_array(rate, "rate")
+        _require(rates, ~(np.isfinite(rates) & (rates >= 0.0)), "rate", "a finite rate >= 0")
+        if stable:
+            unstable = (rates >= self.max_rate) | (rates * self.service_time >= self.servers)
+            if np.any(unstable):
+                bad = float(rates[unstable].flat[0])
+                raise UnstableQueueError(
+                    f"unstable queue: arrival rate {bad:g} is not below the service capacity "
+                    f"{self.max_rate:g} ({self.servers:g} servers / service time "
+                    f"{self.service_time:g}); the queue is stable only for arrival rates below "
+                    f"{self.max_rate:g}"
+                )
+        return rates
+
+    def _wait_parameters(self, rates: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """
+        P(wait) and the rate of the conditional (exponential) wait, on flat stable rates.
+
+        Args:
+            rates: arrival rates, each below :attr:`max_rate`.
+
+        Returns:
+            ``(C, θ)``: Erlang C and ``θ = (cμ - λ)·2/(1 + scv)``, so that ``E[W | W > 0] = 1/θ``.
+        """
+        load = rates * self.service_time
+        servers = np.full_like(load, self.servers)
+        p_wait = _erlang_c(servers, load)
+        theta = (servers - load) / self.service_time * (2.0 / (1.0 + self.scv))
+        return p_wait, theta
+
+    # ----------------------------------------------------------------- means
+
+    @overload
+    def utilization(self, rate: float) -> float: ...
+    @overload
+    def utilization(self, rate: AnyArray) -> FloatArray: ...
+    @overload
+    def utilization(self, rate: float | AnyArray) -> float | FloatArray: ...
+    def utilization(self, rate: float | AnyArray) -> float | FloatArray:
+        """
+        Server utilization ``λ·E[S] / c``.
+
+        Does not check stability: at or above :attr:`max_rate` it is the offered utilization ≥ 1.
+
+        Args:
+            rate: arrival rate ``λ``, at least 0.
+
+        Returns:
+            The utilization.
+        """
+        scalar = _is_scalar(rate)
+        rates = self._rates(rate, stable=False)
+        shape, (flat,) = _flatten(rates)
+        return _result(flat * self.service_time / self.servers, shape, scalar)
+
+    @overload
+    def p_wait(self, rate: float) -> float: ...
+    @overload
+    def p_wait(self, rate: AnyArray) -> FloatArray: ...
+    @overload
+    def p_wait(self, rate: float | AnyArray) -> float | FloatArray: ...
+    def p_wait(self, rate: float | AnyArray) -> float | FloatArray:
+        """
+        Probability that a request waits: Erlang C (exact for M/M/c, the usual M/G/c estimate).
+
+        Args:
+            rate: arrival rate ``λ``, at least 0 and below :attr:`max_rate`.
+
+        Returns:
+            The probability of waiting (0 at rate 0).
+
+        Raises:
+            UnstableQueueError: when ``rate >= max_rate``.
+        """
+        scalar = _is_scalar(rate)
+        shape, (rates,) = _flatten(self._rates(rate))
+        p_wait, _ = self._wait_parameters(rates)
+        return _result(p_wait, shape, scalar)
+
+    @overload
+    def mean_wait(self, rate: float) -> float: ...
+    @overload
+    def mean_wait(self, rate: AnyArray) -> FloatArray: ...
+    @overload
+    def mean_wait(self, rate: float | AnyArray) -> float | FloatArray: ...
+    def mean_wait(self, rate: float | AnyArray) -> float | FloatArray:
+        """
+        Mean time in queue, Allen–Cunneen: ``C / (cμ - λ) · (1 + scv) / 2`` (exact for M/M/c).
+
+        Args:
+            rate: arrival rate ``λ``, at least 0 and below :attr:`max_rate`.
+
+        Returns:
+            The mean wait (0 at rate 0).
+
+        Raises:
+            UnstableQueueError: when ``rate >= max_rate``.
+        """
+        scalar = _is_scalar(rate)
+        shape, (rates,) = _flatten(self._rates(rate))
+        p_wait, theta = self._wait_parameters(rates)
+        return _result(p_wait / theta, shape, scalar)
+
+    @overload
+    def mean_response(self, rate: float) -> float: ...
+    @overload
+    def mean_response(self, rate: AnyArray) -> FloatArray: ...
+    @overload
+    def mean_response(self, rate: float | AnyArray) -> float | FloatArray: ...
+    def mean_response(self, rate: float | AnyArray) -> float | FloatArray:
+        """
+        Mean response time: mean wait plus mean service time.
+
+        Args:
+            rate: arrival rate ``λ``, at least 0 and below :attr:`max_rate`.
+
+        Returns:
+            The mean response time (``service_time`` at rate 0).
+
+        Raises:
+            UnstableQueueError: when ``rate >= max_rate``.
+        """
+        scalar = _is_scalar(rate)
+        shape, (rates,) = _flatten(self._rates(rate))
+        p_wait, theta = self._wait_parameters(rates)
+        return _result(p_wait / theta + self.service_time, shape, scalar)
+
+    # ----------------------------------------------------------------- distribution
+
+    def _service_sf(self, t: FloatArray) -> FloatArray:
+        """
+        ``P(S > t)`` on a flat array.
+        """
+        if self._deterministic:
+            return np.asarray(np.where(t < self.service_time, 1.0, 0.0), dtype=np.float64)
+        return np.asarray(special.gammaincc(self._shape, self._service_rate * t), dtype=np.float64)
+
+    def _service_isf(self, q: FloatArray) -> FloatArray:
+        """
+        The service time exceeded with probability ``q``, on a flat array.
+        """
+        if self._deterministic:
+            return np.full_like(q, self.service_time)
+        return np.asarray(
+            special.gammainccinv(self._shape, q) / self._service_rate, dtype=np.float64
+        )
+
+    def _service_pdf(self, t: FloatArray) -> FloatArray:
+        """
+        Density of the gamma service time on a flat array (not for deterministic service).
+        """
+        k = self._shape
+        with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
+            log_pdf = (
+                math.log(k)
+                - np.log(t)
+                + _log_poisson_pmf(np.full_like(t, k), t * self._service_rate)
+            )
+            return np.asarray(np.where(t > 0.0, np.exp(log_pdf), 0.0), dtype=np.float64)
+
+    def _wait_term(self, t: FloatArray, theta: FloatArray) -> FloatArray:
+        """
+        ``E[exp(-θ·(t - S)); S ≤ t]`` for gamma ``S``, so that ``P(E_θ + S > t) = P(S > t) + it``.
+
+        Two exact routes, chosen per element to avoid overflow and cancellation (``b = β - θ``
+        with ``β`` the gamma rate and ``k`` its shape):
+
+        * ``b > 0`` and ``x = b·t ≥ max(k - 5√k, k/2)``:
+          ``(β/b)^k · e^{-θt} · P(k, x)`` (regularised lower incomplete gamma, here not tiny), in
+          log space;
+        * otherwise (including ``θ ≥ β`` and ``θ ≈ β``):
+          ``pmf_Poisson(k; β·t) · ₁F₁(1; k+1; x)``, where ``₁F₁(1; k+1; x)`` is in (0, 1] for
+          ``x ≤ 0`` and below ``√k`` for ``0 < x < k - 5√k`` (no overflow, no cancellation).
+
+        Args:
+            t: times (≥ 0, may be infinite), flat.
+            theta: rates of the exponential wait, flat, same length.
+
+        Returns:
+            The term, in [0, 1].
+        """
+        k = self._shape
+        beta = self._service_rate
+        out = np.zeros_like(t)
+        inside = np.isfinite(t) & (t > 0.0)
+        b = beta - theta
+        with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
+            x = b * t
+            gamma_route = inside & (b > 0.0) & (x >= max(k - 5.0 * math.sqrt(k), 0.5 * k))
+            if np.any(gamma_route):
+                tg, thg, xg = t[gamma_route], theta[gamma_route], x[gamma_route]
+                log_term = -k * np.log1p(-thg / beta) - thg * tg + np.log(special.gammainc(k, xg))
+                out[gamma_route] = np.exp(log_term)
+            rest = inside & ~gamma_route
+            if np.any(rest):
+                log_pmf = np.full_like(t, -np.inf)
+                log_pmf[rest] = _log_poisson_pmf(np.full(int(rest.sum()), k), beta * t[rest])
+                hyp_route = rest & (log_pmf > _LOG_TINY)
+                out[hyp_route] = np.exp(log_pmf[hyp_route]) * special.hyp1f1(
+                    1.0, k + 1.0, x[hyp_route]
+                )
+        return out
+
+    def _response_sf(self, t: FloatArray, p_wait: FloatArray, theta: FloatArray) -> FloatArray:
+        """
+        ``P(T > t)`` on flat arrays of equal length.
+        """
+        if self._deterministic:
+            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                tail = p_wait * np.exp(-theta * (t - self.service_time))
+            sf = np.where(t < self.service_time, 1.0, np.where(np.isinf(t), 0.0, tail))
+        else:
+            sf = self._service_sf(t) + p_wait * self._wait_term(t, theta)
+        return np.asarray(np.clip(sf, 0.0, 1.0), dtype=np.float64)
+
+    def _response_pdf(self, t: FloatArray, p_wait: FloatArray, theta: FloatArray) -> FloatArray:
+        """
+        Density of ``T`` on flat arrays (gamma service only): ``(1-C)·f_S + C·θ·wait_term``.
+        """
+        return (1.0 - p_wait) * self._service_pdf(t) + p_wait * theta * self._wait_term(t, theta)
+
+    def _response_isf(self, q: FloatArray, p_wait: FloatArray, theta: FloatArray) -> FloatArray:
+        """
+        The smallest ``t`` with ``P(T > t) ≤ q``, on flat arrays of equal length.
+
+        Deterministic service has a closed form.  Otherwise a vectorised safeguarded Newton
+        iteration on ``ln P(T > t) - ln q`` (Newton steps that leave the bracket or do not halve
+        the previous step are replaced by bisection) within the bracket
+        ``[isf_S(q), isf_W(q/2) + isf_S(q/2)]`` (``T ≥ S``, and a union bound), to a relative
+        tolerance of 1e-12.
+
+        Args:
+            q: upper-tail probabilities in (0, 1).
+            p_wait: Erlang C values.
+            theta: conditional wait rates.
+
+        Returns:
+            The response-time quantiles at ``1 - q``.
+        """
+        with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
+            wait_q = np.where(2.0 * p_wait > q, np.log(2.0 * p_wait / q) / theta, 0.0)
+            if self._deterministic:
+                extra = np.where(p_wait > q, np.log(p_wait / q) / theta, 0.0)
+                return np.asarray(self.service_time + extra, dtype=np.float64)
+            lo = self._service_isf(q)
+            hi = np.maximum(wait_q + self._service_isf(0.5 * q), lo)
+            log_q = np.log(q)
+            t = 0.5 * (lo + hi)
+            last_step = hi - lo
+            active = np.flatnonzero(hi > lo)
+            for _ in range(_MAX_ITERATIONS):
+                if active.size == 0:
+                    break
+                ta, ca, tha = t[active], p_wait[active], theta[active]
+                sf = self._response_sf(ta, ca, tha)
+                g = np.log(sf) - log_q[active]
+                slope = -self._response_pdf(ta, ca, tha) / sf
+                above = g > 0.0  # P(T > t) > q: the quantile is beyond t
+                lo[active] = np.where(above, ta, lo[active])
+                hi[active] = np.where(above, hi[active], ta)
+                newton = ta - g / slope
+                bisect = 0.5 * (lo[active] + hi[active])
+                use_newton = (
+                    np.isfinite(newton)
+                    & (newton > lo[active])
+                    & (newton < hi[active])
+                    & (np.abs(newton - ta) <= 0.5 * last_step[active])
+                )
+                new = np.where(use_newton, newton, bisect)
+                step = np.abs(new - ta)
+                last_step[active] = step
+                t[active] = new
+                done = (step <= _QUANTILE_RTOL * new) | (
+                    hi[active] - lo[active] <= _QUANTILE_RTOL * hi[active]
+                )
+                active = active[~done]
+        return np.asarray(t, dtype=np.float64)
+
+    @overload
+    def response_sf(self, t: float, rate: float) -> float: ...
+    @overload
+    def response_sf(self, t: AnyArray, rate: float | AnyArray) -> FloatArray: ...
+    @overload
+    def response_sf(self, t: float, rate: AnyArray) -> FloatArray: ...
+    @overload
+    def response_sf(self, t: float | AnyArray, rate: float | AnyArray) -> float | FloatArray: ...
+    def response_sf(self, t: float | AnyArray, rate: float | AnyArray) -> float | FloatArray:
+        """
+        ``P(T > t)``: the probability that the response time (wait + service) exceeds ``t``.
+
+        ``T = W + S`` (FCFS): ``W = 0`` with probability ``1 - C``, else exponential with rate
+        ``θ = (cμ - λ)·2/(1 + scv)`` (mean: the Allen–Cunneen conditional wait); ``S`` gamma
+        with mean ``service_time`` and shape ``1/scv``.  For ``scv = 1`` this is the exact M/M/c
+        response-time distribution.
+
+        Args:
+            t: time, at least 0 (may be ``inf``).
+            rate: arrival rate ``λ``, at least 0 and below :attr:`max_rate`.
+
+        Returns:
+            The survival probability, in [0, 1], broadcast over ``t`` and ``rate``.
+
+        Raises:
+            UnstableQueueError: when ``rate >= max_rate``.
+        """
+        scalar = _is_scalar(t, rate)
+        times = _real_array(t, "t")
+        _require(times, times < 0.0, "t", "a time >= 0")
+        rates = self._rates(rate)
+        shape, (times, rates) = _flatten(times, rates)
+        p_wait, theta = self._wait_parameters(rates)
+        return _result(self._response_sf(times, p_wait, theta), shape, scalar)
+
+    @overload
+    def response_quantile(self, p: float, rate: float) -> float: ...
+    @overload
+    def response_quantile(self, p: AnyArray, rate: float | AnyArray) -> FloatArray: ...
+    @overload
+    def response_quantile(self, p: float, rate: AnyArray) -> FloatArray: ...
+    @overload
+    def response_quantile(
+        self, p: float | AnyArray, rate: float | AnyArray
+    ) -> float | FloatArray: ...
+    def response_quantile(self, p: float | AnyArray, rate: float | AnyArray) -> float | FloatArray:
+        """
+        Response-time quantile: the smallest ``t`` with ``P(T ≤ t) ≥ p``.
+
+        Inverts :meth:`response_sf` by a vectorised safeguarded Newton–bisection iteration on
+        whole arrays (no per-element Python loop; closed form for deterministic service), to a
+        relative tolerance of 1e-12.  The result is never below the service-time quantile and is
+        increasing in ``p`` and in ``rate``.
+
+        Args:
+            p: probability in (0, 1), e.g. 0.99 for the 99th percentile.
+            rate: arrival rate ``λ``, at least 0 and below :attr:`max_rate`.
+
+        Returns:
+            The quantile, broadcast over ``p`` and ``rate``.
+
+        Raises:
+            UnstableQueueError: when ``rate >= max_rate``.
+        """
+        scalar = _is_scalar(p, rate)
+        probs = _real_array(p, "p")
+        _require(probs, ~((probs > 0.0) & (probs < 1.0)), "p", "a probability in (0, 1)")
+        rates = self._rates(rate)
+        shape, (probs, rates) = _flatten(probs, rates)
+        p_wait, theta = self._wait_parameters(rates)
+        quantiles = self._response_isf(1.0 - probs, p_wait, theta)
+        return _result(quantiles, shape, scalar)
+
+    # ----------------------------------------------------------------- summaries
+
+    def metrics(
+        self, rate: float, percentiles: Sequence[float] = (50.0, 95.0, 99.0)
+    ) -> QueueMetrics:
+        """
+        All steady-state figures at one arrival rate.
+
+        At rate 0 the figures are those of service alone (no wait).
+
+        Args:
+            rate: arrival rate ``λ`` (a scalar), at least 0 and below :attr:`max_rate`.
+            percentiles: response-time percentiles to report, in percent, each in (0, 100).
+
+        Returns:
+            The metrics; ``percentiles`` maps each asked percent (as a float) to its time, and
+            the times never decrease with the percent.
+
+        Raises:
+            UnstableQueueError: when ``rate >= max_rate``.
+        """
+        if not _is_scalar(rate):
+            raise ValueError(f"rate must be a single number, got {rate!r}")
+        rates = self._rates(rate)
+        percents = _real_array(list(percentiles), "percentiles")
+        _require(percents, ~((percents > 0.0) & (percents < 100.0)), "percentiles", "in (0, 100)")
+        _, (rates,) = _flatten(rates)
+        p_wait, theta = self._wait_parameters(rates)
+        order = np.argsort(percents)
+        times = np.empty_like(percents)
+        if percents.size:
+            sorted_q = 1.0 - percents[order] / 100.0
+            solved = self._response_isf(
+                sorted_q, np.full_like(sorted_q, p_wait[0]), np.full_like(sorted_q, theta[0])
+            )
+            times[order] = np.maximum.accumulate(solved)
+        return QueueMetrics(
+            servers=self.servers,
+            arrival_rate=float(rates[0]),
+            service_time=self.service_time,
+            scv=self.scv,
+            utilization=float(rates[0]) * self.service_time / self.servers,
+            p_wait=float(p_wait[0]),
+            mean_wait=float(p_wait[0] / theta[0]),
+            mean_response=float(p_wait[0] / theta[0]) + self.service_time,
+            percentiles={float(pc): float(tm) for pc, tm in zip(percents, times, strict=True)},
+        )
+
+    @overload
+    def max_rate_for(self, latency: float, percentile: float | None = None) -> float: ...
+    @overload
+    def max_rate_for(self, latency: AnyArray, percentile: float | None = None) -> FloatArray: ...
+    @overload
+    def max_rate_for(
+        self, latency: float | AnyArray, percentile: float | None = None
+    ) -> float | FloatArray: ...
+    def max_rate_for(
+        self, latency: float | AnyArray, percentile: float | None = None
+    ) -> float | FloatArray:
+        """
+        The largest arrival rate at which the response time stays within ``latency``.
+
+        Bisection on the rate over ``[0, max_rate)`` (the response time increases with the
+        rate), vectorised over ``latency``, to 1e-12 of :attr:`max_rate`; the returned rate
+        meets the target.  For a percentile the test is ``P(T > latency) ≤ 1 - percentile/100``.
+
+        Args:
+            latency: the response-time target, a finite time > 0.
+            percentile: the percentile (in percent, in (0, 100)) that must stay within
+                ``latency``; None for the mean response time.
+
+        Returns:
+            The rate, below :attr:`max_rate`; 0 when even service alone misses the target.
+        """
+        scalar = _is_scalar(latency)
+        targets = _real_array(latency, "latency")
+        _require(targets, ~(np.isfinite(targets) & (targets > 0.0)), "latency", "a finite time > 0")
+        shape, (targets,) = _flatten(targets)
+        meets: Callable[[FloatArray], npt.NDArray[np.bool_]]
+        if percentile is None:
+
+            def meets(rates: FloatArray) -> npt.NDArray[np.bool_]:
+                p_wait, theta = self._wait_parameters(rates)
+                return np.asarray(p_wait / theta + self.service_time <= targets)
+
+        else:
+            if not (isinstance(percentile, int | float) and 0.0 < percentile < 100.0):
+                raise ValueError(f"percentile must be a percent in (0, 100), got {percentile!r}")
+            q = 1.0 - float(percentile) / 100.0
+
+            def meets(rates: FloatArray) -> npt.NDArray[np.bool_]:
+                p_wait, theta = self._wait_parameters(rates)
+                return np.asarray(self._response_sf(targets, p_wait, theta) <= q)
+
+        lo = np.zeros_like(targets)
+        hi = np.full_like(targets, self.max_rate)
+        feasible = meets(lo)
+        while np.any(hi - lo > _RATE_RTOL * self.max_rate):
+            mid = 0.5 * (lo + hi)
+            ok = meets(mid)
+            lo = np.where(ok, mid, lo)
+            hi = np.where(ok, hi, mid)
+        return _result(np.where(feasible, lo, 0.0), shape, scalar)

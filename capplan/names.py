@@ -1,0 +1,85 @@
+"""
+Allow-list grammars for every name and address that may reach a config file or a remote command.
+
+A value outside these grammars is refused on entry, so nothing unvalidated can be rendered.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+__all__ = ["NAME_RE", "check_address", "check_host", "check_name"]
+
+#: Node, cluster, kind and zone names: letters, digits, ``.``, ``_``, ``-``; 1–63 characters;
+#: starting with a letter or digit.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def check_name(value: str) -> str:
+    """
+    Return ``value`` if it is a valid name, else raise ValueError saying what is allowed.
+
+    Args:
+        value: A node, cluster, kind or zone name.
+
+    Returns:
+        The same name.
+    """
+    if not NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use 1-63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def check_host(value: str) -> str:
+    """
+    Return ``value`` if it is an IP address or a DNS host name, else raise ValueError.
+
+    Args:
+        value: An IPv4/IPv6 address or a host name (no port).
+
+    Returns:
+        The same host.
+    """
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    labels = value.rstrip(".").split(".")
+    if len(value) > 253 or not value or not all(_LABEL_RE.fullmatch(lb) for lb in labels):
+        raise ValueError(f"{value!r} is not an IP address or a host name")
+    if labels[-1].isdigit():
+        raise ValueError(f"{value!r} is not a valid IPv4 address")
+    return value
+
+
+def check_address(value: str) -> str:
+    """
+    Return ``value`` if it is ``HOST:PORT`` (``[IPv6]:PORT`` for IPv6), else raise ValueError.
+
+    Args:
+        value: The address a balancer sends traffic to.
+
+    Returns:
+        The same address.
+    """
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", value)
+    if not m:
+        raise ValueError(f"{value!r} is not HOST:PORT (write IPv6 as [addr]:port)")
+    host = m.group(1) or m.group(3)
+    port = int(m.group(2) or m.group(4))
+    if m.group(1):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{value!r}: {host!r} is not an IPv6 address") from None
+    else:
+        check_host(host)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{value!r}: port {port} is not in 1..65535")
+    return value

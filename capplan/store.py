@@ -1,0 +1,257 @@
+"""
+The sample store: SQLite (stdlib ``sqlite3``) in WAL mode, schema versioned by
+``PRAGMA user_version``.
+
+This is an edge module: it does I/O and nothing else.  The CSV format lives in ``samples.py``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import astuple, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from capplan.errors import InputError, StoreError
+from capplan.samples import NumberedWindow, Window, format_time
+
+__all__ = ["SCHEMA_VERSION", "ImportResult", "Store"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _migrate_1(db: sqlite3.Connection) -> None:
+    """
+    Version 1: the windows table.
+    """
+    db.execute(
+        """
+        CREATE TABLE windows (
+            node        TEXT    NOT NULL,
+            start_us    INTEGER NOT NULL,  -- window start, microseconds since the epoch, UTC
+            seconds     REAL    NOT NULL,
+            requests    INTEGER NOT NULL,
+            errors      INTEGER NOT NULL,
+            mean_ms     REAL,
+            p50_ms      REAL,
+            p95_ms      REAL,
+            p99_ms      REAL,
+            concurrency REAL,
+            cpu_util    REAL,
+            PRIMARY KEY (node, start_us)
+        ) WITHOUT ROWID
+        """
+    )
+
+
+#: Migrations in order: ``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``.
+#: Later issues append here; never edit a released migration.
+MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (_migrate_1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_COLUMNS = (
+    "node, start_us, seconds, requests, errors, mean_ms, p50_ms, p95_ms, p99_ms, "
+    "concurrency, cpu_util"
+)
+
+
+def _to_us(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _row(window: Window) -> tuple[object, ...]:
+    values = astuple(window)
+    return (values[0], _to_us(window.start), *values[2:])
+
+
+def _window(row: Sequence[object]) -> Window:
+    node, start_us, *rest = row
+    return Window(str(node), _from_us(int(start_us)), *rest)  # type: ignore[call-overload, arg-type]
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """
+    What an import did: windows added, and windows already stored with the same values.
+    """
+
+    added: int
+    unchanged: int
+
+
+class Store:
+    """
+    An open sample store.  Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, path: str) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = True) -> Store:
+        """
+        Open (and create or migrate) the store at ``path``; ``":memory:"`` for a scratch store.
+
+        Args:
+            path: The database file.
+            create: When False, a missing file is an error instead of a new empty store.
+
+        Returns:
+            The open store.
+        """
+        name = str(path)
+        if not create and name != ":memory:" and not Path(name).exists():
+            raise StoreError(
+                f"{name}: no sample store here; run `capplan import FILE.csv` or "
+                "`capplan collect` first, or pass --db / set $CAPPLAN_DB"
+            )
+        try:
+            db = sqlite3.connect(name, timeout=10.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{name}: cannot open the sample store: {exc}") from None
+        store = cls(db, name)
+        try:
+            db.execute("PRAGMA busy_timeout = 10000")
+            if name != ":memory:":
+                db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StoreError(
+                f"{name}: not a usable capplan sample store ({exc}); "
+                "point --db at another file or move this one away"
+            ) from None
+        return store
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} was written by a newer capplan "
+                f"(this one knows up to {SCHEMA_VERSION}); upgrade capplan"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            for step in range(version, SCHEMA_VERSION):
+                MIGRATIONS[step](self._db)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        """
+        The schema version of the open database.
+        """
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        """
+        Close the database.
+        """
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def import_windows(self, windows: Iterable[NumberedWindow], file: str) -> ImportResult:
+        """
+        Store windows in one transaction: all of them, or none when one conflicts.
+
+        A window already stored with the same values is left as it is; one stored with other
+        values is an error naming the file line and the columns that differ.
+
+        Args:
+            windows: Parsed windows with their line numbers.
+            file: The file's name, for messages.
+
+        Returns:
+            How many windows were added and how many were already there.
+        """
+        added = unchanged = 0
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(
+                f"{self.path}: the store is busy ({exc}); another capplan is writing, "
+                "try again when it is done"
+            ) from None
+        try:
+            for numbered in windows:
+                window = numbered.window
+                row = _row(window)
+                found = self._db.execute(
+                    f"SELECT {_COLUMNS} FROM windows WHERE node = ? AND start_us = ?",
+                    row[:2],
+                ).fetchone()
+                if found is None:
+                    self._db.execute(
+                        f"INSERT INTO windows ({_COLUMNS}) VALUES ({', '.join('?' * len(row))})",
+                        row,
+                    )
+                    added += 1
+                    continue
+                stored = _window(found)
+                if stored == window:
+                    unchanged += 1
+                    continue
+                diff = window.differences(stored)
+                raise InputError(
+                    f"window {window.node} @ {format_time(window.start)} is already stored "
+                    f"with other values ({', '.join(diff)}); nothing was imported",
+                    file=file,
+                    line=numbered.line,
+                    key=diff[0],
+                    hint="a window is identified by node and start; fix the row or use "
+                    "another --db",
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return ImportResult(added, unchanged)
+
+    def windows(self, node: str | None = None) -> Iterator[Window]:
+        """
+        Stored windows, ordered by node then start; only ``node``'s when given.
+        """
+        if node is None:
+            cursor = self._db.execute(f"SELECT {_COLUMNS} FROM windows ORDER BY node, start_us")
+        else:
+            cursor = self._db.execute(
+                f"SELECT {_COLUMNS} FROM windows WHERE node = ? ORDER BY start_us", (node,)
+            )
+        for row in cursor:
+            yield _window(row)
+
+    def nodes(self) -> list[str]:
+        """
+        The names of the nodes with stored windows, sorted.
+        """
+        return [r[0] for r in self._db.execute("SELECT DISTINCT node FROM windows ORDER BY node")]
+
+    def count(self, node: str | None = None) -> int:
+        """
+        How many windows are stored (for ``node`` only, when given).
+        """
+        if node is None:
+            return int(self._db.execute("SELECT count(*) FROM windows").fetchone()[0])
+        sql = "SELECT count(*) FROM windows WHERE node = ?"
+        return int(self._db.execute(sql, (node,)).fetchone()[0])

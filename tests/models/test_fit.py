@@ -1,0 +1,158 @@
+"""
+Per-node fitting, selection and capacity at the SLO, on windows generated from known stations.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from capplan.models.fit import SLOTarget, fit_node
+from capplan.models.queueing import Station
+from capplan.samples import Window
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+SLO = SLOTarget(percentile=99, latency_ms=150, max_error_rate=0.001)
+
+
+def synthetic(
+    station: Station,
+    utilizations: np.ndarray,
+    *,
+    seed: int = 1,
+    noise: float = 0.02,
+    percentiles: bool = True,
+    error_rate: float = 0.0,
+) -> list[Window]:
+    """
+    Windows of 60 s at the given utilizations, latencies from the station times lognormal noise.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, u in enumerate(utilizations):
+        rate = float(u) * station.max_rate
+        requests = max(1, round(rate * 60))
+        m = station.metrics(requests / 60.0, percentiles=(50, 95, 99))
+
+        def noisy(x: float) -> float:
+            return x * 1e3 * math.exp(rng.normal(0, noise))
+
+        p = sorted(noisy(m.percentiles[q]) for q in (50.0, 95.0, 99.0))
+        out.append(
+            Window(
+                node="n",
+                start=T0 + timedelta(minutes=i),
+                seconds=60.0,
+                requests=requests,
+                errors=int(rng.binomial(requests, error_rate)) if error_rate else 0,
+                mean_ms=noisy(m.mean_response),
+                p50_ms=p[0] if percentiles else None,
+                p95_ms=p[1] if percentiles else None,
+                p99_ms=p[2] if percentiles else None,
+            )
+        )
+    return out
+
+
+SPREAD = np.linspace(0.2, 0.9, 36)
+
+
+class TestStationFit:
+    def test_recovers_a_known_mgc_station(self) -> None:
+        """c, the service time and the scv of an M/G/c station come back from its windows."""
+        truth = Station(servers=4, service_time=0.025, scv=0.3)
+        fit = fit_node("n", synthetic(truth, SPREAD), SLO, model="mgc")
+        assert fit.success
+        assert 4 == fit.params["servers"]
+        assert fit.params["service_ms"] == pytest.approx(25.0, rel=0.03)
+        assert fit.params["scv"] == pytest.approx(0.3, abs=0.08)
+
+    def test_capacity_interval_covers_truth(self) -> None:
+        """The true capacity at the SLO lies in the reported 95% interval."""
+        truth = Station(servers=8, service_time=0.02, scv=0.5)
+        expected = truth.max_rate_for(0.150, 99)
+        fit = fit_node("n", synthetic(truth, SPREAD, seed=3), SLO, model="mgc")
+        low, high = fit.capacity_interval
+        assert low <= expected <= high
+        assert fit.capacity_rps == pytest.approx(expected, rel=0.03)
+
+    def test_workers_fix_the_slot_count(self) -> None:
+        """With workers given, c is not fitted."""
+        truth = Station(servers=6, service_time=0.02, scv=1.0)
+        fit = fit_node("n", synthetic(truth, SPREAD), SLO, model="mmc", workers=6)
+        assert 6 == fit.params["servers"]
+        assert "servers" not in fit.stderr
+        assert "slot count from the inventory (6)" == fit.message
+
+    def test_auto_prefers_mgc_on_station_data(self) -> None:
+        """On data from an M/G/c station, AICc selects mgc."""
+        truth = Station(servers=4, service_time=0.02, scv=0.2)
+        fit = fit_node("n", synthetic(truth, SPREAD), SLO)
+        assert "mgc" == fit.model
+        assert {"mgc", "usl", "demand", "hyperbolic"} == {c.model for c in fit.candidates}
+
+    def test_without_percentiles_falls_back_to_mmc_with_warning(self) -> None:
+        """Means alone cannot tell the scv: auto uses M/M/c and says so."""
+        truth = Station(servers=4, service_time=0.02, scv=1.0)
+        windows = synthetic(truth, SPREAD, percentiles=False)
+        fit = fit_node("n", windows, SLOTarget(99, 150))
+        assert "mgc" not in {c.model for c in fit.candidates}
+        assert any("assuming exponential service (M/M/c)" in w for w in fit.warnings)
+
+    def test_deterministic(self) -> None:
+        """The same windows give the same fit, value for value."""
+        truth = Station(servers=3, service_time=0.03, scv=0.4)
+        windows = synthetic(truth, SPREAD)
+        first, second = fit_node("n", windows, SLO), fit_node("n", windows, SLO)
+        assert first == second
+
+
+class TestHonesty:
+    def test_low_load_data_is_flagged_and_unbounded(self) -> None:
+        """Windows all below 30% of capacity give a warning and an open-ended interval."""
+        truth = Station(servers=8, service_time=0.02, scv=0.5)
+        fit = fit_node("n", synthetic(truth, np.linspace(0.03, 0.12, 30)), SLO, model="mgc")
+        assert any("the data cannot support this number" in w for w in fit.warnings)
+        assert math.isinf(fit.capacity_interval[1])
+        assert fit.capacity_interval[0] <= fit.max_observed_rps
+
+    def test_too_few_windows(self) -> None:
+        """Fewer than 4 windows is a failure with a reason, not a number."""
+        truth = Station(servers=2, service_time=0.02)
+        fit = fit_node("n", synthetic(truth, np.array([0.3, 0.5, 0.7])), SLO)
+        assert not fit.success
+        assert "3 windows with requests: at least 4 are needed" == fit.message
+        assert math.isnan(fit.capacity_rps)
+
+    def test_error_rate_caps_capacity(self) -> None:
+        """Windows that break the error bound cap capacity below them, with a warning."""
+        truth = Station(servers=4, service_time=0.02, scv=0.5)
+        windows = synthetic(truth, SPREAD)
+        broken = [
+            Window(**{**w.__dict__, "errors": w.requests // 50})
+            if w.rate > 0.6 * truth.max_rate
+            else w
+            for w in windows
+        ]
+        fit = fit_node("n", broken, SLO, model="mgc")
+        assert fit.capacity_rps <= 0.6 * truth.max_rate
+        assert any("break the SLO's error bound" in w for w in fit.warnings)
+
+    @pytest.mark.parametrize("model", ["mgc", "usl", "hyperbolic", "mmc"])
+    def test_capacity_monotone_in_slo(self, model: str) -> None:
+        """A looser latency SLO never gives a lower capacity."""
+        truth = Station(servers=4, service_time=0.02, scv=0.4)
+        windows = synthetic(truth, SPREAD)
+        capacities = [
+            fit_node("n", windows, SLOTarget(99, ms), model=model).capacity_rps
+            for ms in (60.0, 90.0, 150.0, 400.0)
+        ]
+        assert capacities == sorted(capacities)
+
+    def test_unknown_model(self) -> None:
+        """An unknown model name is a ValueError naming it."""
+        with pytest.raises(ValueError, match="'nope'"):
+            fit_node("n", [], SLO, model="nope")

@@ -1,0 +1,166 @@
+"""
+`capplan fit` and `capplan queue` end to end, in-process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from capplan.status import ExitStatus
+from tests.conftest import CLI, EXAMPLES, REFERENCE
+
+
+@pytest.fixture(scope="module")
+def example_fit(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The bundled example, imported and fitted once (JSON)."""
+    from capplan.cli import run
+
+    db = tmp_path_factory.mktemp("example") / "capplan.db"
+    assert ExitStatus.OK == run(["import", str(EXAMPLES / "web" / "samples.csv"), "--db", str(db)])
+    import contextlib
+    import io
+    import json
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = run(
+            ["fit", "-i", str(EXAMPLES / "web" / "inventory.yaml"), "--db", str(db), "--json"]
+        )
+    assert ExitStatus.OK == status
+    return {"db": db, "json": json.loads(out.getvalue())}
+
+
+class TestFitStore:
+    def test_json_contract_keys(self, example_fit: dict) -> None:
+        """--json: nodes with node, model, params, capacity_rps, capacity_interval, warnings."""
+        nodes = example_fit["json"]["nodes"]
+        assert ["web-1", "web-2", "web-3", "web-4"] == [n["node"] for n in nodes]
+        for n in nodes:
+            assert {
+                "node",
+                "model",
+                "params",
+                "capacity_rps",
+                "capacity_interval",
+                "warnings",
+            } <= set(n)
+            low, high = n["capacity_interval"]
+            assert low <= n["capacity_rps"] <= high
+
+    def test_example_recovers_the_generating_model(self, example_fit: dict) -> None:
+        """The example's slot counts (2, 4, 8, 8) come back from its windows (generate.py)."""
+        nodes = example_fit["json"]["nodes"]
+        assert ["mgc"] * 4 == [n["model"] for n in nodes]
+        assert [2, 4, 8, 8] == [n["params"]["servers"] for n in nodes]
+
+    def test_what_if_slo(self, cli: CLI, example_fit: dict) -> None:
+        """--slo-ms is a what-if: a tighter SLO lowers capacity."""
+        result = cli(
+            "fit",
+            "-i",
+            EXAMPLES / "web" / "inventory.yaml",
+            "--db",
+            example_fit["db"],
+            "--node",
+            "web-2",
+            "--slo-ms",
+            "60",
+            "--json",
+        )
+        assert ExitStatus.OK == result.status
+        [node] = result.json["nodes"]
+        base = {n["node"]: n for n in example_fit["json"]["nodes"]}["web-2"]
+        assert node["capacity_rps"] < base["capacity_rps"]
+        assert 60 == result.json["slo"]["latency_ms"]
+
+    def test_unknown_node(self, cli: CLI, example_fit: dict) -> None:
+        """An unknown --node exits 2 and lists the nodes."""
+        result = cli("fit", "--db", example_fit["db"], "--node", "web-9")
+        assert ExitStatus.BAD_INPUT == result.status
+        assert (
+            "capplan: --node: unknown node 'web-9' (nodes: web-1, web-2, web-3, web-4)"
+            in result.stderr
+        )
+
+    def test_empty_store(self, cli: CLI, tmp_path: Path) -> None:
+        """Fitting with no store says what to run first."""
+        result = cli("fit", "--db", tmp_path / "none.db")
+        assert ExitStatus.FAILURE == result.status
+        assert "run `capplan import FILE.csv`" in result.stderr
+
+
+class TestFitCSV:
+    def test_raytracer_first_six_rows(self, cli: CLI, tmp_path: Path) -> None:
+        """USL on the R usl package's raytracer rows 1-6: σ 0.02444, κ 0.00163, λ 20.85605."""
+        rows = (REFERENCE / "usl-raytracer.csv").read_text().splitlines()[:7]
+        table = tmp_path / "ray6.csv"
+        table.write_text("\n".join(rows) + "\n")
+        result = cli("fit", "--csv", table, "--model", "usl", "--json")
+        assert ExitStatus.OK == result.status
+        doc = result.json
+        assert "usl" == doc["model"]
+        assert (0.02444, 0.00163, 20.85605) == (
+            round(doc["params"]["sigma"], 5),
+            round(doc["params"]["kappa"], 5),
+            round(doc["params"]["lambda"], 5),
+        )
+        assert {"model", "params", "stderr", "peak_load", "max_throughput", "r2"} <= set(doc)
+
+    def test_table_with_bad_row(self, cli: CLI, tmp_path: Path) -> None:
+        """A bad row in the table exits 2 with its line."""
+        table = tmp_path / "t.csv"
+        table.write_text("load,throughput\n1,20\n2,abc\n")
+        result = cli("fit", "--csv", table)
+        assert ExitStatus.BAD_INPUT == result.status
+        assert f"{table}:3: throughput: 'abc' is not a number" in result.stderr
+
+    def test_other_model_refused(self, cli: CLI, tmp_path: Path) -> None:
+        """--csv takes the USL only."""
+        table = tmp_path / "t.csv"
+        table.write_text("load,throughput\n1,20\n")
+        assert ExitStatus.BAD_INPUT == cli("fit", "--csv", table, "--model", "mgc").status
+
+
+class TestQueue:
+    def test_json_contract(self, cli: CLI) -> None:
+        """--json carries the contract keys; A = 10 Erlangs on 14 servers waits with P 0.174132."""
+        result = cli("queue", "--servers", "14", "--service-ms", "1000", "--rate", "10", "--json")
+        assert ExitStatus.OK == result.status
+        doc = result.json
+        assert {
+            "servers",
+            "utilization",
+            "p_wait",
+            "mean_wait_ms",
+            "mean_response_ms",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+        } <= set(doc)
+        assert 0.174132 == round(doc["p_wait"], 6)
+
+    def test_mm10_percentiles(self, cli: CLI) -> None:
+        """M/M/10 at λ = 8/s, 1 s service: p50 0.9121 s, p99 4.9461 s (reference README)."""
+        doc = cli("queue", "-c", "10", "-s", "1000", "-r", "8", "--json").json
+        assert (912.1, 4946.1) == (round(doc["p50_ms"], 1), round(doc["p99_ms"], 1))
+
+    def test_unstable_exits_5(self, cli: CLI) -> None:
+        """At utilization ≥ 1 the queue is unstable: exit 5, and the stable rate is named."""
+        result = cli("queue", "--servers", "2", "--service-ms", "100", "--rate", "20")
+        assert ExitStatus.INFEASIBLE == result.status
+        assert "unstable" in result.stderr
+        assert "20" in result.stderr
+
+    def test_bad_percentiles(self, cli: CLI) -> None:
+        """A percentile outside (0, 100) exits 2."""
+        result = cli("queue", "-c", "2", "-s", "10", "-r", "5", "--percentiles", "50,100")
+        assert ExitStatus.BAD_INPUT == result.status
+        assert "--percentiles" in result.stderr
+
+    def test_table_output(self, cli: CLI) -> None:
+        """Without --json a table with P(wait) is printed."""
+        result = cli("queue", "-c", "2", "-s", "10", "-r", "100")
+        assert ExitStatus.OK == result.status
+        assert "P(wait)" in result.stdout
