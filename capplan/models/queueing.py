@@ -751,6 +751,38 @@ class Station:
         p_wait, theta = self._wait_parameters(rates)
         return _result(self._response_sf(times, p_wait, theta), shape, scalar)
 
+    def response_pdf(self, t: AnyArray, rate: AnyArray) -> FloatArray:
+        """
+        Density of the response time at ``t`` (arrays, broadcast; the continuous part only).
+
+        For deterministic service ``T`` has a point mass ``1 - C`` at the service time, which
+        this density leaves out.
+
+        Args:
+            t: times, at least 0.
+            rate: arrival rates, at least 0 and below :attr:`max_rate`.
+
+        Returns:
+            The density, broadcast over ``t`` and ``rate``.
+
+        Raises:
+            UnstableQueueError: when a rate is at or above ``max_rate``.
+        """
+        times = _real_array(t, "t")
+        _require(times, times < 0.0, "t", "a time >= 0")
+        rates = self._rates(rate)
+        shape, (times, rates) = _flatten(times, rates)
+        p_wait, theta = self._wait_parameters(rates)
+        if self._deterministic:
+            with np.errstate(over="ignore", under="ignore"):
+                after = times > self.service_time
+                dens = np.where(
+                    after, p_wait * theta * np.exp(-theta * (times - self.service_time)), 0.0
+                )
+        else:
+            dens = self._response_pdf(times, p_wait, theta)
+        return np.asarray(dens, dtype=np.float64).reshape(shape)
+
     @overload
     def response_quantile(self, p: float, rate: float) -> float: ...
     @overload
