@@ -23,11 +23,18 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-from scipy import optimize, stats
+from scipy import stats
 
 from capplan.models.demand import fit_demand
 from capplan.models.empirical import fit_hyperbolic
-from capplan.models.queueing import Station
+from capplan.models.queueing import Station, mgc_mean_response
+from capplan.models.station_fit import (
+    STAT_QUANTILES,
+    Packed,
+    fit_stations,
+    log_quantile_residuals,
+    station_capacity,
+)
 from capplan.models.usl import fit_usl, usl_throughput
 from capplan.samples import Window
 
@@ -47,16 +54,6 @@ FloatArray = npt.NDArray[np.float64]
 #: The models ``fit_node`` knows, in the order they are tried.
 MODELS = ("mgc", "mmc", "usl", "demand", "hyperbolic")
 
-#: Stats a window may carry: the key, and the quantile (None for the mean).
-_STATS: tuple[tuple[str, float | None], ...] = (
-    ("mean", None),
-    ("p50", 0.50),
-    ("p95", 0.95),
-    ("p99", 0.99),
-)
-#: Relative weight of each stat in the M/G/c fit: sample percentiles further in the tail are
-#: noisier estimates (a p99 of a 60-second window rests on the slowest 1% of its requests).
-_STAT_WEIGHT = {"mean": 1.0, "p50": 1.0, "p95": 0.5, "p99": 0.25}
 #: Below this share of the estimated capacity the windows cannot support the number.
 SUPPORT_SHARE = 0.3
 #: Predictions beyond this multiple of the highest measured rate are extrapolations.
@@ -111,7 +108,7 @@ class SLOTarget:
         The window column that carries this percentile, if any (99 → ``p99``).
         """
         key = f"p{self.percentile:g}"
-        return key if key in dict(_STATS) else None
+        return key if key in STAT_QUANTILES else None
 
 
 @dataclass(frozen=True)
@@ -208,27 +205,6 @@ class _StationCurve:
         row: FloatArray = self.quantiles(rate, np.array([[q]]))[0]
         return row
 
-    def log_time_residual(
-        self, rate: FloatArray, q: FloatArray, observed: FloatArray
-    ) -> FloatArray:
-        """
-        ≈ ln(quantile_q(rate)) − ln(observed), to first order, from P(T > observed).
-
-        Clipped to ±10 (far from the data the first-order step only has to point the right way).
-        """
-        r = np.asarray(rate, dtype=np.float64)
-        out = np.full(r.shape, 10.0)
-        ok = r < self.saturation
-        if np.any(ok):
-            t = observed[ok]
-            with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
-                sf = np.maximum(self.station.response_sf(t, r[ok]), 1e-300)
-                pdf = self.station.response_pdf(t, r[ok])
-                g = np.log(sf) - np.log1p(-q[ok])
-                step = g * sf / (t * pdf)
-            out[ok] = np.where(np.isfinite(step), np.clip(step, -10.0, 10.0), np.sign(g) * 10.0)
-        return out
-
     def quantiles(self, rate: FloatArray, qs: FloatArray) -> FloatArray:
         """
         Quantiles ``qs`` (a column, shape (k, 1)) at each rate: shape (k, len(rate)).
@@ -265,7 +241,9 @@ class _ScaledCurve:
         key = f"p{q * 100:g}"
         if key in self.factors:
             return self.factors[key] * self.base(rate)
-        known = [(k, qq) for k, qq in _STATS if qq is not None and k in self.factors]
+        known = [
+            (k, qq) for k, qq in STAT_QUANTILES.items() if qq is not None and k in self.factors
+        ]
         if not known:
             factor = self.factors["mean"] * -math.log1p(-q)
         else:
@@ -279,7 +257,7 @@ def _factors(obs: Observations, base: FloatArray, fitted: str = "mean") -> dict[
     Per stat, the weighted geometric-mean ratio of observed to base-predicted latency.
     """
     out: dict[str, float] = {fitted: 1.0}
-    for key, _ in _STATS:
+    for key in STAT_QUANTILES:
         if key == fitted:
             continue
         values = obs.latency[key]
@@ -328,225 +306,10 @@ class _Fitted:
     make: Callable[[FloatArray], LatencyCurve]
     dof: int
     message: str = ""
-    #: The curve of the point estimate, when it is not ``make(theta)`` (an M/G/c station with
-    #: its slot count rounded to an integer; the uncertainty stays that of the continuous fit).
-    point: LatencyCurve | None = None
-
-
-def _logit(p: float) -> float:
-    return math.log(p / (1.0 - p))
 
 
 def _expit(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-def _predictions(
-    obs: Observations, curve: LatencyCurve, stats_used: Sequence[str]
-) -> dict[str, FloatArray]:
-    """
-    The curve's prediction of each stat at every window's rate (one batched quantile call for
-    a station, whose quantile inversion costs the same for 3 × n values as for n).
-    """
-    out: dict[str, FloatArray] = {}
-    quantiles = [(k, q) for k, q in _STATS if k in stats_used and q is not None]
-    if isinstance(curve, _StationCurve) and quantiles:
-        qs = np.array([q for _, q in quantiles])[:, None]
-        matrix = curve.quantiles(obs.rate, qs)
-        for row, (key, _) in enumerate(quantiles):
-            out[key] = matrix[row]
-    for key, q in _STATS:
-        if key in stats_used and key not in out:
-            out[key] = curve.mean(obs.rate) if q is None else curve.quantile(obs.rate, q)
-    return out
-
-
-def _stat_residuals(
-    obs: Observations, curve: LatencyCurve, stats_used: Sequence[str], *, exact: bool = False
-) -> FloatArray:
-    """
-    Weighted residuals log(predicted) − log(observed), stat by stat.
-
-    For a station's percentiles (unless ``exact``) the log-time residual is taken to first
-    order from the survival function at the observed time — one Newton step of the quantile
-    inversion, (ln P(T > t) − ln(1 − q)) / (t·f(t) / P(T > t)) — which is what the exact
-    residual is wherever the fit is close, at a twentieth of the cost.
-    """
-    parts = []
-    fast = isinstance(curve, _StationCurve) and not exact
-    predicted = _predictions(obs, curve, [k for k in stats_used if k == "mean" or not fast])
-    if fast:  # all percentile stats in one survival-function call
-        assert isinstance(curve, _StationCurve)
-        keys = [k for k in stats_used if dict(_STATS)[k] is not None]
-        masks = [np.isfinite(obs.latency[k]) for k in keys]
-        if keys:
-            flat = curve.log_time_residual(
-                np.concatenate([obs.rate[m] for m in masks]),
-                np.concatenate(
-                    [
-                        np.full(int(m.sum()), dict(_STATS)[k])
-                        for k, m in zip(keys, masks, strict=True)
-                    ]
-                ),
-                np.concatenate([obs.latency[k][m] for k, m in zip(keys, masks, strict=True)]),
-            )
-            bounds = np.cumsum([0] + [int(m.sum()) for m in masks])
-            for i, key in enumerate(keys):
-                predicted[key] = flat[bounds[i] : bounds[i + 1]]
-    for key in stats_used:
-        values = obs.latency[key]
-        ok = np.isfinite(values)
-        scale = np.sqrt(obs.weight[ok] * _STAT_WEIGHT[key])
-        q = dict(_STATS)[key]
-        if fast and q is not None:
-            parts.append(scale * predicted[key])
-            continue
-        pred = predicted[key][ok]
-        pred = np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)
-        parts.append(scale * (np.log(pred) - np.log(values[ok])))
-    return np.concatenate(parts) if parts else np.zeros(0)
-
-
-def _covariance(jac: FloatArray, rss: float, dof: int) -> FloatArray:
-    k = jac.shape[1]
-    if dof <= 0:
-        return np.full((k, k), np.inf)
-    s2 = rss / dof
-    jtj = jac.T @ jac
-    try:
-        cov = np.linalg.inv(jtj) * s2
-    except np.linalg.LinAlgError:
-        cov = np.linalg.pinv(jtj) * s2
-        cov[np.diag(jtj) < 1e-300] = np.inf
-    return np.asarray(cov, dtype=np.float64)
-
-
-def _fit_station(obs: Observations, workers: int | None, scv: float | None) -> _Fitted:
-    """
-    Fit an M/G/c station (scv fitted) or M/M/c (scv = 1) to every latency stat of the windows.
-
-    Parameters fitted in log / logit space: log service time; logit of the utilization at the
-    highest observed rate (so the station is always stable on the data) unless ``workers``
-    fixes the slot count; log scv unless ``scv`` fixes it.  The slot count is then rounded to
-    the better of its two neighbouring integers (refitting the others), and the reported
-    uncertainty is that of the continuous fit.
-    """
-    stats_used = [key for key, _ in _STATS if obs.has(key)]
-    rmax = float(np.max(obs.rate))
-    floor_s = float(np.nanmin(np.fmin(obs.latency["mean"], obs.latency["p50"])))
-    s0 = 0.8 * floor_s if math.isfinite(floor_s) else 0.01
-
-    def unpack(theta: FloatArray, c_fixed: float | None) -> tuple[float, float, float]:
-        i = 0
-        s = math.exp(theta[i])
-        i += 1
-        if c_fixed is None:
-            rho = min(_expit(float(theta[i])), 1.0 - 1e-9)
-            c = max(rmax * s / rho, 1.0)
-            i += 1
-        else:
-            c = c_fixed
-        v = scv if scv is not None else math.exp(theta[i])
-        return s, c, v
-
-    def make_for(c_fixed: float | None) -> Callable[[FloatArray], LatencyCurve]:
-        def make(theta: FloatArray) -> LatencyCurve:
-            s, c, v = unpack(theta, c_fixed)
-            return _StationCurve(Station(servers=c, service_time=s, scv=v))
-
-        return make
-
-    def solve(
-        c_fixed: float | None, starts: list[list[float]]
-    ) -> tuple[FloatArray, float, FloatArray]:
-        make = make_for(c_fixed)
-
-        def fun(theta: FloatArray) -> FloatArray:
-            try:
-                return _stat_residuals(obs, make(theta), stats_used)
-            except (ValueError, ZeroDivisionError, OverflowError):
-                return np.full(len(residual0), 1e3)
-
-        residual0 = _stat_residuals(obs, make(np.array(starts[0])), stats_used)
-        best: tuple[FloatArray, float, FloatArray] | None = None
-        # Start from the two starting points with the lowest cost (the surface is smooth and
-        # has, in our tests, one basin; two starts guard against a flat start in logit space).
-        ranked = sorted(starts, key=lambda st: float(np.sum(fun(np.array(st)) ** 2)))
-        for start in ranked[:2]:
-            result = optimize.least_squares(
-                fun,
-                np.array(start, dtype=np.float64),
-                method="trf",
-                x_scale=1.0,
-                xtol=1e-9,
-                ftol=1e-9,
-                max_nfev=200,
-            )
-            rss = float(np.sum(result.fun**2))
-            if best is None or rss < best[1] - 1e-12:
-                best = (np.asarray(result.x, dtype=np.float64), rss, np.asarray(result.jac))
-        assert best is not None
-        return best
-
-    log_scv_starts = [math.log(0.5), 0.0] if scv is None else [None]
-    starts: list[list[float]] = []
-    for rho0 in (0.5, 0.85) if workers is None else (None,):
-        for lv in log_scv_starts:
-            start = [math.log(s0)]
-            if rho0 is not None:
-                start.append(_logit(rho0))
-            if lv is not None:
-                start.append(lv)
-            starts.append(start)
-    theta, rss, jac = solve(float(workers) if workers else None, starts)
-    n_res = sum(int(np.count_nonzero(np.isfinite(obs.latency[k]))) for k in stats_used)
-    dof = n_res - theta.size
-    cov = _covariance(jac, rss, dof)
-    s, c, v = unpack(theta, float(workers) if workers else None)
-    message = ""
-    if workers is None:
-        # Round the slot count: refit service time (and scv) at each neighbouring integer that
-        # keeps the station stable on the data, and keep the better of the two.
-        rounded: tuple[float, FloatArray, float] | None = None
-        for ci in sorted({max(1, math.floor(c)), max(1, math.ceil(c))}):
-            start = [float(theta[0])] + ([float(theta[2])] if scv is None else [])
-            try:
-                t_i, rss_i, _ = solve(float(ci), [start])
-            except (ValueError, ZeroDivisionError, OverflowError):
-                continue
-            if rmax >= ci / math.exp(t_i[0]):  # unstable on the data
-                continue
-            if rounded is None or rss_i < rounded[2]:
-                rounded = (float(ci), t_i, rss_i)
-        if rounded is not None:
-            c, t_i, _ = rounded
-            s = math.exp(t_i[0])
-            v = scv if scv is not None else math.exp(t_i[1])
-        message = f"slot count fitted ({c:g})"
-    else:
-        message = f"slot count from the inventory ({workers})"
-    params = {"servers": c, "service_ms": s * 1e3, "scv": v}
-    sd = np.sqrt(np.clip(np.diag(cov), 0, np.inf))
-    stderr = {"service_ms": s * 1e3 * float(sd[0])}  # delta method: d(e^x) = e^x dx
-    if workers is None:
-        rho = _expit(float(theta[1]))
-        # c = rmax·s/rho: d log c = d log s − (1 − rho) d logit rho
-        gvec = np.zeros(theta.size)
-        gvec[0], gvec[1] = 1.0, -(1.0 - rho)
-        stderr["servers"] = c * math.sqrt(max(float(gvec @ cov @ gvec), 0.0))
-    if scv is None:
-        stderr["scv"] = v * float(sd[-1])
-    point = _StationCurve(Station(servers=c, service_time=s, scv=v))
-    return _Fitted(
-        params,
-        stderr,
-        theta,
-        cov,
-        make_for(float(workers) if workers else None),
-        dof,
-        message,
-        point,
-    )
 
 
 def _fit_usl_curve(obs: Observations) -> _Fitted:
@@ -724,6 +487,8 @@ def _interval(fitted: _Fitted, slo: SLOTarget, capacity: float) -> tuple[float, 
         return (0.0, math.inf)
     t = float(stats.t.ppf(0.975, fitted.dof))
     spread = t * math.sqrt(var)
+    if spread > 700:  # exp overflows: the data do not bound the capacity at all
+        return (0.0, math.inf)
     return (capacity * math.exp(-spread), capacity * math.exp(spread))
 
 
@@ -736,7 +501,7 @@ def _aicc(rss: float, n: int, k: int) -> float:
 def _common_rss(obs: Observations, curve: LatencyCurve, stat: str) -> tuple[float, int]:
     values = obs.latency[stat]
     ok = np.isfinite(values)
-    q = dict(_STATS)[stat]
+    q = STAT_QUANTILES[stat]
     pred = curve.mean(obs.rate[ok]) if q is None else curve.quantile(obs.rate[ok], q)
     pred = np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)
     r = np.log(pred) - np.log(values[ok])
@@ -818,6 +583,17 @@ def _error_cap(obs: Observations, slo: SLOTarget) -> tuple[float, list[str]]:
     return cap, warnings
 
 
+@dataclass(frozen=True)
+class NodeInput:
+    """
+    One node to fit: its name, its windows and, when known, its slot count.
+    """
+
+    node: str
+    windows: Sequence[Window]
+    workers: int | None = None
+
+
 def fit_node(
     node: str,
     windows: Sequence[Window],
@@ -830,41 +606,98 @@ def fit_node(
     """
     Fit the candidate models to one node's windows and report its capacity at the SLO.
 
+    The same as ``fit_nodes`` with one node (see there).
+    """
+    [fit] = fit_nodes(
+        [NodeInput(node, windows, workers)],
+        slo,
+        model=model,
+        utilization_ceiling=utilization_ceiling,
+    )
+    return fit
+
+
+def fit_nodes(
+    nodes: Sequence[NodeInput],
+    slo: SLOTarget,
+    *,
+    model: str = "auto",
+    utilization_ceiling: float = 0.8,
+) -> list[NodeFit]:
+    """
+    Fit the candidate models to each node's windows and report each capacity at the SLO.
+
+    The station models (mgc, mmc) of all nodes are fitted together, with the maths batched
+    over nodes in NumPy; the others node by node.
+
     Args:
-        node: The node's name.
-        windows: Its windows (empty windows are ignored).
+        nodes: The nodes, each with its windows (empty windows are ignored).
         slo: The latency percentile and error bounds.
         model: ``auto`` (select by AICc) or one of MODELS.
-        workers: The node's slot count, when known (fixes c in mgc / mmc).
         utilization_ceiling: The CPU utilization the ``demand`` model may reach.
 
     Returns:
-        The node's fit; ``success`` is False (with a message) when nothing could be fitted.
+        One fit per node, in order; ``success`` is False (with a message) for a node where
+        nothing could be fitted.
     """
     if model != "auto" and model not in MODELS:
         raise ValueError(f"model must be 'auto' or one of {', '.join(MODELS)}: {model!r}")
-    obs = observations(node, windows)
-    warnings: list[str] = []
-    empty = NodeFit(
-        node,
-        model,
-        {},
-        {},
-        math.nan,
-        (math.nan, math.nan),
-        (),
-        obs.n,
-        float(np.max(obs.rate)) if obs.n else 0.0,
-        "",
-        (),
-        False,
-        "",
-    )
-    if obs.n < 4:
-        return _replace_message(empty, f"{obs.n} windows with requests: at least 4 are needed")
+    plans = [_plan(item, slo, model) for item in nodes]
+    station: dict[tuple[int, str], Candidate] = {}
+    for name in ("mgc", "mmc"):
+        wanted = [i for i, p in enumerate(plans) if p.obs.n >= 4 and name in p.wanted]
+        if name == "mgc":
+            usable = [i for i in wanted if plans[i].has_percentiles]
+            for i in sorted(set(wanted) - set(usable)):
+                station[(i, name)] = _failed(
+                    name, "needs latency percentiles to estimate the service-time variability"
+                )
+            wanted = usable
+        for fixed in (False, True):
+            group = [i for i in wanted if (nodes[i].workers is not None) == fixed]
+            if group:
+                found = _station_candidates(
+                    [plans[i] for i in group],
+                    [nodes[i].workers for i in group] if fixed else None,
+                    scv_free=name == "mgc",
+                    slo=slo,
+                )
+                station.update({(i, name): c for i, c in zip(group, found, strict=True)})
+    out = []
+    for i, plan in enumerate(plans):
+        if plan.obs.n < 4:
+            out.append(_empty(plan, f"{plan.obs.n} windows with requests: at least 4 are needed"))
+            continue
+        candidates = []
+        for name in plan.wanted:
+            if (i, name) in station:
+                candidates.append(station[(i, name)])
+            else:
+                candidates.append(_candidate(name, plan, utilization_ceiling, slo))
+        out.append(_finish(plan, candidates, slo, model))
+    return out
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """
+    What will be tried for one node.
+    """
+
+    node: str
+    obs: Observations
+    wanted: tuple[str, ...]
+    common: str
+    has_percentiles: bool
+    warnings: tuple[str, ...]
+
+
+def _plan(item: NodeInput, slo: SLOTarget, model: str) -> _Plan:
+    obs = observations(item.node, item.windows)
     common = slo.stat if slo.stat is not None and obs.has(slo.stat) else "mean"
     has_percentiles = any(obs.has(k) for k in ("p50", "p95", "p99"))
     wanted = list(MODELS) if model == "auto" else [model]
+    warnings = []
     if model == "auto":
         wanted.remove("mgc" if not has_percentiles else "mmc")
         if not has_percentiles:
@@ -872,59 +705,77 @@ def fit_node(
                 "the windows carry no latency percentiles, so the service-time variability "
                 "cannot be estimated: assuming exponential service (M/M/c)"
             )
-    candidates: list[Candidate] = []
-    fitted_by_model: dict[str, _Fitted] = {}
-    for name in wanted:
-        try:
-            fitted = _fit_one(name, obs, workers, utilization_ceiling, common)
-        except ValueError as exc:
-            candidates.append(
-                Candidate(
-                    name,
-                    {},
-                    {},
-                    0,
-                    0,
-                    math.inf,
-                    math.inf,
-                    math.nan,
-                    (math.nan, math.nan),
-                    False,
-                    str(exc),
-                )
-            )
-            continue
-        curve = fitted.point if fitted.point is not None else fitted.make(fitted.theta)
-        rss, n = _common_rss(obs, curve, common)
-        k = fitted.theta.size + (1 if name in ("usl", "demand") else 0)
-        capacity = capacity_at(curve, slo)
-        interval = _interval(fitted, slo, capacity)
-        fitted_by_model[name] = fitted
-        candidates.append(
-            Candidate(
-                name,
-                fitted.params,
-                fitted.stderr,
-                k,
-                n,
-                rss,
-                _aicc(rss, n, k),
-                capacity,
-                interval,
-                True,
-                fitted.message,
-                curve,
-            )
-        )
+    return _Plan(item.node, obs, tuple(wanted), common, has_percentiles, tuple(warnings))
+
+
+def _failed(name: str, message: str) -> Candidate:
+    return Candidate(
+        name, {}, {}, 0, 0, math.inf, math.inf, math.nan, (math.nan, math.nan), False, message
+    )
+
+
+def _empty(plan: _Plan, message: str, candidates: Sequence[Candidate] = ()) -> NodeFit:
+    obs = plan.obs
+    return NodeFit(
+        node=plan.node,
+        model="",
+        params={},
+        stderr={},
+        capacity_rps=math.nan,
+        capacity_interval=(math.nan, math.nan),
+        warnings=plan.warnings,
+        windows=obs.n,
+        max_observed_rps=float(np.max(obs.rate)) if obs.n else 0.0,
+        selection="",
+        candidates=tuple(candidates),
+        success=False,
+        message=message,
+    )
+
+
+def _candidate(name: str, plan: _Plan, ceiling: float, slo: SLOTarget) -> Candidate:
+    """
+    Fit one of the per-node models (usl, demand, hyperbolic) and its capacity.
+    """
+    obs = plan.obs
+    try:
+        fitted = _fit_one(name, obs, ceiling, plan.common)
+    except ValueError as exc:
+        return _failed(name, str(exc))
+    curve = fitted.make(fitted.theta)
+    rss, n = _common_rss(obs, curve, plan.common)
+    k = fitted.theta.size + (1 if name in ("usl", "demand") else 0)
+    capacity = capacity_at(curve, slo)
+    interval = _interval(fitted, slo, capacity)
+    return Candidate(
+        name,
+        fitted.params,
+        fitted.stderr,
+        k,
+        n,
+        rss,
+        _aicc(rss, n, k),
+        capacity,
+        interval,
+        True,
+        fitted.message,
+        curve,
+    )
+
+
+def _finish(plan: _Plan, candidates: list[Candidate], slo: SLOTarget, model: str) -> NodeFit:
+    """
+    Choose among a node's candidates, apply the error bound and the honesty checks.
+    """
+    obs = plan.obs
+    warnings = list(plan.warnings)
     usable = [c for c in candidates if c.success and math.isfinite(c.capacity_rps)]
     if not usable:
         reasons = "; ".join(f"{c.model}: {c.message}" for c in candidates)
-        return _replace_message(
-            empty, f"no model could be fitted ({reasons})", candidates=tuple(candidates)
-        )
+        return _empty(plan, f"no model could be fitted ({reasons})", candidates)
     if model == "auto":
         chosen = min(usable, key=lambda c: (c.aicc, MODELS.index(c.model)))
-        selection = f"AICc on log {common} latency"
+        selection = f"AICc on log {plan.common} latency"
     else:
         chosen = usable[0]
         selection = "asked for"
@@ -948,7 +799,7 @@ def fit_node(
             f"rate ({rmax:.4g} rps): an extrapolation"
         )
     return NodeFit(
-        node=node,
+        node=plan.node,
         model=chosen.model,
         params=chosen.params,
         stderr=chosen.stderr,
@@ -964,21 +815,115 @@ def fit_node(
     )
 
 
-def _replace_message(fit: NodeFit, message: str, **changes: object) -> NodeFit:
-    from dataclasses import replace
+def _pack(plans: Sequence[_Plan]) -> Packed:
+    """
+    The plans' observations as padded arrays; a stat a node does not use is left out (nan).
+    """
+    width = max(p.obs.n for p in plans)
+    n = len(plans)
+    rate = np.zeros((n, width))
+    weight = np.zeros((n, width))
+    latency = {key: np.full((n, width), np.nan) for key in STAT_QUANTILES}
+    for i, p in enumerate(plans):
+        m = p.obs.n
+        rate[i, :m] = p.obs.rate
+        weight[i, :m] = p.obs.weight
+        for key in STAT_QUANTILES:
+            if p.obs.has(key):
+                latency[key][i, :m] = p.obs.latency[key]
+    return Packed(rate, weight, latency)
 
-    return replace(fit, message=message, **changes)  # type: ignore[arg-type]
+
+def _station_candidates(
+    plans: Sequence[_Plan],
+    workers: Sequence[int | None] | None,
+    *,
+    scv_free: bool,
+    slo: SLOTarget,
+) -> list[Candidate]:
+    """
+    M/G/c (``scv_free``) or M/M/c candidates for many nodes, fitted and judged together.
+    """
+    name = "mgc" if scv_free else "mmc"
+    packed = _pack(plans)
+    fixed = None if workers is None else np.array(workers, dtype=np.float64)
+    fits = fit_stations(packed, fixed, scv_free=scv_free)
+    latency, q = slo.latency_ms * 1e-3, slo.quantile
+    capacity = station_capacity(fits.servers, fits.service_time, fits.scv, latency, q)
+    # Delta method on log capacity through the continuous fit's covariance.
+    theta = fits.theta
+    k = theta.shape[1]
+    grad = np.zeros_like(theta)
+    for j in range(k):
+        h = 1e-4 * np.maximum(np.abs(theta[:, j]), 1e-3)
+        var_j = np.diagonal(fits.covariance, axis1=1, axis2=2)[:, j]
+        h = np.where(var_j > 0, np.minimum(h, 0.1 * np.sqrt(np.abs(var_j))), h)
+        ends = []
+        for sign in (1.0, -1.0):
+            moved = theta.copy()
+            moved[:, j] += sign * h
+            ends.append(station_capacity(*fits.unpack(moved), latency, q))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad[:, j] = (np.log(ends[0]) - np.log(ends[1])) / (2 * h)
+    var = np.einsum("ik,ikl,il->i", grad, fits.covariance, grad)
+    dof = fits.dof
+    tq = stats.t.ppf(0.975, np.maximum(dof, 1))
+    spread = tq * np.sqrt(np.where(var >= 0, var, np.nan))
+    good = np.isfinite(spread) & (capacity > 0) & (dof > 0)
+    low = np.where(good, capacity * np.exp(-np.where(good, spread, 0)), 0.0)
+    high = np.where(good, capacity * np.exp(np.where(good, spread, 0)), np.inf)
+    # Goodness of fit on the common observable, with the exact (Newton-polished) quantile.
+    out = []
+    for i, plan in enumerate(plans):
+        c, s, v = float(fits.servers[i]), float(fits.service_time[i]), float(fits.scv[i])
+        obs = plan.obs
+        values = obs.latency[plan.common]
+        ok = np.isfinite(values)
+        qc = STAT_QUANTILES[plan.common]
+        if qc is None:
+            pred = mgc_mean_response(obs.rate[ok], c, s, v)
+            r = np.log(np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)) - np.log(values[ok])
+        else:
+            r = log_quantile_residuals(obs.rate[ok], qc, values[ok], c, s, v, newton_steps=3)
+        rss = float(np.sum(obs.weight[ok] * r**2))
+        n = int(np.count_nonzero(ok))
+        params = {"servers": c, "service_ms": s * 1e3, "scv": v}
+        sd = np.sqrt(np.clip(np.diag(fits.covariance[i]), 0, np.inf))
+        stderr = {"service_ms": s * 1e3 * float(sd[0])}  # d(e^x) = e^x dx
+        if fits.c_free:
+            rho = float(_expit(float(theta[i, 1])))
+            # c = rmax·S/rho: d ln c = d ln S − (1 − rho) d logit rho
+            gvec = np.zeros(k)
+            gvec[0], gvec[1] = 1.0, -(1.0 - rho)
+            stderr["servers"] = c * math.sqrt(max(float(gvec @ fits.covariance[i] @ gvec), 0.0))
+            message = f"slot count fitted ({c:g})"
+        else:
+            message = f"slot count from the inventory ({c:g})"
+        if scv_free:
+            stderr["scv"] = v * float(sd[-1])
+        if not fits.converged[i]:
+            message += "; the fit did not converge"
+        curve = _StationCurve(Station(servers=c, service_time=s, scv=v))
+        out.append(
+            Candidate(
+                name,
+                params,
+                stderr,
+                k,
+                n,
+                rss,
+                _aicc(rss, n, k),
+                float(capacity[i]),
+                (float(low[i]), float(high[i])),
+                True,
+                message,
+                curve,
+            )
+        )
+    return out
 
 
-def _fit_one(
-    name: str, obs: Observations, workers: int | None, ceiling: float, common: str
-) -> _Fitted:
-    if name == "mgc":
-        if not any(obs.has(k) for k in ("p50", "p95", "p99")):
-            raise ValueError("needs latency percentiles to estimate the service-time variability")
-        return _fit_station(obs, workers, None)
-    if name == "mmc":
-        return _fit_station(obs, workers, 1.0)
+def _fit_one(name: str, obs: Observations, ceiling: float, common: str) -> _Fitted:
     if name == "usl":
         return _fit_usl_curve(obs)
     if name == "demand":

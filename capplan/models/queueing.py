@@ -36,10 +36,22 @@ from scipy import special
 
 from capplan.errors import UnstableQueueError
 
-__all__ = ["QueueMetrics", "Station", "erlang_b", "erlang_c"]
+__all__ = [
+    "QueueMetrics",
+    "Station",
+    "erlang_b",
+    "erlang_c",
+    "mgc_mean_response",
+    "mgc_response_pdf",
+    "mgc_response_quantile",
+    "mgc_response_sf",
+    "mgc_response_sf_pdf",
+]
 
 FloatArray = npt.NDArray[np.float64]
 AnyArray = npt.NDArray[Any]
+IndexArray = npt.NDArray[np.intp]
+ArrayLike = npt.ArrayLike
 
 _TINY: Final = 1e-280  # below this, incomplete gamma values lose relative precision
 _LOG_TINY: Final = -745.0  # exp() of anything lower is 0.0 in double precision
@@ -49,6 +61,7 @@ _STIRLING_CUTOFF: Final = 15.0
 _QUANTILE_RTOL: Final = 1e-12
 _RATE_RTOL: Final = 1e-12
 _MAX_ITERATIONS: Final = 200
+_SERIES_SF_MAX_CDF: Final = 0.99  # Q = 1 - P by the series only where P ≤ this (≤ 2 digits lost)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -156,27 +169,51 @@ def _stirling_error(n: FloatArray) -> FloatArray:
     ) / n
 
 
+def _log_pmf_direct(n: FloatArray, y: FloatArray) -> FloatArray:
+    """
+    ``ln(y**n · e**-y / Γ(n+1))`` by the direct formula (for ``n`` below 15).
+    """
+    return np.asarray(special.xlogy(n, y) - y - special.gammaln(n + 1.0), dtype=np.float64)
+
+
+def _log_pmf_loader(n: FloatArray, y: FloatArray) -> FloatArray:
+    """
+    ``ln(y**n · e**-y / Γ(n+1))`` in Loader's form (for ``n`` of at least 15).
+    """
+    u = (y - n) / n
+    deviance = n * (u - np.log1p(u))
+    return np.asarray(
+        -_stirling_error(n) - 0.5 * (_LOG_2PI + np.log(n)) - deviance, dtype=np.float64
+    )
+
+
 def _log_poisson_pmf(n: FloatArray, y: FloatArray) -> FloatArray:
     """
     ``ln(y**n · e**-y / Γ(n+1))`` for real ``n > 0`` and ``y ≥ 0``, without cancellation.
 
     For large ``n`` the direct formula subtracts numbers of size ``n·ln n``; Loader's form
-    ``-stirling_error(n) - ln(2πn)/2 - n·(u - ln(1+u))`` with ``u = y/n - 1`` does not.
+    ``-stirling_error(n) - ln(2πn)/2 - n·(u - ln(1+u))`` with ``u = y/n - 1`` does not.  Each
+    element is computed by one form only (``n ≥ 15``: Loader's).
 
     Args:
         n: the (real) count.
-        y: the Poisson mean.
+        y: the Poisson mean (broadcast against ``n``).
 
     Returns:
         The log of the (continued) Poisson probability mass; ``-inf`` when ``y == 0``.
     """
+    n, y = np.broadcast_arrays(n, y)
+    big = n >= _STIRLING_CUTOFF
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        direct = special.xlogy(n, y) - y - special.gammaln(n + 1.0)
-        big = np.maximum(n, _STIRLING_CUTOFF)
-        u = (y - big) / big
-        deviance = big * (u - np.log1p(u))
-        loader = -_stirling_error(big) - 0.5 * (_LOG_2PI + np.log(big)) - deviance
-    return np.asarray(np.where(n >= _STIRLING_CUTOFF, loader, direct), dtype=np.float64)
+        if np.all(big):
+            return _log_pmf_loader(n, y)
+        if not np.any(big):
+            return _log_pmf_direct(n, y)
+        out = np.empty(big.shape)
+        out[big] = _log_pmf_loader(n[big], y[big])
+        small = ~big
+        out[small] = _log_pmf_direct(n[small], y[small])
+    return out
 
 
 def _upper_gamma_cf(a: FloatArray, x: FloatArray) -> FloatArray:
@@ -215,7 +252,7 @@ def _upper_gamma_cf(a: FloatArray, x: FloatArray) -> FloatArray:
 
 def _erlang_b(servers: FloatArray, load: FloatArray) -> FloatArray:
     """
-    Erlang B on flat, validated arrays.
+    Erlang B on validated arrays (broadcast together).
 
     Args:
         servers: server counts (≥ 1, real).
@@ -224,20 +261,21 @@ def _erlang_b(servers: FloatArray, load: FloatArray) -> FloatArray:
     Returns:
         The blocking probabilities.
     """
+    servers, load = np.broadcast_arrays(servers, load)
     log_pmf = _log_poisson_pmf(servers, load)
     cdf = np.asarray(special.gammaincc(servers + 1.0, load), dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
-        blocking = np.exp(log_pmf - np.log(cdf))
+        blocking = np.asarray(np.exp(log_pmf - np.log(cdf)), dtype=np.float64)
     tail = cdf < _TINY
     if np.any(tail):
         cf = _upper_gamma_cf(servers[tail] + 1.0, load[tail])
         blocking[tail] = 1.0 / (load[tail] * cf)
-    return np.asarray(blocking, dtype=np.float64)
+    return blocking
 
 
 def _erlang_c(servers: FloatArray, load: FloatArray) -> FloatArray:
     """
-    Erlang C on flat, validated arrays with ``load < servers``.
+    Erlang C on validated arrays (broadcast together) with ``load < servers``.
 
     Args:
         servers: server counts (≥ 1, real).
@@ -327,6 +365,600 @@ def erlang_c(servers: float | AnyArray, offered_load: float | AnyArray) -> float
     return _result(_erlang_c(c, a), shape, scalar)
 
 
+# --------------------------------------------------------------------------- M/G/c kernels
+#
+# The maths of the M/G/c response time, on flat arrays: ``t``/``q`` (the "driver") is 1-D of
+# length n and every other argument is either 0-d or 1-D of length n.  No validation here.
+
+
+def _sub(values: FloatArray, index: IndexArray) -> FloatArray:
+    """
+    ``values[index]`` for a 1-D array; a 0-d array (a parameter shared by all elements) as is.
+    """
+    return values if values.ndim == 0 else values[index]
+
+
+def _wait_parameters(
+    load: FloatArray, servers: FloatArray, service_time: FloatArray, scv: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """
+    P(wait) and the rate of the conditional (exponential) wait, for stable loads.
+
+    Args:
+        load: offered loads ``λ·E[S]``, each below ``servers``.
+        servers: server counts.
+        service_time: mean service times.
+        scv: service-time scvs.
+
+    Returns:
+        ``(C, θ)``: Erlang C and ``θ = (cμ - λ)·2/(1 + scv)``, so that ``E[W | W > 0] = 1/θ``.
+    """
+    p_wait = _erlang_c(servers, load)
+    theta = np.asarray((servers - load) / service_time * (2.0 / (1.0 + scv)), dtype=np.float64)
+    return p_wait, theta
+
+
+def _deterministic_sf_pdf(
+    t: FloatArray,
+    p_wait: FloatArray,
+    theta: FloatArray,
+    service_time: FloatArray,
+    want_sf: bool,
+    want_pdf: bool,
+) -> tuple[FloatArray | None, FloatArray | None]:
+    """
+    ``P(T > t)`` and the density of ``T = S + W`` (point mass left out) for deterministic ``S``.
+    """
+    sf = pdf = None
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        decay = np.exp(-theta * (t - service_time))
+        if want_sf:
+            tail = np.where(np.isinf(t), 0.0, p_wait * decay)
+            sf = np.clip(np.where(t < service_time, 1.0, tail), 0.0, 1.0)
+        if want_pdf:
+            pdf = np.where(t > service_time, p_wait * theta * decay, 0.0)
+    return sf, pdf
+
+
+def _gamma_service_sf(k: FloatArray, y: FloatArray, log_pmf: FloatArray | None) -> FloatArray:
+    """
+    ``Q(k, y)``, the regularised upper incomplete gamma function: ``P(S > t)`` with ``y = β·t``.
+
+    SciPy's ``gammaincc`` takes microseconds per value for ``y ≤ 1.1`` and ``k ≤ 1.1·y`` (its
+    ``igamc_series`` branch; typical for scv ≥ 1), against about 0.1 µs elsewhere.  There
+    ``Q = 1 - P`` with ``P(k, y) = P(k+1, y) + pmf_Poisson(k; y)`` (two positive terms, both fast)
+    is used where ``P ≤ 0.99``, so at most two digits are lost; other values use ``gammaincc``.
+
+    Args:
+        k: gamma shapes.
+        y: ``β·t`` (≥ 0, may be infinite), 1-D.
+        log_pmf: ``ln pmf_Poisson(k; y)`` when already known, else None.
+
+    Returns:
+        ``Q(k, y)``.
+    """
+    series = (y <= 1.1) & (k <= 1.1 * y + 0.1)
+    index = np.flatnonzero(series)
+    if index.size == 0:
+        return np.asarray(special.gammaincc(k, y), dtype=np.float64)
+    ks, ys = _sub(k, index), y[index]
+    log_mass = _log_poisson_pmf(ks, ys) if log_pmf is None else log_pmf[index]
+    cdf = special.gammainc(ks + 1.0, ys) + np.exp(log_mass)
+    good = cdf <= _SERIES_SF_MAX_CDF
+    out = np.empty(y.shape)
+    out[index[good]] = 1.0 - cdf[good]
+    series[index[~good]] = False
+    rest = np.flatnonzero(~series)
+    if rest.size:
+        out[rest] = special.gammaincc(_sub(k, rest), y[rest])
+    return out
+
+
+def _gamma_sf_pdf(
+    t: FloatArray,
+    p_wait: FloatArray,
+    theta: FloatArray,
+    service_time: FloatArray,
+    scv: FloatArray,
+    want_sf: bool,
+    want_pdf: bool,
+) -> tuple[FloatArray | None, FloatArray | None]:
+    """
+    ``P(T > t)`` and the density of ``T = S + W`` for gamma ``S`` (scv ≥ 1e-10), sharing work.
+
+    ``P(T > t) = P(S > t) + C·w(t)`` and ``f_T(t) = (1 - C)·f_S(t) + C·θ·w(t)`` with the wait
+    term ``w(t) = E[exp(-θ·(t - S)); S ≤ t]``, which has two exact routes, chosen per element to
+    avoid overflow and cancellation (``b = β - θ`` with ``β`` the gamma rate and ``k`` its shape):
+
+    * ``b > 0`` and ``x = b·t ≥ max(k - 5√k, k/2)``:
+      ``(β/b)^k · e^{-θt} · P(k, x)`` (regularised lower incomplete gamma, here not tiny), in
+      log space;
+    * otherwise (including ``θ ≥ β`` and ``θ ≈ β``):
+      ``pmf_Poisson(k; β·t) · ₁F₁(1; k+1; x)``, where ``₁F₁(1; k+1; x)`` is in (0, 1] for
+      ``x ≤ 0`` and below ``√k`` for ``0 < x < k - 5√k`` (no overflow, no cancellation).
+
+    ``ln pmf_Poisson(k; β·t)`` also gives the service density ``f_S(t) = (k/t)·pmf``, so with
+    both outputs it is computed once for all elements.
+
+    Args:
+        t: times (≥ 0, may be infinite), 1-D.
+        p_wait: Erlang C values.
+        theta: rates of the exponential wait.
+        service_time: mean service times.
+        scv: service-time scvs, each at least 1e-10.
+        want_sf: whether to compute ``P(T > t)``.
+        want_pdf: whether to compute the density.
+
+    Returns:
+        ``(sf, pdf)``, each None when not wanted.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
+        k = 1.0 / scv
+        beta = 1.0 / (scv * service_time)
+        y = beta * t
+        inside = (t > 0.0) & (t < np.inf)
+        b = beta - theta
+        x = b * t
+        gamma_route = inside & (b > 0.0) & (x >= np.maximum(k - 5.0 * np.sqrt(k), 0.5 * k))
+        wait = np.zeros(t.shape)
+        index = np.flatnonzero(gamma_route)
+        if index.size:
+            kg, thg = _sub(k, index), _sub(theta, index)
+            wait[index] = np.exp(
+                -kg * np.log1p(-thg / _sub(beta, index))
+                - thg * t[index]
+                + np.log(special.gammainc(kg, x[index]))
+            )
+        rest = inside & ~gamma_route
+        if want_pdf:
+            log_pmf = _log_poisson_pmf(k, y)
+            index = np.flatnonzero(rest & (log_pmf > _LOG_TINY))
+            pmf = np.exp(log_pmf[index])
+        else:
+            index = np.flatnonzero(rest)
+            log_pmf_rest = _log_poisson_pmf(_sub(k, index), y[index])
+            keep = log_pmf_rest > _LOG_TINY
+            index, pmf = index[keep], np.exp(log_pmf_rest[keep])
+        if index.size:
+            wait[index] = pmf * special.hyp1f1(1.0, _sub(k, index) + 1.0, x[index])
+        sf = pdf = None
+        if want_sf:
+            service_sf = _gamma_service_sf(k, y, log_pmf if want_pdf else None)
+            sf = np.clip(service_sf + p_wait * wait, 0.0, 1.0)
+        if want_pdf:
+            service_pdf = np.where(inside, np.exp(np.log(k) - np.log(t) + log_pmf), 0.0)
+            pdf = (1.0 - p_wait) * service_pdf + p_wait * theta * wait
+    return sf, pdf
+
+
+def _sf_pdf(
+    t: FloatArray,
+    p_wait: FloatArray,
+    theta: FloatArray,
+    service_time: FloatArray,
+    scv: FloatArray,
+    want_sf: bool = True,
+    want_pdf: bool = True,
+) -> tuple[FloatArray | None, FloatArray | None]:
+    """
+    ``P(T > t)`` and the density of ``T``, for any mix of deterministic and gamma service.
+
+    Args:
+        t: times (≥ 0, may be infinite), 1-D.
+        p_wait: Erlang C values.
+        theta: rates of the exponential wait.
+        service_time: mean service times.
+        scv: service-time scvs (below 1e-10: deterministic service).
+        want_sf: whether to compute ``P(T > t)``.
+        want_pdf: whether to compute the density.
+
+    Returns:
+        ``(sf, pdf)``, each None when not wanted.
+    """
+    deterministic = scv < _MIN_SCV
+    if not np.any(deterministic):
+        return _gamma_sf_pdf(t, p_wait, theta, service_time, scv, want_sf, want_pdf)
+    if np.all(deterministic):
+        return _deterministic_sf_pdf(t, p_wait, theta, service_time, want_sf, want_pdf)
+    det = np.flatnonzero(deterministic)
+    gam = np.flatnonzero(~deterministic)
+    parts = (
+        (
+            det,
+            _deterministic_sf_pdf(
+                t[det],
+                _sub(p_wait, det),
+                _sub(theta, det),
+                _sub(service_time, det),
+                want_sf,
+                want_pdf,
+            ),
+        ),
+        (
+            gam,
+            _gamma_sf_pdf(
+                t[gam],
+                _sub(p_wait, gam),
+                _sub(theta, gam),
+                _sub(service_time, gam),
+                _sub(scv, gam),
+                want_sf,
+                want_pdf,
+            ),
+        ),
+    )
+    sf = np.empty(t.shape) if want_sf else None
+    pdf = np.empty(t.shape) if want_pdf else None
+    for index, (part_sf, part_pdf) in parts:
+        if sf is not None and part_sf is not None:
+            sf[index] = part_sf
+        if pdf is not None and part_pdf is not None:
+            pdf[index] = part_pdf
+    return sf, pdf
+
+
+def _response_sf(
+    t: FloatArray, p_wait: FloatArray, theta: FloatArray, service_time: FloatArray, scv: FloatArray
+) -> FloatArray:
+    """
+    ``P(T > t)`` (see :func:`_sf_pdf`).
+    """
+    sf, _ = _sf_pdf(t, p_wait, theta, service_time, scv, want_pdf=False)
+    assert sf is not None
+    return sf
+
+
+def _response_isf(
+    q: FloatArray, p_wait: FloatArray, theta: FloatArray, service_time: FloatArray, scv: FloatArray
+) -> FloatArray:
+    """
+    The smallest ``t`` with ``P(T > t) ≤ q``.
+
+    Deterministic service has a closed form.  Otherwise a vectorised safeguarded Newton
+    iteration on ``ln P(T > t) - ln q`` (Newton steps that leave the bracket or do not halve the
+    previous step are replaced by bisection) within the bracket
+    ``[isf_S(q), isf_W(q/2) + isf_S(q/2)]`` (``T ≥ S``, and a union bound), to a relative
+    tolerance of 1e-12.
+
+    Args:
+        q: upper-tail probabilities in (0, 1), 1-D.
+        p_wait: Erlang C values.
+        theta: conditional wait rates.
+        service_time: mean service times.
+        scv: service-time scvs (below 1e-10: deterministic service).
+
+    Returns:
+        The response-time quantiles at ``1 - q``.
+    """
+    deterministic = np.broadcast_to(scv < _MIN_SCV, q.shape)
+    out = np.empty(q.shape)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
+        det = np.flatnonzero(deterministic)
+        if det.size:
+            qd, cd, thd = q[det], _sub(p_wait, det), _sub(theta, det)
+            extra = np.where(cd > qd, np.log(cd / qd) / thd, 0.0)
+            out[det] = _sub(service_time, det) + extra
+        gam = np.flatnonzero(~deterministic)
+        if gam.size == 0:
+            return out
+        if gam.size < q.size:
+            q = q[gam]
+            p_wait, theta = _sub(p_wait, gam), _sub(theta, gam)
+            service_time, scv = _sub(service_time, gam), _sub(scv, gam)
+        k = 1.0 / scv
+        beta = 1.0 / (scv * service_time)
+        wait_q = np.where(2.0 * p_wait > q, np.log(2.0 * p_wait / q) / theta, 0.0)
+        lo = np.asarray(special.gammainccinv(k, q) / beta, dtype=np.float64)
+        hi = np.maximum(wait_q + special.gammainccinv(k, 0.5 * q) / beta, lo)
+        log_q = np.log(q)
+        t = 0.5 * (lo + hi)
+        last_step = hi - lo
+        active = np.flatnonzero(hi > lo)
+        for _ in range(_MAX_ITERATIONS):
+            if active.size == 0:
+                break
+            ta = t[active]
+            sf, pdf = _gamma_sf_pdf(
+                ta,
+                _sub(p_wait, active),
+                _sub(theta, active),
+                _sub(service_time, active),
+                _sub(scv, active),
+                True,
+                True,
+            )
+            assert sf is not None
+            assert pdf is not None
+            g = np.log(sf) - log_q[active]
+            slope = -pdf / sf
+            above = g > 0.0  # P(T > t) > q: the quantile is beyond t
+            lo[active] = np.where(above, ta, lo[active])
+            hi[active] = np.where(above, hi[active], ta)
+            newton = ta - g / slope
+            bisect = 0.5 * (lo[active] + hi[active])
+            use_newton = (
+                np.isfinite(newton)
+                & (newton > lo[active])
+                & (newton < hi[active])
+                & (np.abs(newton - ta) <= 0.5 * last_step[active])
+            )
+            new = np.where(use_newton, newton, bisect)
+            step = np.abs(new - ta)
+            last_step[active] = step
+            t[active] = new
+            done = (step <= _QUANTILE_RTOL * new) | (
+                hi[active] - lo[active] <= _QUANTILE_RTOL * hi[active]
+            )
+            active = active[~done]
+    out[gam] = t
+    return out
+
+
+# --------------------------------------------------------------------------- batched M/G/c
+
+
+def _batch_argument(
+    value: object, name: str, requirement: str, low: float, *, strict: bool, high: float
+) -> FloatArray:
+    """
+    An argument of the batch API as a float64 array (no copy when it is one), range-checked.
+
+    The check is two reductions (min and max, which propagate NaN); only when it fails is the
+    element-wise mask built, for the error message.
+
+    Args:
+        value: the argument.
+        name: its name, for the error message.
+        requirement: what the values must be, for the error message.
+        low: the lower bound.
+        strict: whether the lower bound is excluded.
+        high: the (excluded) upper bound; ``inf`` for finite values, NaN to allow ``inf``.
+
+    Returns:
+        The argument as a float64 array.
+    """
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{name} must be a real number or an array of them, got {value!r}"
+        ) from exc
+    if array.size:
+        smallest, largest = float(array.min()), float(array.max())
+        low_ok = smallest > low if strict else smallest >= low
+        high_ok = largest <= np.inf if math.isnan(high) else largest < high
+        if not (low_ok and high_ok):
+            with np.errstate(invalid="ignore"):
+                above = array > low if strict else array >= low
+                below = array <= np.inf if math.isnan(high) else array < high
+            _require(array, ~(above & below), name, requirement)
+    return array
+
+
+def _batch_flat(*arrays: FloatArray) -> tuple[tuple[int, ...], list[FloatArray]]:
+    """
+    Broadcast shape of the arguments, and each as 1-D over it (0-d when it has one value).
+
+    A full-size argument is a view (a copy only when not C-contiguous); a single value stays
+    0-d (shared by all elements); only an argument broadcast along some axes is copied.
+
+    Args:
+        arrays: the arguments; the first is the driver, always returned 1-D.
+
+    Returns:
+        The broadcast shape and the arrays.
+    """
+    try:
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    except ValueError as exc:
+        raise ValueError(f"array arguments cannot be broadcast together: {exc}") from exc
+    size = math.prod(shape)
+    flat: list[FloatArray] = []
+    for i, a in enumerate(arrays):
+        if a.shape == shape:
+            flat.append(a.reshape(-1))
+        elif a.size != 1:
+            flat.append(np.broadcast_to(a, shape).reshape(-1))
+        elif i == 0:
+            flat.append(np.broadcast_to(a.reshape(-1), (size,)))
+        else:
+            flat.append(a.reshape(()))
+    return shape, flat
+
+
+def _batch_parameters(
+    rate: object, servers: object, service_time: object, scv: object
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """
+    Validate the station parameters of the batch API.
+    """
+    return (
+        _batch_argument(rate, "rate", "a finite rate >= 0", 0.0, strict=False, high=np.inf),
+        _batch_argument(servers, "servers", "a finite number >= 1", 1.0, strict=False, high=np.inf),
+        _batch_argument(
+            service_time, "service_time", "a finite number > 0", 0.0, strict=True, high=np.inf
+        ),
+        _batch_argument(scv, "scv", "a finite number >= 0", 0.0, strict=False, high=np.inf),
+    )
+
+
+def _batch_wait(
+    rate: FloatArray, servers: FloatArray, service_time: FloatArray, scv: FloatArray
+) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_] | None]:
+    """
+    ``(C, θ, unstable)`` on flat arguments; unstable elements (``λ ≥ c/E[S]``) get ``λ = 0``.
+
+    Returns:
+        Erlang C, the conditional wait rate, and the unstable mask (None when all are stable).
+    """
+    load = rate * service_time
+    with np.errstate(over="ignore"):
+        unstable = (load >= servers) | (rate >= servers / service_time)
+    if not np.any(unstable):
+        return (*_wait_parameters(load, servers, service_time, scv), None)
+    load = np.where(unstable, 0.0, load)
+    return (*_wait_parameters(load, servers, service_time, scv), unstable)
+
+
+def _fill(values: FloatArray, unstable: npt.NDArray[np.bool_] | None, fill: float) -> None:
+    """
+    Set the unstable elements of ``values`` (1-D) to ``fill``, in place.
+    """
+    if unstable is not None:
+        np.copyto(values, fill, where=unstable)
+
+
+def mgc_mean_response(
+    rate: ArrayLike, servers: ArrayLike, service_time: ArrayLike, scv: ArrayLike
+) -> FloatArray:
+    """
+    Mean M/G/c response time, Allen–Cunneen: ``C / (cμ - λ) · (1 + scv)/2 + E[S]``, batched.
+
+    All arguments broadcast together (numpy rules); the station parameters may differ per
+    element.  Unlike :class:`Station`, an unstable element does not raise.
+
+    Args:
+        rate: arrival rates ``λ``, finite, at least 0.
+        servers: server counts ``c``, finite, at least 1 (need not be integers).
+        service_time: mean service times ``E[S]``, finite, greater than 0.
+        scv: service-time scvs, finite, at least 0.
+
+    Returns:
+        The mean response times (float64, the broadcast shape); ``inf`` where
+        ``rate >= servers / service_time``.
+    """
+    shape, flat = _batch_flat(*_batch_parameters(rate, servers, service_time, scv))
+    rate_, servers_, service_time_, scv_ = flat
+    p_wait, theta, unstable = _batch_wait(rate_, servers_, service_time_, scv_)
+    mean = np.asarray(p_wait / theta + service_time_, dtype=np.float64)
+    _fill(mean, unstable, np.inf)
+    return mean.reshape(shape)
+
+
+def _batch_sf_pdf(
+    t: ArrayLike,
+    rate: ArrayLike,
+    servers: ArrayLike,
+    service_time: ArrayLike,
+    scv: ArrayLike,
+    want_sf: bool,
+    want_pdf: bool,
+) -> tuple[tuple[int, ...], FloatArray | None, FloatArray | None]:
+    """
+    Validate, broadcast and compute ``P(T > t)`` and/or the density (flat results).
+    """
+    times = _batch_argument(t, "t", "a time >= 0", 0.0, strict=False, high=math.nan)
+    parameters = _batch_parameters(rate, servers, service_time, scv)
+    shape, (times, rate_, servers_, service_time_, scv_) = _batch_flat(times, *parameters)
+    p_wait, theta, unstable = _batch_wait(rate_, servers_, service_time_, scv_)
+    sf, pdf = _sf_pdf(times, p_wait, theta, service_time_, scv_, want_sf, want_pdf)
+    if sf is not None:
+        _fill(sf, unstable, 1.0)
+    if pdf is not None:
+        _fill(pdf, unstable, 0.0)
+    return shape, sf, pdf
+
+
+def mgc_response_sf(
+    t: ArrayLike, rate: ArrayLike, servers: ArrayLike, service_time: ArrayLike, scv: ArrayLike
+) -> FloatArray:
+    """
+    ``P(T > t)`` of the M/G/c response time (see :meth:`Station.response_sf`), batched.
+
+    All arguments broadcast together (numpy rules); the station parameters may differ per
+    element, deterministic (scv below 1e-10) and gamma service mixed.
+
+    Args:
+        t: times, at least 0 (may be ``inf``).
+        rate: arrival rates ``λ``, finite, at least 0.
+        servers: server counts ``c``, finite, at least 1 (need not be integers).
+        service_time: mean service times ``E[S]``, finite, greater than 0.
+        scv: service-time scvs, finite, at least 0.
+
+    Returns:
+        The survival probabilities (float64, the broadcast shape); 1 where
+        ``rate >= servers / service_time`` (unstable: the response time is unbounded).
+    """
+    shape, sf, _ = _batch_sf_pdf(t, rate, servers, service_time, scv, True, False)
+    assert sf is not None
+    return sf.reshape(shape)
+
+
+def mgc_response_pdf(
+    t: ArrayLike, rate: ArrayLike, servers: ArrayLike, service_time: ArrayLike, scv: ArrayLike
+) -> FloatArray:
+    """
+    Density of the M/G/c response time (see :meth:`Station.response_pdf`), batched.
+
+    For deterministic service the point mass ``1 - C`` at the service time is left out.
+    Arguments as for :func:`mgc_response_sf`.
+
+    Returns:
+        The densities (float64, the broadcast shape); 0 where ``rate >= servers/service_time``.
+    """
+    shape, _, pdf = _batch_sf_pdf(t, rate, servers, service_time, scv, False, True)
+    assert pdf is not None
+    return pdf.reshape(shape)
+
+
+def mgc_response_sf_pdf(
+    t: ArrayLike, rate: ArrayLike, servers: ArrayLike, service_time: ArrayLike, scv: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """
+    :func:`mgc_response_sf` and :func:`mgc_response_pdf` at the same points, in one pass.
+
+    Erlang C, the wait term and the Poisson log-mass are computed once for both (about half
+    the work of the two calls).  Arguments as for :func:`mgc_response_sf`.
+
+    Returns:
+        ``(sf, pdf)``, each float64 of the broadcast shape; ``(1, 0)`` where unstable.
+    """
+    shape, sf, pdf = _batch_sf_pdf(t, rate, servers, service_time, scv, True, True)
+    assert sf is not None
+    assert pdf is not None
+    return sf.reshape(shape), pdf.reshape(shape)
+
+
+def mgc_response_quantile(
+    p: ArrayLike, rate: ArrayLike, servers: ArrayLike, service_time: ArrayLike, scv: ArrayLike
+) -> FloatArray:
+    """
+    M/G/c response-time quantile (see :meth:`Station.response_quantile`), batched.
+
+    Vectorised safeguarded Newton–bisection (closed form for deterministic service), to a
+    relative tolerance of 1e-12; unstable elements are not iterated.
+
+    Args:
+        p: probabilities in (0, 1).
+        rate: arrival rates ``λ``, finite, at least 0.
+        servers: server counts ``c``, finite, at least 1 (need not be integers).
+        service_time: mean service times ``E[S]``, finite, greater than 0.
+        scv: service-time scvs, finite, at least 0.
+
+    Returns:
+        The quantiles (float64, the broadcast shape); ``inf`` where
+        ``rate >= servers / service_time``.
+    """
+    probs = _batch_argument(p, "p", "a probability in (0, 1)", 0.0, strict=True, high=1.0)
+    parameters = _batch_parameters(rate, servers, service_time, scv)
+    shape, (probs, rate_, servers_, service_time_, scv_) = _batch_flat(probs, *parameters)
+    p_wait, theta, unstable = _batch_wait(rate_, servers_, service_time_, scv_)
+    q = 1.0 - probs
+    if unstable is None:
+        return _response_isf(q, p_wait, theta, service_time_, scv_).reshape(shape)
+    out = np.full(q.shape, np.inf)
+    stable = np.flatnonzero(~np.broadcast_to(unstable, q.shape))
+    if stable.size:
+        out[stable] = _response_isf(
+            q[stable],
+            _sub(p_wait, stable),
+            _sub(theta, stable),
+            _sub(service_time_, stable),
+            _sub(scv_, stable),
+        )
+    return out.reshape(shape)
+
+
 # --------------------------------------------------------------------------- stations
 
 
@@ -407,25 +1039,11 @@ class Station:
         return self.servers / self.service_time
 
     @property
-    def _deterministic(self) -> bool:
+    def _parameters(self) -> tuple[FloatArray, FloatArray, FloatArray]:
         """
-        Whether the service time is treated as deterministic (``scv`` below 1e-10).
+        ``(servers, service_time, scv)`` as 0-d float64 arrays, for the batch kernels.
         """
-        return self.scv < _MIN_SCV
-
-    @property
-    def _shape(self) -> float:
-        """
-        Shape ``k = 1/scv`` of the gamma service-time distribution.
-        """
-        return 1.0 / self.scv
-
-    @property
-    def _service_rate(self) -> float:
-        """
-        Rate ``k / E[S]`` of the gamma service-time distribution.
-        """
-        return 1.0 / (self.scv * self.service_time)
+        return np.asarray(self.servers), np.asarray(self.service_time), np.asarray(self.scv)
 
     def _rates(self, rate: object, *, stable: bool = True) -> FloatArray:
         """
@@ -462,11 +1080,8 @@ class Station:
         Returns:
             ``(C, θ)``: Erlang C and ``θ = (cμ - λ)·2/(1 + scv)``, so that ``E[W | W > 0] = 1/θ``.
         """
-        load = rates * self.service_time
-        servers = np.full_like(load, self.servers)
-        p_wait = _erlang_c(servers, load)
-        theta = (servers - load) / self.service_time * (2.0 / (1.0 + self.scv))
-        return p_wait, theta
+        servers, service_time, scv = self._parameters
+        return _wait_parameters(rates * service_time, servers, service_time, scv)
 
     # ----------------------------------------------------------------- means
 
@@ -562,159 +1177,10 @@ class Station:
         """
         scalar = _is_scalar(rate)
         shape, (rates,) = _flatten(self._rates(rate))
-        p_wait, theta = self._wait_parameters(rates)
-        return _result(p_wait / theta + self.service_time, shape, scalar)
+        mean = mgc_mean_response(rates, self.servers, self.service_time, self.scv)
+        return _result(mean, shape, scalar)
 
     # ----------------------------------------------------------------- distribution
-
-    def _service_sf(self, t: FloatArray) -> FloatArray:
-        """
-        ``P(S > t)`` on a flat array.
-        """
-        if self._deterministic:
-            return np.asarray(np.where(t < self.service_time, 1.0, 0.0), dtype=np.float64)
-        return np.asarray(special.gammaincc(self._shape, self._service_rate * t), dtype=np.float64)
-
-    def _service_isf(self, q: FloatArray) -> FloatArray:
-        """
-        The service time exceeded with probability ``q``, on a flat array.
-        """
-        if self._deterministic:
-            return np.full_like(q, self.service_time)
-        return np.asarray(
-            special.gammainccinv(self._shape, q) / self._service_rate, dtype=np.float64
-        )
-
-    def _service_pdf(self, t: FloatArray) -> FloatArray:
-        """
-        Density of the gamma service time on a flat array (not for deterministic service).
-        """
-        k = self._shape
-        with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
-            log_pdf = (
-                math.log(k)
-                - np.log(t)
-                + _log_poisson_pmf(np.full_like(t, k), t * self._service_rate)
-            )
-            return np.asarray(np.where(t > 0.0, np.exp(log_pdf), 0.0), dtype=np.float64)
-
-    def _wait_term(self, t: FloatArray, theta: FloatArray) -> FloatArray:
-        """
-        ``E[exp(-θ·(t - S)); S ≤ t]`` for gamma ``S``, so that ``P(E_θ + S > t) = P(S > t) + it``.
-
-        Two exact routes, chosen per element to avoid overflow and cancellation (``b = β - θ``
-        with ``β`` the gamma rate and ``k`` its shape):
-
-        * ``b > 0`` and ``x = b·t ≥ max(k - 5√k, k/2)``:
-          ``(β/b)^k · e^{-θt} · P(k, x)`` (regularised lower incomplete gamma, here not tiny), in
-          log space;
-        * otherwise (including ``θ ≥ β`` and ``θ ≈ β``):
-          ``pmf_Poisson(k; β·t) · ₁F₁(1; k+1; x)``, where ``₁F₁(1; k+1; x)`` is in (0, 1] for
-          ``x ≤ 0`` and below ``√k`` for ``0 < x < k - 5√k`` (no overflow, no cancellation).
-
-        Args:
-            t: times (≥ 0, may be infinite), flat.
-            theta: rates of the exponential wait, flat, same length.
-
-        Returns:
-            The term, in [0, 1].
-        """
-        k = self._shape
-        beta = self._service_rate
-        out = np.zeros_like(t)
-        inside = np.isfinite(t) & (t > 0.0)
-        b = beta - theta
-        with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
-            x = b * t
-            gamma_route = inside & (b > 0.0) & (x >= max(k - 5.0 * math.sqrt(k), 0.5 * k))
-            if np.any(gamma_route):
-                tg, thg, xg = t[gamma_route], theta[gamma_route], x[gamma_route]
-                log_term = -k * np.log1p(-thg / beta) - thg * tg + np.log(special.gammainc(k, xg))
-                out[gamma_route] = np.exp(log_term)
-            rest = inside & ~gamma_route
-            if np.any(rest):
-                log_pmf = np.full_like(t, -np.inf)
-                log_pmf[rest] = _log_poisson_pmf(np.full(int(rest.sum()), k), beta * t[rest])
-                hyp_route = rest & (log_pmf > _LOG_TINY)
-                out[hyp_route] = np.exp(log_pmf[hyp_route]) * special.hyp1f1(
-                    1.0, k + 1.0, x[hyp_route]
-                )
-        return out
-
-    def _response_sf(self, t: FloatArray, p_wait: FloatArray, theta: FloatArray) -> FloatArray:
-        """
-        ``P(T > t)`` on flat arrays of equal length.
-        """
-        if self._deterministic:
-            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-                tail = p_wait * np.exp(-theta * (t - self.service_time))
-            sf = np.where(t < self.service_time, 1.0, np.where(np.isinf(t), 0.0, tail))
-        else:
-            sf = self._service_sf(t) + p_wait * self._wait_term(t, theta)
-        return np.asarray(np.clip(sf, 0.0, 1.0), dtype=np.float64)
-
-    def _response_pdf(self, t: FloatArray, p_wait: FloatArray, theta: FloatArray) -> FloatArray:
-        """
-        Density of ``T`` on flat arrays (gamma service only): ``(1-C)·f_S + C·θ·wait_term``.
-        """
-        return (1.0 - p_wait) * self._service_pdf(t) + p_wait * theta * self._wait_term(t, theta)
-
-    def _response_isf(self, q: FloatArray, p_wait: FloatArray, theta: FloatArray) -> FloatArray:
-        """
-        The smallest ``t`` with ``P(T > t) ≤ q``, on flat arrays of equal length.
-
-        Deterministic service has a closed form.  Otherwise a vectorised safeguarded Newton
-        iteration on ``ln P(T > t) - ln q`` (Newton steps that leave the bracket or do not halve
-        the previous step are replaced by bisection) within the bracket
-        ``[isf_S(q), isf_W(q/2) + isf_S(q/2)]`` (``T ≥ S``, and a union bound), to a relative
-        tolerance of 1e-12.
-
-        Args:
-            q: upper-tail probabilities in (0, 1).
-            p_wait: Erlang C values.
-            theta: conditional wait rates.
-
-        Returns:
-            The response-time quantiles at ``1 - q``.
-        """
-        with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
-            wait_q = np.where(2.0 * p_wait > q, np.log(2.0 * p_wait / q) / theta, 0.0)
-            if self._deterministic:
-                extra = np.where(p_wait > q, np.log(p_wait / q) / theta, 0.0)
-                return np.asarray(self.service_time + extra, dtype=np.float64)
-            lo = self._service_isf(q)
-            hi = np.maximum(wait_q + self._service_isf(0.5 * q), lo)
-            log_q = np.log(q)
-            t = 0.5 * (lo + hi)
-            last_step = hi - lo
-            active = np.flatnonzero(hi > lo)
-            for _ in range(_MAX_ITERATIONS):
-                if active.size == 0:
-                    break
-                ta, ca, tha = t[active], p_wait[active], theta[active]
-                sf = self._response_sf(ta, ca, tha)
-                g = np.log(sf) - log_q[active]
-                slope = -self._response_pdf(ta, ca, tha) / sf
-                above = g > 0.0  # P(T > t) > q: the quantile is beyond t
-                lo[active] = np.where(above, ta, lo[active])
-                hi[active] = np.where(above, hi[active], ta)
-                newton = ta - g / slope
-                bisect = 0.5 * (lo[active] + hi[active])
-                use_newton = (
-                    np.isfinite(newton)
-                    & (newton > lo[active])
-                    & (newton < hi[active])
-                    & (np.abs(newton - ta) <= 0.5 * last_step[active])
-                )
-                new = np.where(use_newton, newton, bisect)
-                step = np.abs(new - ta)
-                last_step[active] = step
-                t[active] = new
-                done = (step <= _QUANTILE_RTOL * new) | (
-                    hi[active] - lo[active] <= _QUANTILE_RTOL * hi[active]
-                )
-                active = active[~done]
-        return np.asarray(t, dtype=np.float64)
 
     @overload
     def response_sf(self, t: float, rate: float) -> float: ...
@@ -748,8 +1214,8 @@ class Station:
         _require(times, times < 0.0, "t", "a time >= 0")
         rates = self._rates(rate)
         shape, (times, rates) = _flatten(times, rates)
-        p_wait, theta = self._wait_parameters(rates)
-        return _result(self._response_sf(times, p_wait, theta), shape, scalar)
+        sf = mgc_response_sf(times, rates, self.servers, self.service_time, self.scv)
+        return _result(sf, shape, scalar)
 
     def response_pdf(self, t: AnyArray, rate: AnyArray) -> FloatArray:
         """
@@ -772,16 +1238,8 @@ class Station:
         _require(times, times < 0.0, "t", "a time >= 0")
         rates = self._rates(rate)
         shape, (times, rates) = _flatten(times, rates)
-        p_wait, theta = self._wait_parameters(rates)
-        if self._deterministic:
-            with np.errstate(over="ignore", under="ignore"):
-                after = times > self.service_time
-                dens = np.where(
-                    after, p_wait * theta * np.exp(-theta * (times - self.service_time)), 0.0
-                )
-        else:
-            dens = self._response_pdf(times, p_wait, theta)
-        return np.asarray(dens, dtype=np.float64).reshape(shape)
+        pdf = mgc_response_pdf(times, rates, self.servers, self.service_time, self.scv)
+        return pdf.reshape(shape)
 
     @overload
     def response_quantile(self, p: float, rate: float) -> float: ...
@@ -817,8 +1275,7 @@ class Station:
         _require(probs, ~((probs > 0.0) & (probs < 1.0)), "p", "a probability in (0, 1)")
         rates = self._rates(rate)
         shape, (probs, rates) = _flatten(probs, rates)
-        p_wait, theta = self._wait_parameters(rates)
-        quantiles = self._response_isf(1.0 - probs, p_wait, theta)
+        quantiles = mgc_response_quantile(probs, rates, self.servers, self.service_time, self.scv)
         return _result(quantiles, shape, scalar)
 
     # ----------------------------------------------------------------- summaries
@@ -853,8 +1310,9 @@ class Station:
         times = np.empty_like(percents)
         if percents.size:
             sorted_q = 1.0 - percents[order] / 100.0
-            solved = self._response_isf(
-                sorted_q, np.full_like(sorted_q, p_wait[0]), np.full_like(sorted_q, theta[0])
+            _, service_time, scv = self._parameters
+            solved = _response_isf(
+                sorted_q, np.asarray(p_wait[0]), np.asarray(theta[0]), service_time, scv
             )
             times[order] = np.maximum.accumulate(solved)
         return QueueMetrics(
@@ -913,7 +1371,9 @@ class Station:
 
             def meets(rates: FloatArray) -> npt.NDArray[np.bool_]:
                 p_wait, theta = self._wait_parameters(rates)
-                return np.asarray(self._response_sf(targets, p_wait, theta) <= q)
+                _, service_time, scv = self._parameters
+                sf = _response_sf(targets, p_wait, theta, service_time, scv)
+                return np.asarray(sf <= q)
 
         lo = np.zeros_like(targets)
         hi = np.full_like(targets, self.max_rate)
