@@ -48,15 +48,23 @@ def _clean(r: FloatArray) -> FloatArray:
 
 
 def _jacobian(
-    fun: Residuals, x: FloatArray, idx: IntArray, r: FloatArray, rel_step: float
+    fun: Residuals,
+    x: FloatArray,
+    idx: IntArray,
+    r: FloatArray,
+    rel_step: float,
+    hi: FloatArray | None = None,
 ) -> FloatArray:
     """
-    Forward differences, one evaluation per parameter for all problems at once.
+    Forward differences, one evaluation per parameter for all problems at once (backward
+    where a forward step would cross an upper bound).
     """
     n, k = x.shape
     jac = np.empty((n, r.shape[1], k))
     for j in range(k):
         h = rel_step * np.maximum(np.abs(x[:, j]), 1.0)
+        if hi is not None:
+            h = np.where(x[:, j] + h > hi[j], -h, h)
         xh = x.copy()
         xh[:, j] += h
         jac[:, :, j] = (_clean(fun(xh, idx)) - r) / h[:, None]
@@ -72,6 +80,8 @@ def batched_lm(
     xtol: float = 1e-10,
     gtol: float = 1e-10,
     rel_step: float = 1.5e-8,
+    lower: FloatArray | None = None,
+    upper: FloatArray | None = None,
 ) -> BatchResult:
     """
     Minimise each problem's sum of squared residuals from its own starting point.
@@ -84,6 +94,9 @@ def batched_lm(
         xtol: Stop a problem when its step is below this share of its parameters' size.
         gtol: Stop a problem when its gradient is below this share of its cost.
         rel_step: Relative step of the forward-difference Jacobian.
+        lower: Lower bounds per parameter (shape (k,)); a step is projected onto the box, so
+            a parameter whose optimum lies on its bound ends exactly on it.
+        upper: Upper bounds per parameter (shape (k,)).
 
     Returns:
         The solutions; ``converged`` is False for a problem that hit ``max_iter`` or whose
@@ -91,6 +104,9 @@ def batched_lm(
     """
     x = np.array(x0, dtype=np.float64, copy=True)
     n, k = x.shape
+    lo = np.full(k, -np.inf) if lower is None else np.asarray(lower, dtype=np.float64)
+    hi = np.full(k, np.inf) if upper is None else np.asarray(upper, dtype=np.float64)
+    x = np.clip(x, lo, hi)
     every = np.arange(n)
     r = _clean(fun(x, every))
     cost = np.einsum("ij,ij->i", r, r)
@@ -104,11 +120,18 @@ def batched_lm(
         if active.size == 0:
             break
         xa, ra = x[active], r[active]
-        ja = _jacobian(fun, xa, active, ra, rel_step)
+        ja = _jacobian(fun, xa, active, ra, rel_step, hi)
         jac[active] = ja
         iterations[active] += 1
         a = np.einsum("imk,iml->ikl", ja, ja)
         g = np.einsum("imk,im->ik", ja, ra)
+        # Variables held at a bound (the descent direction points out of the box) leave the
+        # linear solve: projecting a step computed with them free would crawl.
+        held = ((xa <= lo) & (g > 0)) | ((xa >= hi) & (g < 0))
+        if np.any(held):
+            keep = (~held).astype(np.float64)
+            a = a * keep[:, :, None] * keep[:, None, :] + held[:, :, None] * eye
+            g = g * keep
         diag = np.maximum(np.einsum("ikk->ik", a), 1e-12)
         # Try a few damping levels in one pass before giving up on this Jacobian.
         accepted = np.zeros(active.size, dtype=bool)
@@ -125,7 +148,8 @@ def batched_lm(
                 delta = -np.linalg.solve(lhs, g[pending][:, :, None])[:, :, 0]
             except np.linalg.LinAlgError:
                 delta = -np.einsum("ikl,il->ik", np.linalg.pinv(lhs), g[pending])
-            trial = xa[pending] + delta
+            trial = np.clip(xa[pending] + delta, lo, hi)
+            delta = trial - xa[pending]
             r_trial = _clean(fun(trial, active[pending]))
             c_trial = np.einsum("ij,ij->i", r_trial, r_trial)
             better = np.isfinite(c_trial) & (c_trial < new_cost[pending])
@@ -145,17 +169,19 @@ def batched_lm(
         small_f = accepted & (old_cost - new_cost <= ftol * np.maximum(old_cost, 1e-300))
         small_x = accepted & np.all(np.abs(step) <= xtol * (np.abs(xa) + xtol), axis=1)
         # First-order optimality (scipy's gtol test): the gradient is negligible.
+        # (g is already projected: a gradient pointing out of the box at a bound is held)
         small_g = np.max(np.abs(g), axis=1) <= gtol * np.maximum(old_cost, 1e-300)
         stuck = ~accepted & (mu_a > 1e10)
         # No step lowers the cost any more: at a minimum up to the precision of the
         # forward-difference Jacobian when the gradient is small on that scale.
         scale = np.maximum(np.max(np.abs(xa), axis=1), 1.0)
-        settled = stuck & (np.max(np.abs(g), axis=1) * scale <= 1e-6 * np.maximum(old_cost, 1e-300))
+        tiny = 1e-6 * np.maximum(old_cost, 1e-300)
+        settled = stuck & (np.max(np.abs(g), axis=1) * scale <= tiny)
         ok = small_f | small_x | small_g | settled | (old_cost == 0)
         converged[active[ok]] = True
         done = ok | stuck
         active = active[~done]
     # The Jacobian at the final point (problems that stopped on an accepted step moved after
     # their last Jacobian).
-    jac = _jacobian(fun, x, every, r, rel_step)
+    jac = _jacobian(fun, x, every, r, rel_step, hi)
     return BatchResult(x, r, jac, cost, iterations, converged)

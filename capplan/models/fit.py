@@ -19,15 +19,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from capplan.models.demand import fit_demand
-from capplan.models.empirical import fit_hyperbolic
 from capplan.models.queueing import Station, mgc_mean_response
+from capplan.models.scaled_fit import fit_demand_many, fit_hyperbolic_many, fit_usl_many
 from capplan.models.station_fit import (
     STAT_QUANTILES,
     Packed,
@@ -35,7 +35,6 @@ from capplan.models.station_fit import (
     log_quantile_residuals,
     station_capacity,
 )
-from capplan.models.usl import fit_usl, usl_throughput
 from capplan.samples import Window
 
 __all__ = [
@@ -50,6 +49,7 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 #: The models ``fit_node`` knows, in the order they are tried.
 MODELS = ("mgc", "mmc", "usl", "demand", "hyperbolic")
@@ -252,23 +252,6 @@ class _ScaledCurve:
         return factor * self.base(rate)
 
 
-def _factors(obs: Observations, base: FloatArray, fitted: str = "mean") -> dict[str, float]:
-    """
-    Per stat, the weighted geometric-mean ratio of observed to base-predicted latency.
-    """
-    out: dict[str, float] = {fitted: 1.0}
-    for key in STAT_QUANTILES:
-        if key == fitted:
-            continue
-        values = obs.latency[key]
-        ok = np.isfinite(values) & np.isfinite(base) & (base > 0)
-        if np.count_nonzero(ok) == 0:
-            continue
-        w = obs.weight[ok]
-        out[key] = float(np.exp(np.sum(w * np.log(values[ok] / base[ok])) / np.sum(w)))
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # candidates
 
@@ -293,124 +276,8 @@ class Candidate:
     curve: LatencyCurve | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
-class _Fitted:
-    """
-    What a model-specific fitter hands back: a curve maker over theta, theta and its covariance.
-    """
-
-    params: dict[str, float]
-    stderr: dict[str, float]
-    theta: FloatArray
-    covariance: FloatArray
-    make: Callable[[FloatArray], LatencyCurve]
-    dof: int
-    message: str = ""
-
-
 def _expit(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-
-def _fit_usl_curve(obs: Observations) -> _Fitted:
-    load = obs.concurrency.copy()
-    missing = ~np.isfinite(load)
-    load[missing] = obs.rate[missing] * obs.latency["mean"][missing]  # Little's law
-    ok = np.isfinite(load) & (load > 0)
-    fit = fit_usl(load[ok], obs.rate[ok], weights=obs.requests[ok])
-    if not fit.success:
-        raise ValueError(fit.message)
-    lam, sigma, kappa = fit.lam, fit.sigma, fit.kappa
-
-    def make(theta: FloatArray) -> LatencyCurve:
-        sg, kp, lm = max(float(theta[0]), 0.0), max(float(theta[1]), 0.0), float(theta[2])
-        if kp > 0:
-            n_star = math.sqrt(max(1.0 - sg, 1e-12) / kp)
-            x_max = float(usl_throughput(n_star, sg, kp, lm))
-        else:
-            x_max = lm / sg if sg > 0 else math.inf
-
-        def mean_of(rate: FloatArray) -> FloatArray:
-            # Invert X(N) on its rising branch in closed form: X·κN² + (Xσ − Xκ − λ)N +
-            # X(1 − σ) = 0, smaller root, written stably; then R = N / X (Little's law).
-            x = np.maximum(np.asarray(rate, dtype=np.float64), 0.0)
-            b = lm - x * sg + x * kp
-            disc = b * b - 4.0 * x * x * kp * (1.0 - sg)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                r = 2.0 * (1.0 - sg) / (b + np.sqrt(disc))
-            return np.where((disc >= 0) & (b > 0) & (x < x_max), r, np.inf)
-
-        base = mean_of(obs.rate)
-        return _ScaledCurve(mean_of, x_max, _factors(obs, base))
-
-    theta = np.array([sigma, kappa, lam])
-    cov = np.array(fit.covariance, dtype=np.float64)
-    params = {
-        "sigma": sigma,
-        "kappa": kappa,
-        "lambda": lam,
-        "peak_load": fit.peak_load,
-        "max_throughput": fit.max_throughput,
-    }
-    return _Fitted(params, dict(fit.stderr), theta, cov, make, fit.dof, fit.message)
-
-
-def _fit_demand_curve(obs: Observations, ceiling: float) -> _Fitted:
-    ok = np.isfinite(obs.cpu)
-    fit = fit_demand(obs.rate[ok], obs.cpu[ok], weights=obs.requests[ok])
-    if not fit.success:
-        raise ValueError(fit.message)
-    demand = fit.demand
-    mean_obs = obs.latency["mean"]
-    okm = np.isfinite(mean_obs) & (demand * obs.rate < 1)
-    if not np.any(okm):
-        raise ValueError("no window below saturation carries a mean latency")
-    # R(λ) = R0 / (1 − Dλ): R0 is the weighted geometric mean of R·(1 − Dλ).
-    w = obs.weight[okm]
-    r0 = float(np.exp(np.sum(w * np.log(mean_obs[okm] * (1 - demand * obs.rate[okm]))) / np.sum(w)))
-
-    def make(theta: FloatArray) -> LatencyCurve:
-        d = max(float(theta[0]), 1e-15)
-        sat = min(1.0 / d, ceiling / d)
-
-        def mean_of(rate: FloatArray) -> FloatArray:
-            r = np.asarray(rate, dtype=np.float64)
-            u = d * r
-            with np.errstate(divide="ignore", invalid="ignore"):
-                return np.where(u < 1, r0 / (1 - u), np.inf)
-
-        base = mean_of(obs.rate)
-        factors = _factors(obs, base)
-        return _ScaledCurve(mean_of, sat, factors)
-
-    theta = np.array([demand])
-    cov = np.array([[fit.stderr**2]])
-    params = {"demand_s": demand, "base_ms": r0 * 1e3, "ceiling": ceiling}
-    return _Fitted(params, {"demand_s": fit.stderr}, theta, cov, make, fit.n - 1, fit.message)
-
-
-def _fit_hyperbolic_curve(obs: Observations, stat: str) -> _Fitted:
-    values = obs.latency[stat]
-    ok = np.isfinite(values)
-    fit = fit_hyperbolic(obs.rate[ok], values[ok], weights=obs.requests[ok])
-    if not fit.success:
-        raise ValueError(fit.message)
-
-    def make(theta: FloatArray) -> LatencyCurve:
-        a, b, cap = max(float(theta[0]), 0.0), max(float(theta[1]), 1e-15), float(theta[2])
-
-        def base(rate: FloatArray) -> FloatArray:
-            r = np.asarray(rate, dtype=np.float64)
-            with np.errstate(divide="ignore"):
-                return np.where(r < cap, a + b / (cap - r), np.inf)
-
-        return _ScaledCurve(base, cap, _factors(obs, base(obs.rate), fitted=stat))
-
-    theta = np.array([fit.a, fit.b, fit.cap])
-    cov = np.array(fit.covariance, dtype=np.float64)
-    params = {"a_ms": fit.a * 1e3, "b": fit.b, "cap_rps": fit.cap, "stat": stat}
-    stderr = {"a_ms": fit.stderr["a"] * 1e3, "b": fit.stderr["b"], "cap_rps": fit.stderr["cap"]}
-    return _Fitted(params, stderr, theta, cov, make, fit.n - 3, fit.message)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,56 +323,10 @@ def capacity_at(curve: LatencyCurve, slo: SLOTarget) -> float:
     return lo
 
 
-def _interval(fitted: _Fitted, slo: SLOTarget, capacity: float) -> tuple[float, float]:
-    """
-    Delta-method interval on log capacity, Student t on the fit's degrees of freedom.
-    """
-    if not (capacity > 0 and math.isfinite(capacity)) or fitted.dof <= 0:
-        return (0.0, math.inf)
-    cov = fitted.covariance
-    if not np.all(np.isfinite(cov)):
-        return (0.0, math.inf)
-    theta = fitted.theta
-    grad = np.zeros(theta.size)
-    for i in range(theta.size):
-        h = 1e-4 * max(abs(float(theta[i])), 1e-3)
-        if cov[i, i] > 0:
-            h = min(h, 0.1 * math.sqrt(cov[i, i])) or h
-        up, down = theta.copy(), theta.copy()
-        up[i] += h
-        down[i] -= h
-        try:
-            c_up = capacity_at(fitted.make(up), slo)
-            c_down = capacity_at(fitted.make(down), slo)
-        except (ValueError, ZeroDivisionError, OverflowError):
-            return (0.0, math.inf)
-        if not (c_up > 0 and c_down > 0 and math.isfinite(c_up) and math.isfinite(c_down)):
-            return (0.0, math.inf)
-        grad[i] = (math.log(c_up) - math.log(c_down)) / (2 * h)
-    var = float(grad @ cov @ grad)
-    if not math.isfinite(var) or var < 0:
-        return (0.0, math.inf)
-    t = float(stats.t.ppf(0.975, fitted.dof))
-    spread = t * math.sqrt(var)
-    if spread > 700:  # exp overflows: the data do not bound the capacity at all
-        return (0.0, math.inf)
-    return (capacity * math.exp(-spread), capacity * math.exp(spread))
-
-
 def _aicc(rss: float, n: int, k: int) -> float:
     if n - k - 1 <= 0 or rss <= 0:
         return math.inf
     return n * math.log(rss / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
-
-
-def _common_rss(obs: Observations, curve: LatencyCurve, stat: str) -> tuple[float, int]:
-    values = obs.latency[stat]
-    ok = np.isfinite(values)
-    q = STAT_QUANTILES[stat]
-    pred = curve.mean(obs.rate[ok]) if q is None else curve.quantile(obs.rate[ok], q)
-    pred = np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)
-    r = np.log(pred) - np.log(values[ok])
-    return float(np.sum(obs.weight[ok] * r**2)), int(np.count_nonzero(ok))
 
 
 # --------------------------------------------------------------------------------------------
@@ -663,17 +484,18 @@ def fit_nodes(
                     slo=slo,
                 )
                 station.update({(i, name): c for i, c in zip(group, found, strict=True)})
+    scaled: dict[tuple[int, str], Candidate] = {}
+    for name in ("usl", "demand", "hyperbolic"):
+        wanted = [i for i, p in enumerate(plans) if p.obs.n >= 4 and name in p.wanted]
+        if wanted:
+            found = _scaled_candidates(name, [plans[i] for i in wanted], slo, utilization_ceiling)
+            scaled.update({(i, name): c for i, c in zip(wanted, found, strict=True)})
     out = []
     for i, plan in enumerate(plans):
         if plan.obs.n < 4:
             out.append(_empty(plan, f"{plan.obs.n} windows with requests: at least 4 are needed"))
             continue
-        candidates = []
-        for name in plan.wanted:
-            if (i, name) in station:
-                candidates.append(station[(i, name)])
-            else:
-                candidates.append(_candidate(name, plan, utilization_ceiling, slo))
+        candidates = [station.get((i, name)) or scaled[(i, name)] for name in plan.wanted]
         out.append(_finish(plan, candidates, slo, model))
     return out
 
@@ -733,36 +555,6 @@ def _empty(plan: _Plan, message: str, candidates: Sequence[Candidate] = ()) -> N
     )
 
 
-def _candidate(name: str, plan: _Plan, ceiling: float, slo: SLOTarget) -> Candidate:
-    """
-    Fit one of the per-node models (usl, demand, hyperbolic) and its capacity.
-    """
-    obs = plan.obs
-    try:
-        fitted = _fit_one(name, obs, ceiling, plan.common)
-    except ValueError as exc:
-        return _failed(name, str(exc))
-    curve = fitted.make(fitted.theta)
-    rss, n = _common_rss(obs, curve, plan.common)
-    k = fitted.theta.size + (1 if name in ("usl", "demand") else 0)
-    capacity = capacity_at(curve, slo)
-    interval = _interval(fitted, slo, capacity)
-    return Candidate(
-        name,
-        fitted.params,
-        fitted.stderr,
-        k,
-        n,
-        rss,
-        _aicc(rss, n, k),
-        capacity,
-        interval,
-        True,
-        fitted.message,
-        curve,
-    )
-
-
 def _finish(plan: _Plan, candidates: list[Candidate], slo: SLOTarget, model: str) -> NodeFit:
     """
     Choose among a node's candidates, apply the error bound and the honesty checks.
@@ -815,6 +607,227 @@ def _finish(plan: _Plan, candidates: list[Candidate], slo: SLOTarget, model: str
     )
 
 
+def _slo_factor(factors: FloatArray, q: float) -> FloatArray:
+    """
+    Per node, the factor from a base curve to its q-quantile (see ``_ScaledCurve.quantile``).
+
+    ``factors`` has one column per stat of STAT_QUANTILES (nan: none fitted).
+    """
+    keys = list(STAT_QUANTILES)
+    key = f"p{q * 100:g}"
+    if key in STAT_QUANTILES:
+        direct = factors[:, keys.index(key)]
+    else:
+        direct = np.full(factors.shape[0], np.nan)
+    best = np.full(factors.shape[0], np.nan)
+    best_d = np.full(factors.shape[0], np.inf)
+    for j, (k, qq) in enumerate(STAT_QUANTILES.items()):
+        if qq is None or k == key:
+            continue
+        d = abs(math.log1p(-qq) - math.log1p(-q))
+        take = np.isfinite(factors[:, j]) & (d < best_d)
+        best = np.where(take, factors[:, j] * math.log1p(-q) / math.log1p(-qq), best)
+        best_d = np.where(take, d, best_d)
+    fallback = factors[:, keys.index("mean")] * -math.log1p(-q)
+    out: FloatArray = np.where(
+        np.isfinite(direct), direct, np.where(np.isfinite(best), best, fallback)
+    )
+    return out
+
+
+def _scaled_candidates(
+    name: str, plans: Sequence[_Plan], slo: SLOTarget, ceiling: float
+) -> list[Candidate]:
+    """
+    USL, utilization-law or hyperbola candidates for many nodes, fitted and judged together.
+    """
+    packed = _pack(plans)
+    n = len(plans)
+    rate, weight = packed.rate, packed.weight
+    requests = np.zeros_like(rate)
+    concurrency = np.full(rate.shape, np.nan)
+    cpu = np.full(rate.shape, np.nan)
+    for i, p in enumerate(plans):
+        m = p.obs.n
+        requests[i, :m] = p.obs.requests
+        concurrency[i, :m] = p.obs.concurrency
+        cpu[i, :m] = p.obs.cpu
+    keys = list(STAT_QUANTILES)
+    if name == "usl":
+        mean_all = np.full(rate.shape, np.nan)
+        for i, p in enumerate(plans):
+            mean_all[i, : p.obs.n] = p.obs.latency["mean"]
+        load = np.where(np.isfinite(concurrency), concurrency, rate * mean_all)  # Little's law
+        fits = fit_usl_many(load, rate, requests)
+        fitted = np.full(n, keys.index("mean"))
+    elif name == "demand":
+        fits = fit_demand_many(rate, cpu, requests, packed.latency["mean"], weight, ceiling)
+        fitted = np.full(n, keys.index("mean"))
+    else:
+        y = np.full(rate.shape, np.nan)
+        for i, p in enumerate(plans):
+            y[i, : p.obs.n] = p.obs.latency[p.common]
+        fits = fit_hyperbolic_many(rate, y, requests)
+        fitted = np.array([keys.index(p.common) for p in plans])
+    observed = np.stack([packed.latency[k] for k in keys], axis=1)  # (n, stats, w)
+
+    def factors(theta: FloatArray) -> FloatArray:
+        base = fits.base(theta, rate)[:, None, :]
+        ok = np.isfinite(observed) & np.isfinite(base) & (base > 0) & (weight[:, None, :] > 0)
+        w = np.where(ok, weight[:, None, :], 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs = np.where(ok, np.log(np.where(ok, observed / base, 1.0)), 0.0)
+            out: FloatArray = np.exp(np.sum(w * logs, axis=2) / np.sum(w, axis=2))
+        out[np.arange(n), fitted] = 1.0
+        return out
+
+    target, q = slo.latency_ms * 1e-3, slo.quantile
+
+    def capacity(theta: FloatArray) -> FloatArray:
+        f = _slo_factor(factors(theta), q)
+
+        def ok(r: FloatArray) -> BoolArray:
+            value = f * fits.base(theta, r[:, None])[:, 0]
+            result: BoolArray = np.isfinite(value) & (value <= target)
+            return result
+
+        return _bisect_rate(ok, fits.saturation(theta))
+
+    theta = np.where(fits.success[:, None], fits.theta, 1.0)
+    cap = np.where(fits.success, capacity(theta), np.nan)
+    low, high = _delta_interval(capacity, theta, fits.covariance, fits.dof, cap)
+    fac = factors(theta)
+    common = np.array([keys.index(p.common) for p in plans])
+    pred = fac[np.arange(n), common][:, None] * fits.base(theta, rate)
+    obs_common = observed[np.arange(n), common]
+    ok_c = np.isfinite(obs_common) & (weight > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.log(np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)) - np.log(obs_common)
+    rss = np.sum(np.where(ok_c, weight * r * r, 0.0), axis=1)
+    n_common = np.count_nonzero(ok_c, axis=1)
+    k = theta.shape[1] + (1 if name in ("usl", "demand") else 0)
+    out = []
+    for i, plan in enumerate(plans):
+        if not fits.success[i]:
+            out.append(_failed(name, fits.messages[i]))
+            continue
+        th = theta[i]
+        sd = np.sqrt(np.clip(np.diag(fits.covariance[i]), 0.0, np.inf))
+        if name == "usl":
+            sat = float(fits.saturation(theta[i : i + 1])[0])
+            params = {
+                "sigma": float(th[0]),
+                "kappa": float(th[1]),
+                "lambda": float(th[2]),
+                "peak_load": math.sqrt((1 - th[0]) / th[1]) if th[1] > 0 else math.inf,
+                "max_throughput": sat,
+            }
+            stderr = {"sigma": float(sd[0]), "kappa": float(sd[1]), "lambda": float(sd[2])}
+            message = fits.messages[i]
+        elif name == "demand":
+            params = {"demand_s": float(th[0]), "base_ms": float(th[1]) * 1e3, "ceiling": ceiling}
+            stderr = {"demand_s": float(sd[0])}
+            message = fits.messages[i]
+        else:
+            params = {"a_ms": float(th[0]) * 1e3, "b": float(th[1]), "cap_rps": float(th[2])}
+            stderr = {"a_ms": float(sd[0]) * 1e3, "b": float(sd[1]), "cap_rps": float(sd[2])}
+            message = f"fitted to {plan.common} latency; {fits.messages[i]}"
+        row = theta[i : i + 1]
+        curve = _ScaledCurve(
+            partial(_row_curve, fits.base, row),
+            float(fits.saturation(row)[0]),
+            {key: float(fac[i, j]) for j, key in enumerate(keys) if np.isfinite(fac[i, j])},
+        )
+        out.append(
+            Candidate(
+                name,
+                params,
+                stderr,
+                k,
+                int(n_common[i]),
+                float(rss[i]),
+                _aicc(float(rss[i]), int(n_common[i]), k),
+                float(cap[i]),
+                (float(low[i]), float(high[i])),
+                True,
+                message,
+                curve,
+            )
+        )
+    return out
+
+
+def _row_curve(
+    base: Callable[[FloatArray, FloatArray], FloatArray], row: FloatArray, rate: FloatArray
+) -> FloatArray:
+    out: FloatArray = base(row, np.asarray(rate, dtype=np.float64).reshape(1, -1))[0]
+    return out.reshape(np.shape(rate))
+
+
+def _bisect_rate(ok: Callable[[FloatArray], BoolArray], saturation: FloatArray) -> FloatArray:
+    """
+    Per node, the largest rate below ``saturation`` where ``ok`` holds (``ok`` is monotone:
+    true up to some rate); 0 where it fails at rate 0; inf where it holds at any rate.
+    """
+    lo = np.zeros(saturation.shape)
+    hi = np.where(np.isfinite(saturation), saturation, 1.0)
+    unbounded = ~np.isfinite(saturation)
+    for _ in range(45):  # grow the bracket where there is no saturation
+        grow = unbounded & ok(hi) & (hi < 1e12)
+        if not np.any(grow):
+            break
+        hi = np.where(grow, 2 * hi, hi)
+    endless = unbounded & ok(hi)
+    for _ in range(64):
+        mid = 0.5 * (lo + hi)
+        good = ok(mid)
+        lo = np.where(good, mid, lo)
+        hi = np.where(good, hi, mid)
+    out: FloatArray = np.where(ok(np.zeros(saturation.shape)), np.where(endless, np.inf, lo), 0.0)
+    return out
+
+
+def _delta_interval(
+    capacity: Callable[[FloatArray], FloatArray],
+    theta: FloatArray,
+    covariance: FloatArray,
+    dof: npt.NDArray[np.intp],
+    point: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """
+    95% delta-method interval on log capacity per node (Student t on the fit's dof); (0, inf)
+    where the data cannot bound it.
+    """
+    k = theta.shape[1]
+    grad = np.zeros_like(theta)
+    good = np.isfinite(point) & (point > 0) & (dof > 0)
+    good &= np.all(np.isfinite(covariance.reshape(theta.shape[0], -1)), axis=1)
+    var_diag = np.diagonal(covariance, axis1=1, axis2=2)
+    for j in range(k):
+        h = 1e-4 * np.maximum(np.abs(theta[:, j]), 1e-3)
+        h = np.where(var_diag[:, j] > 0, np.minimum(h, 0.1 * np.sqrt(np.abs(var_diag[:, j]))), h)
+        h = np.where(h > 0, h, 1e-7)
+        ends = []
+        for sign in (1.0, -1.0):
+            moved = theta.copy()
+            moved[:, j] += sign * h
+            ends.append(capacity(moved))
+        ok = (ends[0] > 0) & (ends[1] > 0) & np.isfinite(ends[0]) & np.isfinite(ends[1])
+        good &= ok
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad[:, j] = np.where(ok, (np.log(ends[0]) - np.log(ends[1])) / (2 * h), 0.0)
+    with np.errstate(invalid="ignore"):
+        var = np.einsum(
+            "ik,ikl,il->i", grad, np.where(np.isfinite(covariance), covariance, 0.0), grad
+        )
+    good &= np.isfinite(var) & (var >= 0)
+    spread = stats.t.ppf(0.975, np.maximum(dof, 1)) * np.sqrt(np.where(good, var, 0.0))
+    good &= spread <= 700
+    low = np.where(good, point * np.exp(-np.minimum(spread, 700)), 0.0)
+    high = np.where(good, point * np.exp(np.minimum(spread, 700)), np.inf)
+    return low, high
+
+
 def _pack(plans: Sequence[_Plan]) -> Packed:
     """
     The plans' observations as padded arrays; a stat a node does not use is left out (nan).
@@ -851,27 +864,15 @@ def _station_candidates(
     latency, q = slo.latency_ms * 1e-3, slo.quantile
     capacity = station_capacity(fits.servers, fits.service_time, fits.scv, latency, q)
     # Delta method on log capacity through the continuous fit's covariance.
+    low, high = _delta_interval(
+        lambda th: station_capacity(*fits.unpack(th), latency, q),
+        fits.theta,
+        fits.covariance,
+        fits.dof,
+        capacity,
+    )
     theta = fits.theta
     k = theta.shape[1]
-    grad = np.zeros_like(theta)
-    for j in range(k):
-        h = 1e-4 * np.maximum(np.abs(theta[:, j]), 1e-3)
-        var_j = np.diagonal(fits.covariance, axis1=1, axis2=2)[:, j]
-        h = np.where(var_j > 0, np.minimum(h, 0.1 * np.sqrt(np.abs(var_j))), h)
-        ends = []
-        for sign in (1.0, -1.0):
-            moved = theta.copy()
-            moved[:, j] += sign * h
-            ends.append(station_capacity(*fits.unpack(moved), latency, q))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            grad[:, j] = (np.log(ends[0]) - np.log(ends[1])) / (2 * h)
-    var = np.einsum("ik,ikl,il->i", grad, fits.covariance, grad)
-    dof = fits.dof
-    tq = stats.t.ppf(0.975, np.maximum(dof, 1))
-    spread = tq * np.sqrt(np.where(var >= 0, var, np.nan))
-    good = np.isfinite(spread) & (capacity > 0) & (dof > 0)
-    low = np.where(good, capacity * np.exp(-np.where(good, spread, 0)), 0.0)
-    high = np.where(good, capacity * np.exp(np.where(good, spread, 0)), np.inf)
     # Goodness of fit on the common observable, with the exact (Newton-polished) quantile.
     out = []
     for i, plan in enumerate(plans):
@@ -921,13 +922,3 @@ def _station_candidates(
             )
         )
     return out
-
-
-def _fit_one(name: str, obs: Observations, ceiling: float, common: str) -> _Fitted:
-    if name == "usl":
-        return _fit_usl_curve(obs)
-    if name == "demand":
-        if np.count_nonzero(np.isfinite(obs.cpu)) < 3:
-            raise ValueError("needs cpu_util in at least 3 windows")
-        return _fit_demand_curve(obs, ceiling)
-    return _fit_hyperbolic_curve(obs, common)

@@ -27,7 +27,17 @@ from hypothesis import strategies as st
 from scipy import integrate, optimize, stats
 
 from capplan.errors import UnstableQueueError
-from capplan.models.queueing import QueueMetrics, Station, erlang_b, erlang_c
+from capplan.models.queueing import (
+    QueueMetrics,
+    Station,
+    erlang_b,
+    erlang_c,
+    mgc_mean_response,
+    mgc_response_pdf,
+    mgc_response_quantile,
+    mgc_response_sf,
+    mgc_response_sf_pdf,
+)
 
 
 def _erlang_b_recursion(servers: int, load: float) -> float:
@@ -407,6 +417,196 @@ def test_max_rate_for_rejects_bad_arguments() -> None:
         station.max_rate_for(0.0)
     with pytest.raises(ValueError, match=r"percentile must be a percent in \(0, 100\), got 100\.0"):
         station.max_rate_for(2.0, percentile=100.0)
+
+
+# --------------------------------------------------------------------------- batch functions
+
+
+def _mixed_stations(seed: int, size: int) -> dict[str, np.ndarray]:
+    """
+    Per-element station parameters, rates and times covering every route of the maths.
+
+    Deterministic (scv 0 and 1e-12), nearly deterministic (1e-9: gamma with k = 1e9) and gamma
+    service with scv from 1e-4 to 4; 1 to 5000 servers (also non-integer); utilization 0 to
+    0.999; a sixth of the elements have the wait rate θ within 1e-9 of the gamma rate β (or
+    equal); times from 0 to 50 service times, and infinity.
+    """
+    rng = np.random.default_rng(seed)
+    servers = rng.choice([1.0, 2.0, 3.0, 7.5, 64.0, 5000.0], size)
+    scv = rng.choice([0.0, 1e-12, 1e-9, 1e-4, 0.3, 1.0, 1.5, 2.5, 4.0], size)
+    service_time = 10.0 ** rng.uniform(-3.0, 1.0, size)
+    load = servers * rng.choice([0.0, 0.1, 0.5, 0.9, 0.99, 0.999], size)
+    # θ = β where load = c − (1 + scv)/(2·scv)
+    meet = rng.random(size) < 1.0 / 6.0
+    with np.errstate(divide="ignore"):
+        meeting_load = servers - (1.0 + scv) / (2.0 * scv) * rng.choice(
+            [1 - 1e-9, 1.0, 1 + 1e-9], size
+        )
+    meet &= (scv >= 1e-4) & (meeting_load >= 0.0)
+    load = np.where(meet, meeting_load, load)
+    times = service_time * rng.choice([0.0, 0.05, 0.5, 1.0, 1.5, 3.0, 10.0, 50.0], size)
+    times *= rng.uniform(0.9, 1.1, size)
+    times[rng.random(size) < 0.02] = np.inf
+    return {
+        "servers": servers,
+        "service_time": service_time,
+        "scv": scv,
+        "rate": load / service_time,
+        "t": times,
+        "p": rng.choice([0.01, 0.5, 0.9, 0.99, 0.9999], size),
+    }
+
+
+@pytest.mark.filterwarnings("error")
+def test_batch_functions_equal_the_station_methods_element_by_element() -> None:
+    """mgc_* with per-element parameters give the Station results for each element's station."""
+    case = _mixed_stations(seed=20240612, size=400)
+    params = (case["rate"], case["servers"], case["service_time"], case["scv"])
+    mean = mgc_mean_response(*params)
+    sf = mgc_response_sf(case["t"], *params)
+    pdf = mgc_response_pdf(case["t"], *params)
+    both = mgc_response_sf_pdf(case["t"], *params)
+    quantile = mgc_response_quantile(case["p"], *params)
+    for i in range(case["t"].size):
+        station = Station(case["servers"][i], case["service_time"][i], case["scv"][i])
+        rate, t, p = case["rate"][i], case["t"][i], case["p"][i]
+        assert pytest.approx(station.mean_response(rate), rel=1e-14) == mean[i]
+        assert pytest.approx(station.response_sf(t, rate), rel=1e-13, abs=1e-300) == sf[i]
+        expected_pdf = station.response_pdf(np.array([t]), np.array([rate]))[0]
+        assert pytest.approx(expected_pdf, rel=1e-13, abs=1e-300) == pdf[i]
+        assert pytest.approx(station.response_quantile(p, rate), rel=1e-12) == quantile[i]
+    np.testing.assert_allclose(both[0], sf, rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(both[1], pdf, rtol=1e-14, atol=1e-300)
+
+
+@pytest.mark.filterwarnings("error")
+def test_batch_response_time_is_consistent_on_mixed_parameters() -> None:
+    """sf in [0, 1]; pdf ≥ 0 and equal to −d sf/dt; sf(quantile(p)) = 1 − p (gamma service)."""
+    case = _mixed_stations(seed=7, size=3000)
+    gamma = (case["scv"] >= 1e-4) & np.isfinite(case["t"]) & (case["t"] > 0.0)
+    t, p = case["t"][gamma], case["p"][gamma]
+    params = tuple(case[k][gamma] for k in ("rate", "servers", "service_time", "scv"))
+    sf, pdf = mgc_response_sf_pdf(t, *params)
+    assert np.all((sf >= 0.0) & (sf <= 1.0) & (pdf >= 0.0))
+    h = 1e-6 * t
+    derivative = (mgc_response_sf(t - h, *params) - mgc_response_sf(t + h, *params)) / (2.0 * h)
+    np.testing.assert_allclose(derivative * t, pdf * t, rtol=1e-5, atol=1e-9)
+    quantile = mgc_response_quantile(p, *params)
+    np.testing.assert_allclose(mgc_response_sf(quantile, *params), 1.0 - p, rtol=1e-8)
+
+
+@pytest.mark.filterwarnings("error")
+def test_batch_functions_give_documented_values_where_unstable() -> None:
+    """At or above capacity: mean and quantile inf, sf 1, pdf 0; no exception, no warning."""
+    servers = np.array([4.0, 4.0, 4.0, 1.0, 5000.0])
+    service_time = np.array([0.5, 0.5, 0.5, 1.0, 1.0])
+    scv = np.array([1.0, 0.0, 2.5, 0.3, 1e-12])
+    rate = np.array([8.0, 8.0 + 1e-9, 1e6, 1.0, 5001.0])
+    t = np.array([1.0, 1.0, 0.0, 2.0, np.inf])
+    assert np.all(np.isinf(mgc_mean_response(rate, servers, service_time, scv)))
+    assert np.all(np.isinf(mgc_response_quantile(0.5, rate, servers, service_time, scv)))
+    assert [1.0] * 5 == mgc_response_sf(t, rate, servers, service_time, scv).tolist()
+    assert [0.0] * 5 == mgc_response_pdf(t, rate, servers, service_time, scv).tolist()
+    sf, pdf = mgc_response_sf_pdf(t, rate, servers, service_time, scv)
+    assert ([1.0] * 5, [0.0] * 5) == (sf.tolist(), pdf.tolist())
+    # stable elements in the same call are unaffected
+    mixed = np.array([3.0, 8.0])
+    station = Station(4, 0.5, 2.5)
+    expected = (station.mean_response(3.0), station.response_quantile(0.9, 3.0))
+    actual = (
+        mgc_mean_response(mixed, 4, 0.5, 2.5)[0],
+        mgc_response_quantile(0.9, mixed, 4, 0.5, 2.5)[0],
+    )
+    assert pytest.approx(expected, rel=1e-14) == actual
+
+
+def test_batch_functions_broadcast_like_numpy() -> None:
+    """(k, 1) against (1, n) gives (k, n), equal to the element-by-element Station results."""
+    t = np.array([[0.1], [0.8], [2.0]])
+    servers = np.array([[1.0, 4.0, 16.0, 16.0]])
+    scv = np.array([[0.5, 0.0, 1.0, 3.0]])
+    rate = 0.8 * servers / 0.5
+    sf = mgc_response_sf(t, rate, servers, 0.5, scv)
+    pdf = mgc_response_pdf(t, rate, servers, 0.5, scv)
+    quantile = mgc_response_quantile(np.array([[0.5], [0.99]]), rate, servers, 0.5, scv)
+    mean = mgc_mean_response(0.8 * servers, servers, np.array([[0.5], [1.0]]), scv)
+    assert ((3, 4), (3, 4), (2, 4), (2, 4)) == (sf.shape, pdf.shape, quantile.shape, mean.shape)
+    for j in range(4):
+        station = Station(servers[0, j], 0.5, scv[0, j])
+        np.testing.assert_allclose(sf[:, j], station.response_sf(t[:, 0], rate[0, j]), rtol=1e-14)
+        np.testing.assert_allclose(pdf[:, j], station.response_pdf(t[:, 0], rate[0, j]), rtol=1e-14)
+        expected = station.response_quantile(np.array([0.5, 0.99]), rate[0, j])
+        np.testing.assert_allclose(quantile[:, j], expected, rtol=1e-12)
+        for i, service_time in enumerate((0.5, 1.0)):
+            expected_mean = Station(servers[0, j], service_time, scv[0, j]).mean_response(
+                0.8 * servers[0, j]
+            )
+            assert pytest.approx(expected_mean, rel=1e-14) == mean[i, j]
+    scalar = mgc_response_sf(1.0, 1.0, 2, 1.0, 1.0)
+    assert (np.ndarray, (), np.float64) == (type(scalar), scalar.shape, scalar.dtype)
+    with pytest.raises(ValueError, match="cannot be broadcast together"):
+        mgc_response_sf(np.ones(3), np.ones(2), 2.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: mgc_mean_response(1.0, 0.5, 1.0, 1.0), r"servers must be a finite number >= 1"),
+        (lambda: mgc_mean_response(-1.0, 2, 1.0, 1.0), r"rate must be a finite rate >= 0"),
+        (lambda: mgc_response_sf(1.0, 1.0, 2, 0.0, 1.0), r"service_time must be .* > 0, got 0"),
+        (lambda: mgc_response_pdf(1.0, 1.0, 2, 1.0, -0.5), r"scv must be .* >= 0, got -0\.5"),
+        (
+            lambda: mgc_response_sf(np.array([1.0, np.nan]), 1.0, 2, 1.0, 1.0),
+            r"t must be a time >= 0, got nan",
+        ),
+        (
+            lambda: mgc_response_quantile(1.0, 1.0, 2, 1.0, 1.0),
+            r"p must be a probability in \(0, 1\), got 1\.0",
+        ),
+        (
+            lambda: mgc_response_sf_pdf(1.0, 1.0, np.array([2.0, np.inf]), 1.0, 1.0),
+            r"servers must be a finite number >= 1, got inf",
+        ),
+    ],
+)
+def test_batch_functions_reject_bad_arguments(call: Callable[[], object], message: str) -> None:
+    """Invalid (not unstable) arguments raise ValueError naming the argument and a bad value."""
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("scv", [0.3, 2.5])
+@pytest.mark.parametrize(("servers", "utilization"), [(500, 0.9), (5000, 0.99), (5000, 0.999)])
+def test_many_server_response_sf_matches_numerical_integration(
+    scv: float, servers: int, utilization: float
+) -> None:
+    """Many servers near saturation (θ ≫ β: the asymptotic ₁F₁ route) agree with quadrature."""
+    station = Station(servers=servers, service_time=1.0, scv=scv)
+    rate = utilization * servers
+    times = np.array([0.5, 1.0, 2.0, 4.0, 10.0])
+    expected = [_gamma_response_sf_by_quadrature(station, t, rate) for t in times]
+    actual = mgc_response_sf(times, rate, servers, 1.0, scv)
+    np.testing.assert_allclose(actual, expected, rtol=1e-9)
+
+
+def test_exponential_many_server_sf_is_the_exact_distribution() -> None:
+    """For scv = 1 and c = 5000 the batch sf equals the exact M/M/c formula."""
+    times = np.array([0.01, 0.5, 1.0, 3.0, 20.0])
+    rates = np.array([4500.0, 4950.0, 4995.0])
+    actual = mgc_response_sf(times[:, None], rates[None, :], 5000, 1.0, 1.0)
+    for j, rate in enumerate(rates):
+        expected = [_mmc_response_sf(5000, 1.0, rate, t) for t in times]
+        np.testing.assert_allclose(actual[:, j], expected, rtol=1e-10)
+
+
+@pytest.mark.filterwarnings("error")
+def test_service_survival_is_exact_for_variable_service_at_short_times() -> None:
+    """At rate 0, P(T > t) is the gamma sf, also where it takes the fast series route."""
+    scv = np.array([[0.5], [0.9], [1.5], [3.0], [20.0], [1000.0]])
+    times = np.array([1e-6, 0.01, 0.1, 0.3, 0.6, 1.0, 1.5, 3.0])
+    actual = mgc_response_sf(times, 0.0, 1.0, 1.0, scv)
+    expected = stats.gamma.sf(times, 1.0 / scv, scale=scv)
+    np.testing.assert_allclose(actual, expected, rtol=1e-13)
 
 
 # --------------------------------------------------------------------------- properties
