@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from capplan import __version__
 from capplan.config import default_db_path
@@ -340,6 +341,19 @@ def _fit_table_csv(csv_file: Path, model: str, json_: bool) -> ExitStatus:
     return ExitStatus.OK if fit.success else ExitStatus.FAILURE
 
 
+def _params_text(model: str, p: dict[str, float]) -> str:
+    """
+    A model's parameters in a few characters, for the table.
+    """
+    if model in ("mgc", "mmc"):
+        return f"c={p['servers']:g} S={p['service_ms']:.3g}ms scv={p['scv']:.2g}"
+    if model == "usl":
+        return f"σ={p['sigma']:.3g} κ={p['kappa']:.3g} λ={p['lambda']:.4g}"
+    if model == "demand":
+        return f"D={p['demand_s'] * 1e3:.3g}ms R0={p['base_ms']:.3g}ms"
+    return f"a={p['a_ms']:.3g}ms b={p['b']:.3g} cap={p['cap_rps']:.4g}"
+
+
 def _node_document(fit: Any) -> dict[str, Any]:
     return {
         "node": fit.node,
@@ -403,7 +417,7 @@ def fit(
     if csv_file is not None:
         return _fit_table_csv(csv_file, model, json_)
     from capplan.inventory import SLOSpec, effective_slo, load_inventory, load_profile
-    from capplan.models.fit import SLOTarget, fit_node
+    from capplan.models.fit import NodeInput, SLOTarget, fit_nodes
     from capplan.store import Store
 
     if slo_ms is not None:
@@ -433,19 +447,15 @@ def fit(
                 "no nodes to fit: the store is empty",
                 hint="run `capplan import FILE.csv` or `capplan collect` first",
             )
-        fits = []
-        for name in names:
-            workers = inv.node(name).workers if inv is not None else None
-            fits.append(
-                fit_node(
-                    name,
-                    list(store.windows(name)),
-                    target,
-                    model=model,
-                    workers=workers,
-                    utilization_ceiling=prof.utilization_ceiling,
-                )
+        inputs = [
+            NodeInput(
+                name,
+                list(store.windows(name)),
+                inv.node(name).workers if inv is not None else None,
             )
+            for name in names
+        ]
+    fits = fit_nodes(inputs, target, model=model, utilization_ceiling=prof.utilization_ceiling)
     failed = [f for f in fits if not f.success]
     status = (
         ExitStatus.OK
@@ -471,12 +481,12 @@ def fit(
     table = Table(
         "node",
         "model",
-        f"capacity at {slo.label} ≤ {slo.latency_ms:g} ms",
+        "capacity",
         "95% interval",
         "max seen",
         "windows",
-        "parameters",
-        title="Capacity at the SLO (requests per second)",
+        "fit",
+        title=f"Capacity at {slo.label} ≤ {slo.latency_ms:g} ms (requests per second)",
     )
     for f in fits:
         if not f.success:
@@ -484,9 +494,6 @@ def fit(
                 f.node, "—", "—", "—", _fmt(f.max_observed_rps), str(f.windows), f.message
             )
             continue
-        params = ", ".join(
-            f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in f.params.items()
-        )
         table.add_row(
             f.node,
             f.model,
@@ -494,12 +501,12 @@ def fit(
             _interval_text(*f.capacity_interval),
             _fmt(f.max_observed_rps),
             str(f.windows),
-            params,
+            _params_text(f.model, f.params),
         )
     out.print(table)
     for f in fits:
         for warning in f.warnings:
-            out.print(f"[yellow]warning[/]: {f.node}: {warning}")
+            out.print(Text.assemble(("warning", "yellow"), f": {f.node}: {warning}"))
     for f in failed:
         _stderr().print(f"capplan: {f.node}: {f.message}", markup=False)
     return status
