@@ -1,0 +1,3 @@
+"""
+The optimizer: the traffic split, integer weights and thresholds (pure functions).
+"""

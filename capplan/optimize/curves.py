@@ -1,0 +1,120 @@
+"""
+Every node's latency curve, evaluated for all nodes at once.
+
+The optimizer asks the same question of every node many times (its mean latency, its tail
+probability at a time t, at a trial rate); for station models (M/G/c, M/M/c) the answers come
+from one batched call over the nodes' parameter arrays, for the others from each node's own
+curve.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from capplan.models.fit import LatencyCurve
+from capplan.models.queueing import (
+    mgc_mean_response,
+    mgc_response_quantile,
+    mgc_response_sf,
+)
+
+__all__ = ["NodeCurve", "PoolCurves"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class NodeCurve:
+    """
+    One node's latency model: an M/G/c station (servers, service time in s, scv), or any
+    other LatencyCurve.
+    """
+
+    station: tuple[float, float, float] | None = None
+    curve: LatencyCurve | None = None
+
+    def __post_init__(self) -> None:
+        if (self.station is None) == (self.curve is None):
+            raise ValueError("a NodeCurve is a station or a curve, exactly one of them")
+
+
+def _tail_from_quantiles(curve: LatencyCurve, t: float, rate: float, q0: float) -> float:
+    """
+    P(T > t) for a curve known by its quantiles: exponential tail through its q0-quantile,
+    P(T > t) = (1 − q0)^(t / t_q0), the same tail its quantile scaling assumes.
+    """
+    t0 = float(curve.quantile(np.array([rate]), q0)[0])
+    if not math.isfinite(t0):
+        return 1.0
+    if t0 <= 0:
+        return 0.0
+    return float((1.0 - q0) ** (t / t0))
+
+
+class PoolCurves:
+    """
+    The nodes' curves; every method takes one rate per node and answers per node.
+    """
+
+    def __init__(self, nodes: Sequence[NodeCurve], tail_quantile: float = 0.99) -> None:
+        self.nodes = tuple(nodes)
+        self.tail_quantile = tail_quantile
+        st = [i for i, n in enumerate(self.nodes) if n.station is not None]
+        self._st = np.array(st, dtype=np.intp)
+        self._other = [i for i, n in enumerate(self.nodes) if n.station is None]
+        params = np.array([self.nodes[i].station for i in st], dtype=np.float64).reshape(-1, 3)
+        self._c, self._s, self._v = params[:, 0], params[:, 1], params[:, 2]
+        sat = np.empty(len(self.nodes))
+        sat[self._st] = self._c / self._s
+        for i in self._other:
+            curve = self.nodes[i].curve
+            assert curve is not None
+            sat[i] = curve.saturation
+        self.saturation: FloatArray = sat
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def mean(self, rate: FloatArray) -> FloatArray:
+        """
+        Mean response time per node at its rate (inf at or past saturation).
+        """
+        out = np.empty(len(self.nodes))
+        if self._st.size:
+            out[self._st] = mgc_mean_response(rate[self._st], self._c, self._s, self._v)
+        for i in self._other:
+            curve = self.nodes[i].curve
+            assert curve is not None
+            out[i] = float(curve.mean(np.array([rate[i]]))[0])
+        return out
+
+    def sf(self, t: float, rate: FloatArray) -> FloatArray:
+        """
+        P(response time > t) per node at its rate (1 at or past saturation).
+        """
+        out = np.empty(len(self.nodes))
+        if self._st.size:
+            out[self._st] = mgc_response_sf(t, rate[self._st], self._c, self._s, self._v)
+        for i in self._other:
+            curve = self.nodes[i].curve
+            assert curve is not None
+            out[i] = _tail_from_quantiles(curve, t, float(rate[i]), self.tail_quantile)
+        return out
+
+    def quantile(self, q: float, rate: FloatArray) -> FloatArray:
+        """
+        The q-quantile of the response time per node at its rate.
+        """
+        out = np.empty(len(self.nodes))
+        if self._st.size:
+            out[self._st] = mgc_response_quantile(q, rate[self._st], self._c, self._s, self._v)
+        for i in self._other:
+            curve = self.nodes[i].curve
+            assert curve is not None
+            out[i] = float(curve.quantile(np.array([rate[i]]), q)[0])
+        return out

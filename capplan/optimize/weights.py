@@ -1,0 +1,323 @@
+"""
+The traffic split: how much of a total load Λ each node should take (pure).
+
+Objective ``mean``: minimise the pool's total time in system Σ λᵢ·Rᵢ(λᵢ) subject to Σ λᵢ = Λ
+and 0 ≤ λᵢ ≤ capᵢ.  Each term is convex for the models capplan fits, so the optimum is where
+every node that carries traffic below its cap has the same marginal cost
+mᵢ(λ) = d(λ·Rᵢ(λ))/dλ = ν (KKT).  For a multiplier ν each node's rate λᵢ(ν) — the largest rate
+whose marginal cost is at most ν, clipped to [0, capᵢ] — is found by bisection on all nodes
+at once, and ν by bisection on Σ λᵢ(ν) = Λ: the work grows linearly with the number of nodes.
+
+Objective ``percentile``: minimise the pool's q-quantile, the smallest t with
+Σ (λᵢ/Λ)·P(Tᵢ > t) ≤ 1 − q — the true tail of the pool's requests, not the worst node's.
+For a fixed t the best split minimises the tail mass Σ λᵢ·P(Tᵢ(λᵢ) > t), again separable and
+solved by the same multiplier bisection; an outer bisection on t finds the smallest t whose
+best split meets 1 − q.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from capplan.optimize.curves import PoolCurves
+
+__all__ = ["Split", "pool_quantile", "split_load"]
+
+FloatArray = npt.NDArray[np.float64]
+
+_INNER = 60  # bisection steps on each node's rate, at most
+_OUTER = 60  # bisection steps on the multiplier
+
+
+@dataclass(frozen=True)
+class Split:
+    """
+    A split of the load: per-node rates and shares, and what the pool is predicted to see.
+    """
+
+    load_rps: float
+    objective: str
+    rates: tuple[float, ...]
+    shares: tuple[float, ...]
+    mean_ms: float
+    quantile: float
+    quantile_ms: float
+    success: bool
+    message: str
+
+
+def _marginal(
+    cost: Callable[[FloatArray], FloatArray], rate: FloatArray, cap: FloatArray
+) -> FloatArray:
+    """
+    d cost / d rate per node, by central differences inside [0, cap].
+    """
+    h = np.maximum(1e-7 * cap, 1e-12)
+    lo = np.maximum(rate - h, 0.0)
+    hi = np.minimum(rate + h, cap)
+    out: FloatArray = (cost(hi) - cost(lo)) / np.maximum(hi - lo, 1e-300)
+    return out
+
+
+_GRID = 64  # points per node of the marginal-cost table
+
+
+def _inverse(table_rate: FloatArray, table_m: FloatArray, nu: float) -> FloatArray:
+    """
+    Per node, the rate where the tabulated (increasing) marginal cost reaches ``nu``: linear
+    interpolation in the node's table, clipped to its ends.
+    """
+    n, k = table_m.shape
+    idx = np.count_nonzero(table_m <= nu, axis=1)  # rows are increasing
+    rows = np.arange(n)
+    hi_i = np.clip(idx, 1, k - 1)
+    lo_i = hi_i - 1
+    m0, m1 = table_m[rows, lo_i], table_m[rows, hi_i]
+    r0, r1 = table_rate[rows, lo_i], table_rate[rows, hi_i]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.clip((nu - m0) / (m1 - m0), 0.0, 1.0)
+    rate = np.where(m1 > m0, r0 + frac * (r1 - r0), np.where(m1 <= nu, r1, r0))
+    rate = np.where(idx == 0, table_rate[:, 0], rate)
+    out: FloatArray = np.where(idx >= k, table_rate[:, -1], rate)
+    return out
+
+
+def _exact_rates(
+    nu: float,
+    marginal: Callable[[FloatArray], FloatArray],
+    low: FloatArray,
+    high: FloatArray,
+    cap: FloatArray,
+) -> FloatArray:
+    """
+    Per node, the largest rate in [low, high] whose marginal cost is at most ``nu``
+    (bisection on all nodes at once, to 1e-12 of the cap).
+    """
+    lo, hi = low.copy(), high.copy()
+    at_hi = marginal(hi) <= nu
+    below_lo = marginal(lo) > nu
+    for _ in range(_INNER):
+        if np.all(hi - lo <= 1e-11 * np.maximum(cap, 1e-300)):
+            break
+        mid = 0.5 * (lo + hi)
+        ok = marginal(mid) <= nu
+        lo = np.where(ok, mid, lo)
+        hi = np.where(ok, hi, mid)
+    out: FloatArray = np.where(at_hi, high, np.where(below_lo, low, lo))
+    return out
+
+
+def _solve_separable(
+    cost: Callable[[FloatArray], FloatArray], cap: FloatArray, load: float
+) -> FloatArray:
+    """
+    Minimise Σ costᵢ(λᵢ) with Σ λᵢ = load, 0 ≤ λᵢ ≤ capᵢ (each costᵢ convex and increasing).
+
+    1. Tabulate each node's marginal cost on a grid of its range (one batched call per point).
+    2. Bisect the multiplier ν on the tables' piecewise-linear inverse (no model calls).
+    3. Polish: the exact rate of every node at ν, within the grid cell the table points to,
+       and a few secant steps on ν until Σ λᵢ(ν) = load.
+    """
+
+    def marginal(rate: FloatArray) -> FloatArray:
+        return _marginal(cost, rate, cap)
+
+    fractions = np.linspace(0.0, 1.0, _GRID)
+    table_rate = cap[:, None] * fractions[None, :]
+    table_m = np.column_stack([marginal(table_rate[:, j]) for j in range(_GRID)])
+    table_m = np.maximum.accumulate(np.where(np.isfinite(table_m), table_m, np.inf), axis=1)
+    finite = table_m[np.isfinite(table_m)]
+    nu_lo = float(np.min(table_m[:, 0]))
+    nu_hi = float(np.max(finite)) if finite.size else nu_lo + 1.0
+    for _ in range(_OUTER):
+        nu = 0.5 * (nu_lo + nu_hi)
+        if _inverse(table_rate, table_m, nu).sum() < load:
+            nu_lo = nu
+        else:
+            nu_hi = nu
+        if nu_hi - nu_lo <= 1e-12 * max(abs(nu_hi), 1e-300):
+            break
+    # Polish with exact rates: bracket the load around the table's ν (widening by doubling),
+    # then Illinois regula falsi on Σ λᵢ(ν) − load; each node's exact rate stays between its
+    # rates at the bracket's ends (λᵢ(ν) is monotone), which keeps every bisection short.
+    nu0 = 0.5 * (nu_lo + nu_hi)
+    width = max(1e-6 * abs(nu0), nu_hi - nu_lo, 1e-300)
+    zero = np.zeros_like(cap)
+    nu_lo, nu_hi = nu0 - width, nu0 + width
+    r_lo = _exact_rates(nu_lo, marginal, zero, cap, cap)
+    r_hi = _exact_rates(nu_hi, marginal, zero, cap, cap)
+    for _ in range(200):
+        if r_lo.sum() <= load:
+            break
+        width *= 4.0
+        nu_lo = nu0 - width
+        r_lo = _exact_rates(nu_lo, marginal, zero, r_lo, cap)
+    for _ in range(200):
+        if r_hi.sum() >= load:
+            break
+        width *= 4.0
+        nu_hi = nu0 + width
+        r_hi = _exact_rates(nu_hi, marginal, r_hi, cap, cap)
+    f_lo, f_hi = r_lo.sum() - load, r_hi.sum() - load
+    side = 0
+    for _ in range(30):
+        if f_hi - f_lo <= 1e-10 * max(load, 1e-300):
+            break
+        nu = nu_hi - f_hi * (nu_hi - nu_lo) / (f_hi - f_lo)
+        if not nu_lo < nu < nu_hi:
+            nu = 0.5 * (nu_lo + nu_hi)
+        rates = _exact_rates(nu, marginal, r_lo, r_hi, cap)
+        f = rates.sum() - load
+        if f < 0:
+            nu_lo, r_lo, f_lo = nu, rates, f
+            if side == -1:
+                f_hi *= 0.5
+            side = -1
+        else:
+            nu_hi, r_hi, f_hi = nu, rates, f
+            if side == 1:
+                f_lo *= 0.5
+            side = 1
+    # Close the last gap: the nodes between their bracket ends share it in proportion.
+    gap = r_hi - r_lo
+    total_gap = float(gap.sum())
+    missing = load - float(r_lo.sum())  # (f_lo, f_hi above may be Illinois-scaled)
+    rates = r_lo + gap * (missing / total_gap) if total_gap > 0 else r_lo
+    out: FloatArray = np.clip(rates, 0.0, cap)
+    return out
+
+
+def pool_quantile(pool: PoolCurves, rates: FloatArray, q: float) -> float:
+    """
+    The pool's q-quantile: the smallest t with Σ (λᵢ/Λ)·P(Tᵢ > t) ≤ 1 − q.
+    """
+    load = float(rates.sum())
+    if load <= 0:
+        return 0.0
+    share = rates / load
+    used = share > 0
+
+    def tail(t: float) -> float:
+        return float(np.sum(share[used] * pool.sf(t, rates)[used]))
+
+    lo, hi = 0.0, float(np.max(pool.quantile(q, rates)[used]))
+    if not math.isfinite(hi):
+        return math.inf
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if tail(mid) <= 1.0 - q:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo <= 1e-10 * hi:
+            break
+    return hi
+
+
+def _summary(
+    pool: PoolCurves, rates: FloatArray, load: float, objective: str, q: float, message: str
+) -> Split:
+    mean = pool.mean(rates)
+    used = rates > 0
+    pool_mean = float(np.sum(rates[used] * mean[used]) / load) if load > 0 else 0.0
+    return Split(
+        load_rps=load,
+        objective=objective,
+        rates=tuple(float(r) for r in rates),
+        shares=tuple(float(r / load) if load > 0 else 0.0 for r in rates),
+        mean_ms=pool_mean * 1e3,
+        quantile=q,
+        quantile_ms=pool_quantile(pool, rates, q) * 1e3,
+        success=True,
+        message=message,
+    )
+
+
+def split_load(
+    pool: PoolCurves,
+    caps: FloatArray,
+    load: float,
+    *,
+    objective: str = "mean",
+    quantile: float = 0.99,
+) -> Split:
+    """
+    The optimal split of ``load`` over the pool.
+
+    Args:
+        pool: The nodes' latency curves.
+        caps: Per node, the most it may carry (its capacity at the SLO, less headroom).
+        load: The total offered rate Λ (requests per second).
+        objective: ``mean`` (total time in system) or ``percentile`` (the pool's q-quantile).
+        quantile: The SLO's percentile as a fraction (0.99), for ``percentile`` and for the
+            prediction reported either way.
+
+    Returns:
+        The split; ``success`` is False (rates at the caps) when ``load`` exceeds Σ capᵢ.
+    """
+    if objective not in ("mean", "percentile"):
+        raise ValueError(f"objective must be 'mean' or 'percentile': {objective!r}")
+    if not (math.isfinite(load) and load > 0):
+        raise ValueError(f"load must be a positive number of requests per second: {load!r}")
+    cap = np.minimum(np.asarray(caps, dtype=np.float64), pool.saturation * (1 - 1e-9))
+    cap = np.where(np.isfinite(cap) & (cap > 0), cap, 0.0)
+    if load > float(cap.sum()):
+        summary = _summary(pool, cap, float(cap.sum()), objective, quantile, "")
+        return Split(
+            load,
+            objective,
+            summary.rates,
+            summary.shares,
+            summary.mean_ms,
+            quantile,
+            summary.quantile_ms,
+            False,
+            f"{load:.6g} rps is more than the pool can carry within its caps ({cap.sum():.6g} rps)",
+        )
+    if objective == "mean":
+
+        def total_time(rate: FloatArray) -> FloatArray:
+            out: FloatArray = rate * pool.mean(rate)
+            return np.where(rate > 0, out, 0.0)
+
+        rates = _solve_separable(total_time, cap, load)
+        return _summary(pool, rates, load, objective, quantile, "equal marginal time in system")
+
+    # percentile: the smallest t whose best split keeps the tail mass within (1 − q)·Λ
+    def best_for(t: float) -> tuple[FloatArray, float]:
+        def tail_mass(rate: FloatArray) -> FloatArray:
+            out: FloatArray = rate * pool.sf(t, rate)
+            return out
+
+        rates = _solve_separable(tail_mass, cap, load)
+        return rates, float(np.sum(tail_mass(rates))) / load
+
+    start = _solve_separable(lambda r: r * pool.mean(r), cap, load)
+    hi = pool_quantile(pool, start, quantile)
+    best, target = start, 1.0 - quantile
+    lo, f_lo, f_hi = 0.0, 1.0 - target, best_for(hi)[1] - target
+    side = 0
+    for _ in range(60):  # Illinois regula falsi on the tail mass of the best split at t
+        t = hi - f_hi * (hi - lo) / (f_hi - f_lo) if f_hi != f_lo else 0.5 * (lo + hi)
+        if not lo < t < hi:
+            t = 0.5 * (lo + hi)
+        rates, mass = best_for(t)
+        f_t = mass - target
+        if f_t <= 0:
+            hi, f_hi, best = t, f_t, rates
+            if side == -1:
+                f_lo *= 0.5
+            side = -1
+        else:
+            lo, f_lo = t, f_t
+            if side == 1:
+                f_hi *= 0.5
+            side = 1
+        if hi - lo <= 1e-7 * hi:
+            break
+    return _summary(pool, best, load, objective, quantile, "smallest pool percentile")
