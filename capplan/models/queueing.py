@@ -119,7 +119,7 @@ def _require(array: FloatArray, bad: npt.NDArray[np.bool_], name: str, requireme
         name: the argument's name.
         requirement: what the values must be, e.g. ``"a finite number > 0"``.
     """
-    if np.any(bad):
+    if np.asarray(bad).any():
         values = np.asarray(array)[np.asarray(bad)]
         extra = f" (and {values.size - 1} more bad values)" if values.size > 1 else ""
         raise ValueError(f"{name} must be {requirement}, got {float(values.flat[0])!r}{extra}")
@@ -210,7 +210,8 @@ def _log_poisson_pmf(n: FloatArray, y: FloatArray) -> FloatArray:
     Returns:
         The log of the (continued) Poisson probability mass; ``-inf`` when ``y == 0``.
     """
-    n, y = np.broadcast_arrays(n, y)
+    if n.shape != y.shape:
+        n, y = np.broadcast_arrays(n, y)
     big = n >= _STIRLING_CUTOFF
     count = int(np.count_nonzero(big))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -275,13 +276,14 @@ def _erlang_b(servers: FloatArray, load: FloatArray) -> FloatArray:
     Returns:
         The blocking probabilities.
     """
-    servers, load = np.broadcast_arrays(servers, load)
+    if servers.shape != load.shape:
+        servers, load = np.broadcast_arrays(servers, load)
     log_pmf = _log_poisson_pmf(servers, load)
     cdf = np.asarray(special.gammaincc(servers + 1.0, load), dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
         blocking = np.asarray(np.exp(log_pmf - np.log(cdf)), dtype=np.float64)
     tail = cdf < _TINY
-    if np.any(tail):
+    if tail.any():
         cf = _upper_gamma_cf(servers[tail] + 1.0, load[tail])
         blocking[tail] = 1.0 / (load[tail] * cf)
     return blocking
@@ -412,6 +414,13 @@ def _wait_parameters(
     return p_wait, theta
 
 
+def _mean_response(p_wait: FloatArray, theta: FloatArray, service_time: FloatArray) -> FloatArray:
+    """
+    Allen–Cunneen mean response time: the mean wait ``C/θ`` plus the mean service time.
+    """
+    return np.asarray(p_wait / theta + service_time, dtype=np.float64)
+
+
 def _deterministic_sf_pdf(
     t: FloatArray,
     p_wait: FloatArray,
@@ -458,7 +467,7 @@ def _kummer_asymptotic(k: FloatArray, z: FloatArray) -> FloatArray:
     return np.asarray(k * inv * total, dtype=np.float64)
 
 
-def _gamma_service_sf(k: FloatArray, y: FloatArray, log_pmf: FloatArray | None) -> FloatArray:
+def _gamma_service_sf(k: FloatArray, y: FloatArray, log_pmf: FloatArray) -> FloatArray:
     """
     ``Q(k, y)``, the regularised upper incomplete gamma function: ``P(S > t)`` with ``y = β·t``.
 
@@ -470,7 +479,7 @@ def _gamma_service_sf(k: FloatArray, y: FloatArray, log_pmf: FloatArray | None) 
     Args:
         k: gamma shapes.
         y: ``β·t`` (≥ 0, may be infinite), 1-D.
-        log_pmf: ``ln pmf_Poisson(k; y)`` when already known, else None.
+        log_pmf: ``ln pmf_Poisson(k; y)``.
 
     Returns:
         ``Q(k, y)``.
@@ -479,9 +488,7 @@ def _gamma_service_sf(k: FloatArray, y: FloatArray, log_pmf: FloatArray | None) 
     index = np.flatnonzero(series)
     if index.size == 0:
         return np.asarray(special.gammaincc(k, y), dtype=np.float64)
-    ks, ys = _sub(k, index), y[index]
-    log_mass = _log_poisson_pmf(ks, ys) if log_pmf is None else log_pmf[index]
-    cdf = special.gammainc(ks + 1.0, ys) + np.exp(log_mass)
+    cdf = special.gammainc(_sub(k, index) + 1.0, y[index]) + np.exp(log_pmf[index])
     good = cdf <= _SERIES_SF_MAX_CDF
     out = np.empty(y.shape)
     out[index[good]] = 1.0 - cdf[good]
@@ -517,8 +524,9 @@ def _gamma_sf_pdf(
       ``₁F₁`` by its asymptotic series where ``-x ≥ max(60, 10k)`` (many servers, light load:
       faster and more accurate there than SciPy's ``hyp1f1``), else by ``hyp1f1``.
 
-    ``ln pmf_Poisson(k; β·t)`` also gives the service density ``f_S(t) = (k/t)·pmf``, so with
-    both outputs it is computed once for all elements, as is ``w``, which both outputs use.
+    ``ln pmf_Poisson(k; β·t)`` also gives the service density ``f_S(t) = (k/t)·pmf`` and the
+    fast route of ``P(S > t)`` (:func:`_gamma_service_sf`); it is computed once, as is ``w``,
+    which both outputs use.
 
     Args:
         t: times (≥ 0, may be infinite), 1-D.
@@ -549,16 +557,9 @@ def _gamma_sf_pdf(
                 - thg * t[index]
                 + np.log(special.gammainc(kg, x[index]))
             )
-        rest = inside & ~gamma_route
-        if want_pdf:
-            log_pmf = _log_poisson_pmf(k, y)
-            index = np.flatnonzero(rest & (log_pmf > _LOG_TINY))
-            pmf = np.exp(log_pmf[index])
-        else:
-            index = np.flatnonzero(rest)
-            log_pmf_rest = _log_poisson_pmf(_sub(k, index), y[index])
-            keep = log_pmf_rest > _LOG_TINY
-            index, pmf = index[keep], np.exp(log_pmf_rest[keep])
+        log_pmf = _log_poisson_pmf(k, y)
+        index = np.flatnonzero(inside & ~gamma_route & (log_pmf > _LOG_TINY))
+        pmf = np.exp(log_pmf[index])
         if index.size:
             kh, xh = _sub(k, index), x[index]
             asymptotic = -xh >= np.maximum(_ASYMPTOTIC_MIN_Z, _ASYMPTOTIC_K_FACTOR * kh)
@@ -572,7 +573,7 @@ def _gamma_sf_pdf(
             wait[index] = pmf * kummer
         sf = pdf = None
         if want_sf:
-            service_sf = _gamma_service_sf(k, y, log_pmf if want_pdf else None)
+            service_sf = _gamma_service_sf(k, y, log_pmf)
             sf = np.clip(service_sf + p_wait * wait, 0.0, 1.0)
         if want_pdf:
             service_pdf = np.where(inside, np.exp(np.log(k) - np.log(t) + log_pmf), 0.0)
@@ -605,9 +606,9 @@ def _sf_pdf(
         ``(sf, pdf)``, each None when not wanted.
     """
     deterministic = scv < _MIN_SCV
-    if not np.any(deterministic):
+    if not deterministic.any():
         return _gamma_sf_pdf(t, p_wait, theta, service_time, scv, want_sf, want_pdf)
-    if np.all(deterministic):
+    if deterministic.all():
         return _deterministic_sf_pdf(t, p_wait, theta, service_time, want_sf, want_pdf)
     det = np.flatnonzero(deterministic)
     gam = np.flatnonzero(~deterministic)
@@ -665,9 +666,12 @@ def _response_isf(
 
     Deterministic service has a closed form.  Otherwise a vectorised safeguarded Newton
     iteration on ``ln P(T > t) - ln q`` (Newton steps that leave the bracket or do not halve the
-    previous step are replaced by bisection) within the bracket
-    ``[isf_S(q), isf_W(q/2) + isf_S(q/2)]`` (``T ≥ S``, and a union bound), to a relative
-    tolerance of 1e-12.
+    previous step are replaced by bisection, geometric while the bracket spans more than a
+    factor 2) within the bracket ``[isf_S(q), isf_W(q/2) + E[S] + sd(S)·√(2/q - 1)]`` (``T ≥ S``;
+    a union bound with Cantelli's inequality for ``S``, which needs no gamma inversion), from
+    ``isf_S(q) + ln(C/q)/θ``, to a relative tolerance of 1e-12.  When waiting is negligible
+    the answer is ``isf_S(q)`` within rounding, where Newton tends to land just below the
+    bracket; the bound itself is then tried once (else ~40 bisections would follow).
 
     Args:
         q: upper-tail probabilities in (0, 1), 1-D.
@@ -698,7 +702,7 @@ def _response_isf(
         beta = 1.0 / (scv * service_time)
         wait_q = np.where(2.0 * p_wait > q, np.log(2.0 * p_wait / q) / theta, 0.0)
         lo = np.asarray(special.gammainccinv(k, q) / beta, dtype=np.float64)
-        # Cantelli: P(S > E[S] + sd·sqrt(2/q - 1)) <= q/2 for any distribution
+        # Cantelli: P(S > E[S] + sd·√(2/q - 1)) ≤ q/2 for any distribution
         hi = np.maximum(wait_q + service_time * (1.0 + np.sqrt(scv * (2.0 / q - 1.0))), lo)
         log_q = np.log(q)
         t = np.minimum(lo + np.where(p_wait > q, np.log(p_wait / q) / theta, 0.0), hi)
@@ -727,9 +731,6 @@ def _response_isf(
             hi_a = np.where(above, hi[active], ta)
             lo[active], hi[active] = lo_a, hi_a
             newton = ta - g / slope
-            # When waiting is negligible the quantile is (within rounding) the lower bound
-            # isf_S(q) and Newton lands just below it; bisecting towards it would take ~40
-            # steps, so the bound itself is tried once instead.
             probe = lo_untested[active] & ~above & np.isfinite(newton) & (newton <= lo_a)
             lo_untested[active] &= ~(above | probe)
             use_newton = (
@@ -738,7 +739,11 @@ def _response_isf(
                 & (newton <= hi_a)
                 & (np.abs(newton - ta) <= 0.5 * last_step[active])
             )
-            new = np.where(probe, lo_a, np.where(use_newton, newton, 0.5 * (lo_a + hi_a)))
+            # bisection halves ln(hi/lo) while the bracket spans more than a factor 2 (for
+            # k ≪ 1 the service quantiles span hundreds of orders of magnitude), else hi - lo
+            wide = (hi_a > 2.0 * lo_a) & (lo_a > 0.0)
+            bisect = np.where(wide, np.sqrt(lo_a) * np.sqrt(hi_a), 0.5 * (lo_a + hi_a))
+            new = np.where(probe, lo_a, np.where(use_newton, newton, bisect))
             new = np.where(g == 0.0, ta, new)  # an exact root
             step = np.abs(new - ta)
             last_step[active] = step
@@ -849,7 +854,7 @@ def _batch_wait(
     load = rate * service_time
     with np.errstate(over="ignore"):
         unstable = (load >= servers) | (rate >= servers / service_time)
-    if not np.any(unstable):
+    if not unstable.any():
         return (*_wait_parameters(load, servers, service_time, scv), None)
     load = np.where(unstable, 0.0, load)
     return (*_wait_parameters(load, servers, service_time, scv), unstable)
@@ -885,7 +890,7 @@ def mgc_mean_response(
     shape, flat = _batch_flat(*_batch_parameters(rate, servers, service_time, scv))
     rate_, servers_, service_time_, scv_ = flat
     p_wait, theta, unstable = _batch_wait(rate_, servers_, service_time_, scv_)
-    mean = np.asarray(p_wait / theta + service_time_, dtype=np.float64)
+    mean = _mean_response(p_wait, theta, service_time_)
     _fill(mean, unstable, np.inf)
     return mean.reshape(shape)
 
@@ -1232,8 +1237,9 @@ class Station:
         """
         scalar = _is_scalar(rate)
         shape, (rates,) = _flatten(self._rates(rate))
-        mean = mgc_mean_response(rates, self.servers, self.service_time, self.scv)
-        return _result(mean, shape, scalar)
+        p_wait, theta = self._wait_parameters(rates)
+        _, service_time, _ = self._parameters
+        return _result(_mean_response(p_wait, theta, service_time), shape, scalar)
 
     # ----------------------------------------------------------------- distribution
 
@@ -1269,8 +1275,9 @@ class Station:
         _require(times, times < 0.0, "t", "a time >= 0")
         rates = self._rates(rate)
         shape, (times, rates) = _flatten(times, rates)
-        sf = mgc_response_sf(times, rates, self.servers, self.service_time, self.scv)
-        return _result(sf, shape, scalar)
+        p_wait, theta = self._wait_parameters(rates)
+        _, service_time, scv = self._parameters
+        return _result(_response_sf(times, p_wait, theta, service_time, scv), shape, scalar)
 
     def response_pdf(self, t: AnyArray, rate: AnyArray) -> FloatArray:
         """
@@ -1293,7 +1300,10 @@ class Station:
         _require(times, times < 0.0, "t", "a time >= 0")
         rates = self._rates(rate)
         shape, (times, rates) = _flatten(times, rates)
-        pdf = mgc_response_pdf(times, rates, self.servers, self.service_time, self.scv)
+        p_wait, theta = self._wait_parameters(rates)
+        _, service_time, scv = self._parameters
+        _, pdf = _sf_pdf(times, p_wait, theta, service_time, scv, want_sf=False)
+        assert pdf is not None
         return pdf.reshape(shape)
 
     @overload
@@ -1330,7 +1340,9 @@ class Station:
         _require(probs, ~((probs > 0.0) & (probs < 1.0)), "p", "a probability in (0, 1)")
         rates = self._rates(rate)
         shape, (probs, rates) = _flatten(probs, rates)
-        quantiles = mgc_response_quantile(probs, rates, self.servers, self.service_time, self.scv)
+        p_wait, theta = self._wait_parameters(rates)
+        _, service_time, scv = self._parameters
+        quantiles = _response_isf(1.0 - probs, p_wait, theta, service_time, scv)
         return _result(quantiles, shape, scalar)
 
     # ----------------------------------------------------------------- summaries
@@ -1361,11 +1373,11 @@ class Station:
         _require(percents, ~((percents > 0.0) & (percents < 100.0)), "percentiles", "in (0, 100)")
         _, (rates,) = _flatten(rates)
         p_wait, theta = self._wait_parameters(rates)
+        _, service_time, scv = self._parameters
         order = np.argsort(percents)
         times = np.empty_like(percents)
         if percents.size:
             sorted_q = 1.0 - percents[order] / 100.0
-            _, service_time, scv = self._parameters
             solved = _response_isf(
                 sorted_q, np.asarray(p_wait[0]), np.asarray(theta[0]), service_time, scv
             )
@@ -1378,7 +1390,7 @@ class Station:
             utilization=float(rates[0]) * self.service_time / self.servers,
             p_wait=float(p_wait[0]),
             mean_wait=float(p_wait[0] / theta[0]),
-            mean_response=float(p_wait[0] / theta[0]) + self.service_time,
+            mean_response=float(_mean_response(p_wait, theta, service_time)[0]),
             percentiles={float(pc): float(tm) for pc, tm in zip(percents, times, strict=True)},
         )
 
@@ -1412,12 +1424,13 @@ class Station:
         targets = _real_array(latency, "latency")
         _require(targets, ~(np.isfinite(targets) & (targets > 0.0)), "latency", "a finite time > 0")
         shape, (targets,) = _flatten(targets)
+        _, service_time, scv = self._parameters
         meets: Callable[[FloatArray], npt.NDArray[np.bool_]]
         if percentile is None:
 
             def meets(rates: FloatArray) -> npt.NDArray[np.bool_]:
                 p_wait, theta = self._wait_parameters(rates)
-                return np.asarray(p_wait / theta + self.service_time <= targets)
+                return np.asarray(_mean_response(p_wait, theta, service_time) <= targets)
 
         else:
             if not (isinstance(percentile, int | float) and 0.0 < percentile < 100.0):
@@ -1426,7 +1439,6 @@ class Station:
 
             def meets(rates: FloatArray) -> npt.NDArray[np.bool_]:
                 p_wait, theta = self._wait_parameters(rates)
-                _, service_time, scv = self._parameters
                 sf = _response_sf(targets, p_wait, theta, service_time, scv)
                 return np.asarray(sf <= q)
 

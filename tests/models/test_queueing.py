@@ -543,7 +543,8 @@ def test_batch_functions_broadcast_like_numpy() -> None:
             )
             assert pytest.approx(expected_mean, rel=1e-14) == mean[i, j]
     scalar = mgc_response_sf(1.0, 1.0, 2, 1.0, 1.0)
-    assert (np.ndarray, (), np.float64) == (type(scalar), scalar.shape, scalar.dtype)
+    assert isinstance(scalar, np.ndarray)
+    assert ((), np.dtype(np.float64)) == (scalar.shape, scalar.dtype)
     with pytest.raises(ValueError, match="cannot be broadcast together"):
         mgc_response_sf(np.ones(3), np.ones(2), 2.0, 1.0, 1.0)
 
@@ -607,6 +608,18 @@ def test_service_survival_is_exact_for_variable_service_at_short_times() -> None
     actual = mgc_response_sf(times, 0.0, 1.0, 1.0, scv)
     expected = stats.gamma.sf(times, 1.0 / scv, scale=scv)
     np.testing.assert_allclose(actual, expected, rtol=1e-13)
+
+
+@pytest.mark.filterwarnings("error")
+def test_quantile_inverts_the_sf_when_service_quantiles_span_many_decades() -> None:
+    """scv ≈ 60 (shape 1/60): low quantiles are ~1e-98 s and still invert the sf exactly."""
+    servers, service_time, scv = 39154.0, 3.1266e-5, 59.596
+    rate = 0.99 * servers / service_time
+    p = np.array([0.001, 0.025, 0.2, 0.5, 0.9])
+    quantile = mgc_response_quantile(p, rate, servers, service_time, scv)
+    assert quantile[1] < 1e-90
+    sf = mgc_response_sf(quantile, rate, servers, service_time, scv)
+    np.testing.assert_allclose(sf, 1.0 - p, rtol=1e-12)
 
 
 # --------------------------------------------------------------------------- properties
