@@ -13,16 +13,32 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
   fi
 fi
-# 2. capplan itself and the test tools.
+# 2. The real balancers the render tests check configs with (Debian packages), when missing.
+export PATH="$PATH:/usr/sbin:/sbin"
+if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null \
+    || ! command -v keepalived >/dev/null; then
+  # Install without starting their services (nothing may listen beyond loopback, and a
+  # started keepalived would speak VRRP): policy-rc.d 101 tells invoke-rc.d not to start.
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy keepalived
+  if [ "$created_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+# 3. capplan itself and the test tools.
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
-# 3. Lint and types (mypy is strict on the core; see pyproject.toml).
+# 4. Lint and types (mypy is strict on the core; see pyproject.toml).
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 
-# 4. The suite.  pytest exits 5 when it collected no test: that is a failure here.
+# 5. The suite.  pytest exits 5 when it collected no test: that is a failure here.
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?
