@@ -513,6 +513,159 @@ def fit(
 
 
 # --------------------------------------------------------------------------------------------
+# render / validate
+
+TargetOpt = Annotated[
+    str, typer.Option("--target", "-t", help="nginx | haproxy | ipvsadm | keepalived")
+]
+
+
+def _diff(old: str, new: str, name: str) -> str:
+    import difflib
+
+    return "".join(
+        difflib.unified_diff(
+            old.splitlines(keepends=True),
+            new.splitlines(keepends=True),
+            fromfile=f"{name} (on disk)",
+            tofile=f"{name} (from the plan)",
+        )
+    )
+
+
+def _write_checked(path: Path, text: str, target: str) -> None:
+    """
+    Validate, then write atomically; a failed check leaves the old file as it was.
+    """
+    from capplan.render import write_validated
+
+    result = write_validated(path, text, target)
+    if not result.ok:
+        problems = "; ".join(result.messages)
+        raise CapplanError(
+            f"{path}: the generated {target} config failed its check ({result.checked_by}): "
+            f"{problems}; the file was not written (this is a bug in capplan: please report "
+            "it with the plan)"
+        )
+
+
+def _check_drift(path: Path, text: str) -> bool:
+    """
+    True (and the diff printed) when ``path`` differs from ``text``.
+    """
+    try:
+        current = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        current = ""
+    if current == text:
+        return False
+    sys.stdout.write(_diff(current, text, str(path)))
+    return True
+
+
+@app.command("render")
+def render_cmd(
+    plan_file: Annotated[Path, typer.Argument(help="A plan.yaml written by capplan optimize.")],
+    target: TargetOpt,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Write here (default: the balancer's output)."),
+    ] = None,
+    balancer: Annotated[
+        str | None, typer.Option("--balancer", help="Which balancer of that kind, by name.")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Compare with the file on disk: exit 4 on drift.")
+    ] = False,
+) -> ExitStatus:
+    """
+    Render one balancer's config from a plan (validated before it is written).
+    """
+    from capplan.planfile import load_plan
+    from capplan.render import render
+
+    plan = load_plan(plan_file)
+    text = render(plan, target, balancer)
+    dest = output
+    if dest is None:
+        chosen = plan.balancer(target, balancer)
+        dest = Path(chosen.output) if chosen.output else None
+    if check:
+        if dest is None:
+            raise InputError(
+                "--check needs a file to compare with",
+                key="--check",
+                hint="give -o FILE or an output for the balancer in the plan",
+            )
+        if _check_drift(dest, text):
+            _stderr().print(f"capplan: {dest}: differs from what {plan_file} generates")
+            return ExitStatus.DRIFT
+        _stderr().print(f"{dest}: up to date")
+        return ExitStatus.OK
+    if dest is None:
+        sys.stdout.write(text)
+        return ExitStatus.OK
+    _write_checked(dest, text, target)
+    _stderr().print(f"wrote {dest}")
+    return ExitStatus.OK
+
+
+@app.command("validate")
+def validate_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="Config files to check.")],
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            "-t",
+            help="nginx | haproxy | ipvsadm | keepalived (default: guessed from the content)",
+        ),
+    ] = None,
+    json_: JsonOpt = False,
+) -> ExitStatus:
+    """
+    Check configs with the real nginx / haproxy / keepalived and capplan's own lint.
+    """
+    from capplan.render import detect_target, validate
+
+    results = []
+    for path in paths:
+        text = _read_text(path)
+        kind = target or detect_target(text)
+        if kind is None:
+            raise InputError(
+                "cannot tell which balancer this config is for",
+                file=str(path),
+                hint="give --target nginx|haproxy|ipvsadm|keepalived",
+            )
+        results.append((path, validate(path, kind)))
+    bad = [r for _, r in results if not r.ok]
+    if json_:
+        _print_json(
+            {
+                "files": [
+                    {
+                        "file": str(p),
+                        "target": r.target,
+                        "ok": r.ok,
+                        "messages": list(r.messages),
+                        "checked_by": r.checked_by,
+                    }
+                    for p, r in results
+                ]
+            }
+        )
+    else:
+        out = _stdout()
+        for path, r in results:
+            verdict = "ok" if r.ok else "FAILED"
+            out.print(Text(f"{path}: {r.target}: {verdict} (checked by {r.checked_by})"))
+            for message in r.messages:
+                out.print(Text(f"  {message}"))
+    return ExitStatus.BAD_INPUT if bad else ExitStatus.OK
+
+
+# --------------------------------------------------------------------------------------------
 # profiles
 
 
