@@ -680,11 +680,22 @@ def profiles(json_: JsonOpt = False) -> ExitStatus:
     if json_:
         _print_json({"profiles": [p.model_dump() for p in found]})
         return ExitStatus.OK
-    table = Table("profile", "SLO", "objective", "headroom", "description")
+    table = Table("profile", "SLO", "objective", "headroom", "method", "detect", "idle")
     for p in found:
         slo = f"p{p.slo.percentile:g} ≤ {p.slo.latency_ms:g} ms" if p.slo.latency_ms else "—"
-        table.add_row(p.name, slo, p.objective, f"{p.headroom:.0%}", p.description.strip())
-    _stdout().print(table)
+        table.add_row(
+            p.name,
+            slo,
+            p.objective,
+            f"{p.headroom:.0%}",
+            f"{p.methods.nginx} / {p.methods.haproxy} / {p.methods.ipvsadm}",
+            f"{p.detection_s:g} s",
+            p.idle_nodes,
+        )
+    out = _stdout()
+    out.print(table)
+    for p in found:
+        out.print(Text(f"{p.name}: {' '.join(p.description.split())}"))
     return ExitStatus.OK
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Balancer",
     "Inventory",
     "LogSpec",
+    "Methods",
     "Node",
     "Profile",
     "SLOSpec",
@@ -178,6 +179,22 @@ class Profile(_Strict):
     objective: Literal["mean", "percentile"] = "percentile"
     headroom: float = Field(0.2, ge=0, lt=1)
     utilization_ceiling: float = Field(0.8, gt=0, le=1)
+    methods: Methods = Field(default_factory=lambda: Methods())
+    detection_s: float = Field(10.0, gt=0, le=3600)
+    check_interval_s: float = Field(2.0, ge=0.5, le=600)
+    slowstart_s: int = Field(30, ge=0, le=3600)
+    idle_nodes: Literal["down", "backup"] = "backup"
+
+
+class Methods(_Strict):
+    """
+    The balancing method per balancer kind (each balancer's own name for it).
+    """
+
+    nginx: Literal["least_conn", "round_robin"] = "least_conn"
+    haproxy: Literal["leastconn", "roundrobin", "static-rr"] = "leastconn"
+    ipvsadm: Literal["wlc", "wrr", "sed", "lc", "rr", "nq"] = "wlc"
+    keepalived: Literal["wlc", "wrr", "sed", "lc", "rr", "nq"] = "wlc"
 
 
 DEFAULT_SLO = SLO(percentile=99.0, latency_ms=250.0, max_error_rate=0.001)
