@@ -513,6 +513,252 @@ def fit(
 
 
 # --------------------------------------------------------------------------------------------
+# optimize
+
+
+def _observed_peak(windows_by_node: dict[str, list[Any]]) -> float:
+    """
+    The highest pool load seen: per window start, the sum of the nodes' rates; the maximum.
+    """
+    totals: dict[Any, float] = {}
+    for windows in windows_by_node.values():
+        for w in windows:
+            totals[w.start] = totals.get(w.start, 0.0) + w.rate
+    return max(totals.values(), default=0.0)
+
+
+def _optimize_document(opt: Any) -> dict[str, Any]:
+    plan = opt.plan
+    thresholds = plan.pool.thresholds.model_dump(exclude_none=True)
+    return {
+        "load_rps": plan.inputs.load_rps,
+        "objective": opt.split.objective,
+        "profile": plan.inputs.profile,
+        "slo": plan.inputs.slo.model_dump(),
+        "methods": plan.methods.model_dump(exclude_none=True),
+        "nodes": [
+            {
+                "node": n.node,
+                "state": n.state,
+                "share": n.share,
+                "rate_rps": n.rate_rps,
+                "capacity_rps": n.capacity_rps,
+                "weights": n.weights.model_dump(exclude_none=True),
+                "realized_share": n.realized_share.model_dump(exclude_none=True),
+                "limits": n.limits.model_dump(exclude_none=True),
+                "reasons": dict(n.reasons),
+            }
+            for n in plan.nodes
+        ],
+        "pool": {
+            "thresholds": {
+                k: {"value": v, "reason": plan.pool.reasons.get(k, "")}
+                for k, v in thresholds.items()
+            },
+            "predicted": dict(plan.pool.predicted),
+        },
+        "not_expressible": plan.not_expressible.model_dump(exclude_none=True),
+        "warnings": list(opt.warnings),
+    }
+
+
+@app.command("optimize")
+def optimize(
+    inventory: Annotated[Path, typer.Option("-i", "--inventory", help="The pool's inventory.")],
+    db: DbOpt = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile name or file.")] = None,
+    load: Annotated[
+        float | None,
+        typer.Option(
+            "--load",
+            help="Load to plan for, rps (default: the inventory's, else the observed peak).",
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the plan here.")] = None,
+    emit: Annotated[
+        str | None,
+        typer.Option("--emit", help="Render these targets too: nginx,haproxy,ipvsadm,keepalived."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir", help="Write rendered configs here (default: each balancer's output)."
+        ),
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Compare the plan and configs with the files: exit 4 on drift, write nothing.",
+        ),
+    ] = False,
+    slo_ms: Annotated[float | None, typer.Option("--slo-ms", help="What-if: SLO latency.")] = None,
+    percentile: Annotated[
+        float | None, typer.Option("--percentile", help="What-if: SLO percentile.")
+    ] = None,
+    json_: JsonOpt = False,
+) -> ExitStatus:
+    """
+    Fit, split the load, derive limits and thresholds, write the plan and configs.
+    """
+    from capplan.inventory import SLOSpec, effective_slo, load_inventory, load_profile
+    from capplan.models.fit import NodeInput, SLOTarget, fit_nodes
+    from capplan.optimize.build import build_plan
+    from capplan.planfile import TARGETS, dump_plan
+    from capplan.render import render
+    from capplan.samples import format_time
+    from capplan.store import Store
+
+    if slo_ms is not None:
+        _positive(slo_ms, "--slo-ms")
+    if percentile is not None and not 0 < percentile < 100:
+        raise InputError(f"{percentile:g} is not in (0, 100)", key="--percentile")
+    if load is not None:
+        _positive(load, "--load")
+    targets: list[str] = []
+    if emit:
+        targets = [t.strip() for t in emit.split(",") if t.strip()]
+        unknown = [t for t in targets if t not in TARGETS]
+        if unknown:
+            raise InputError(
+                f"unknown target {unknown[0]!r}", key="--emit", hint="targets: " + ",".join(TARGETS)
+            )
+    inv = load_inventory(inventory)
+    prof = load_profile(profile or inv.profile, relative_to=inventory.parent)
+    slo = effective_slo(SLOSpec(percentile=percentile, latency_ms=slo_ms), inv.slo, prof.slo)
+    target = SLOTarget(slo.percentile, slo.latency_ms, slo.max_error_rate)
+    with Store.open(_db_path(db), create=False) as store:
+        windows = {n.name: list(store.windows(n.name)) for n in inv.nodes}
+    if not any(windows.values()):
+        raise InputError(
+            "no stored windows for any node of the inventory",
+            file=str(inventory),
+            hint="run `capplan collect -i INV` or `capplan import FILE.csv` first",
+        )
+    fits = fit_nodes(
+        [NodeInput(n.name, windows[n.name], n.workers) for n in inv.nodes],
+        target,
+        utilization_ceiling=prof.utilization_ceiling,
+    )
+    load_rps = load if load is not None else inv.load_rps or _observed_peak(windows)
+    errors = []
+    for n in inv.nodes:
+        requests = sum(w.requests for w in windows[n.name])
+        errors.append(sum(w.errors for w in windows[n.name]) / requests if requests else 0.0)
+    starts = [w.start for ws in windows.values() for w in ws]
+    opt = build_plan(
+        inventory=inv,
+        inventory_name=str(inventory),
+        profile=prof,
+        slo=slo,
+        fits=fits,
+        load_rps=load_rps,
+        windows=sum(len(ws) for ws in windows.values()),
+        newest=format_time(max(starts)) if starts else None,
+        error_rates=errors,
+    )
+    plan = opt.plan
+    outputs: list[tuple[Path, str, str | None]] = []  # (path, text, target or None for plan)
+    if out is not None:
+        outputs.append((out, dump_plan(plan), None))
+    for target_kind in targets:
+        chosen = [b for b in plan.balancers if b.kind == target_kind]
+        if not chosen:
+            raise InputError(
+                f"--emit {target_kind}, but the inventory has no {target_kind} balancer",
+                file=str(inventory),
+                key="balancers",
+            )
+        for bal in chosen:
+            if out_dir is not None:
+                name = Path(bal.output).name if bal.output else f"{target_kind}-{bal.name}.conf"
+                dest = out_dir / name
+            elif bal.output:
+                dest = inventory.parent / Path(bal.output).expanduser()  # beside the inventory
+            else:
+                raise InputError(
+                    f"the {target_kind} balancer {bal.name!r} has no output",
+                    file=str(inventory),
+                    key="balancers",
+                    hint="give it an output, or pass --out-dir",
+                )
+            outputs.append((dest, render(plan, target_kind, bal.name), target_kind))
+    drift = False
+    for dest, text, kind in outputs:
+        if check:
+            drift |= _check_drift(dest, text)
+        elif kind is None:
+            from capplan.files import write_atomic
+
+            write_atomic(dest, text)
+        else:
+            _write_checked(dest, text, kind)
+    if json_:
+        document = _optimize_document(opt)
+        document["files"] = [str(d) for d, _, _ in outputs]
+        document["drift"] = drift
+        _print_json(document)
+    else:
+        _print_optimized(opt, slo.label)
+        for dest, _, _ in outputs:
+            verb = "checked" if check else "wrote"
+            _stderr().print(Text(f"{verb} {dest}"))
+    if drift:
+        _stderr().print("capplan: files differ from what the inventory and windows generate")
+        return ExitStatus.DRIFT
+    return ExitStatus.OK
+
+
+def _print_optimized(opt: Any, label: str) -> None:
+    plan = opt.plan
+    out = _stdout()
+    kinds = list(plan.methods.model_dump(exclude_none=True))
+    table = Table(
+        "node",
+        "state",
+        "share",
+        "rate",
+        "capacity",
+        *kinds,
+        "max conns",
+        title=f"Split of {plan.inputs.load_rps:.6g} rps ({opt.split.objective} "
+        f"objective, {plan.inputs.profile} profile)",
+    )
+    for n in plan.nodes:
+        w = n.weights.model_dump()
+        table.add_row(
+            n.node,
+            n.state,
+            f"{n.share:.4f}",
+            _fmt(n.rate_rps),
+            _fmt(n.capacity_rps),
+            *[str(w[k]) for k in kinds],
+            str(n.limits.max_conns) if n.limits.max_conns else "—",
+        )
+    out.print(table)
+    out.print(
+        Text(
+            "methods: "
+            + ", ".join(f"{k} {v}" for k, v in plan.methods.model_dump(exclude_none=True).items())
+        )
+    )
+    thresholds = Table("threshold", "value", "reason")
+    for k, v in plan.pool.thresholds.model_dump(exclude_none=True).items():
+        thresholds.add_row(k, f"{v:g}", plan.pool.reasons.get(k, ""))
+    out.print(thresholds)
+    predicted = plan.pool.predicted
+    out.print(
+        Text(
+            "predicted: "
+            + ", ".join(f"{k} {v:.4g}" for k, v in predicted.items())
+            + f" (SLO {label})"
+        )
+    )
+    for w in opt.warnings:
+        out.print(Text.assemble(("warning", "yellow"), f": {w}"))
+
+
+# --------------------------------------------------------------------------------------------
 # render / validate
 
 TargetOpt = Annotated[
@@ -589,7 +835,8 @@ def render_cmd(
     dest = output
     if dest is None:
         chosen = plan.balancer(target, balancer)
-        dest = Path(chosen.output) if chosen.output else None
+        # a balancer's output is relative to the plan's folder (as it was to the inventory's)
+        dest = plan_file.parent / Path(chosen.output).expanduser() if chosen.output else None
     if check:
         if dest is None:
             raise InputError(

@@ -1,0 +1,241 @@
+"""
+From fitted nodes to a plan: the split, the nodes' states and weights, the limits and
+thresholds, and the predicted latency (pure: plain data in, a ``Plan`` out).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from capplan.errors import InfeasibleError, InputError
+from capplan.inventory import SLO, Inventory, Profile
+from capplan.models.fit import NodeFit
+from capplan.optimize.apportion import weights_for
+from capplan.optimize.curves import NodeCurve, PoolCurves
+from capplan.optimize.thresholds import NodeThresholdInput, ThresholdInputs, derive_thresholds
+from capplan.optimize.weights import Split, split_load
+from capplan.planfile import (
+    TARGETS,
+    Limits,
+    Methods,
+    NodePlan,
+    NotExpressible,
+    Plan,
+    PlanBalancer,
+    PlanInputs,
+    PlanSLO,
+    Pool,
+    TargetShares,
+    TargetWeights,
+    Thresholds,
+)
+from capplan.render import inexpressible_keys
+
+__all__ = ["Optimized", "build_plan"]
+
+#: A node whose ideal share is below this fraction of the load gets no traffic.
+IDLE_SHARE = 1e-6
+
+
+@dataclass(frozen=True)
+class Optimized:
+    """
+    The plan and what it was made from.
+    """
+
+    plan: Plan
+    split: Split
+    caps: tuple[float, ...]
+    warnings: tuple[str, ...]
+
+
+def _curve(fit: NodeFit) -> NodeCurve | None:
+    if not fit.success:
+        return None
+    if fit.model in ("mgc", "mmc"):
+        p = fit.params
+        return NodeCurve(station=(p["servers"], p["service_ms"] * 1e-3, p["scv"]))
+    curve = fit.curve
+    return NodeCurve(curve=curve) if curve is not None else None
+
+
+def build_plan(
+    *,
+    inventory: Inventory,
+    inventory_name: str,
+    profile: Profile,
+    slo: SLO,
+    fits: Sequence[NodeFit],
+    load_rps: float,
+    windows: int,
+    newest: str | None,
+    error_rates: Sequence[float],
+) -> Optimized:
+    """
+    Solve the split for ``load_rps`` and turn it into a plan.
+
+    Args:
+        inventory: The pool (nodes in inventory order; ``fits`` in the same order).
+        inventory_name: How the plan names the inventory (its path as given).
+        profile: The profile in force.
+        slo: The effective SLO.
+        fits: Each node's fit.
+        load_rps: The load to plan for.
+        windows: How many windows the fits rest on.
+        newest: The newest window's start (ISO-8601), if any.
+        error_rates: Each node's observed error rate (errors / requests).
+
+    Returns:
+        The plan, the split and the caps used.
+
+    Raises:
+        InfeasibleError: when the load exceeds what the pool can carry within the SLO and
+            the profile's headroom; the message states the largest load that can be served.
+        InputError: when no node has a usable model.
+    """
+    warnings: list[str] = []
+    curves = [_curve(f) for f in fits]
+    usable = [i for i, c in enumerate(curves) if c is not None and fits[i].capacity_rps > 0]
+    for i, fit in enumerate(fits):
+        if i not in usable:
+            why = fit.message if not fit.success else "its capacity at the SLO is 0"
+            warnings.append(f"{fit.node}: gets no traffic: {why}")
+    if not usable:
+        raise InputError(
+            "no node has a usable model",
+            hint="run `capplan fit` to see why, and collect or import more windows",
+        )
+    pool = PoolCurves(
+        [c for i, c in enumerate(curves) if i in usable and c is not None],
+        tail_quantile=slo.percentile / 100.0,
+    )
+    caps = np.array([fits[i].capacity_rps * (1.0 - profile.headroom) for i in usable])
+    q = slo.percentile / 100.0
+    split = split_load(pool, caps, load_rps, objective=profile.objective, quantile=q)
+    if not split.success:
+        raise InfeasibleError(
+            f"{load_rps:.6g} rps cannot be served within {slo.label} ≤ {slo.latency_ms:g} ms "
+            f"with the {profile.name} profile's {profile.headroom:.0%} headroom: the largest "
+            f"load that can is {caps.sum():.6g} rps (capacity at the SLO: "
+            f"{sum(fits[i].capacity_rps for i in usable):.6g} rps)"
+        )
+    rates = np.zeros(len(fits))
+    rates[usable] = split.rates
+    shares = rates / load_rps
+    active = [i for i in usable if shares[i] >= IDLE_SHARE]
+    idle_state = profile.idle_nodes
+    kinds = sorted({b.kind for b in inventory.balancers}, key=TARGETS.index) or list(TARGETS)
+    weights: dict[str, dict[int, int]] = {}
+    realized: dict[str, dict[int, float]] = {}
+    for kind in kinds:
+        result = weights_for(kind, [float(shares[i]) for i in active])
+        weights[kind] = dict(zip(active, result.weights, strict=True))
+        realized[kind] = dict(zip(active, result.realized, strict=True))
+    limit_input = ThresholdInputs(
+        nodes=tuple(
+            NodeThresholdInput(
+                rate_rps=float(rates[i]),
+                capacity_rps=float(fits[i].capacity_rps),
+                error_rate=float(error_rates[i]),
+                servers=round(fits[i].params["servers"])
+                if fits[i].model in ("mgc", "mmc")
+                else None,
+                name=fits[i].node,
+            )
+            for i in usable
+        ),
+        pool=pool,
+        caps=tuple(float(c) for c in caps),
+        slo_latency_ms=slo.latency_ms,
+        quantile=q,
+        headroom=profile.headroom,
+        detection_s=profile.detection_s,
+        check_interval_s=profile.check_interval_s,
+        slowstart_s=profile.slowstart_s,
+    )
+    derived = derive_thresholds(limit_input)
+    position = {i: k for k, i in enumerate(usable)}
+    nodes = []
+    for i, node in enumerate(inventory.nodes):
+        fit = fits[i]
+        state: Literal["active", "backup", "down"]
+        if i in active:
+            state = "active"
+        elif i in usable:
+            state = idle_state
+        else:
+            state = "down"
+        target_weights: dict[str, int] = {}
+        for kind in kinds:
+            if state == "active":
+                target_weights[kind] = weights[kind][i]
+            elif state == "backup" and kind in ("nginx", "haproxy"):
+                target_weights[kind] = 1  # a backup server takes traffic only when needed
+            else:
+                target_weights[kind] = 0
+        reasons: dict[str, str] = {}
+        limits = Limits()
+        if i in position:
+            k = position[i]
+            limits = Limits(**derived.limits[k])
+            reasons.update(derived.node_reasons[k])
+        if state == "backup":
+            reasons["state"] = "backup: the pool meets the SLO at this load without it"
+        elif state == "down":
+            reasons["state"] = (
+                "down: " + (fit.message if not fit.success else "no capacity within the SLO")
+                if i not in usable
+                else "down: the pool meets the SLO at this load without it"
+            )
+        nodes.append(
+            NodePlan(
+                node=node.name,
+                address=node.address,
+                share=float(shares[i]),
+                rate_rps=float(rates[i]),
+                capacity_rps=float(fit.capacity_rps) if fit.success else 0.0,
+                weights=TargetWeights(**target_weights),
+                realized_share=TargetShares(
+                    **{k: realized[k][i] for k in kinds if state == "active"}
+                ),
+                state=state,
+                limits=limits,
+                reasons=reasons,
+            )
+        )
+    methods = Methods(**{k: getattr(profile.methods, k) for k in kinds})
+    predicted = {"mean_ms": split.mean_ms, f"p{slo.percentile:g}_ms": split.quantile_ms}
+    fields = dict(
+        cluster=inventory.cluster,
+        inputs=PlanInputs(
+            inventory=inventory_name,
+            profile=profile.name,
+            load_rps=float(load_rps),
+            slo=PlanSLO(
+                percentile=slo.percentile,
+                latency_ms=slo.latency_ms,
+                max_error_rate=slo.max_error_rate,
+            ),
+            windows=windows,
+            newest=newest,
+        ),
+        methods=methods,
+        nodes=nodes,
+        pool=Pool(
+            thresholds=Thresholds.model_validate(derived.pool),
+            reasons=derived.pool_reasons,
+            predicted={k: v for k, v in predicted.items() if math.isfinite(v)},
+        ),
+        balancers=[
+            PlanBalancer(kind=b.kind, name=b.name, output=b.output) for b in inventory.balancers
+        ],
+    )
+    draft = Plan(**fields)  # type: ignore[arg-type]
+    missing = {k: inexpressible_keys(draft, k) or None for k in kinds}
+    plan = Plan(**fields, not_expressible=NotExpressible(**missing))  # type: ignore[arg-type]
+    return Optimized(plan, split, tuple(float(c) for c in caps), tuple(warnings))

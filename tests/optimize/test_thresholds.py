@@ -1,0 +1,319 @@
+"""
+Limits and pool thresholds: Little's law, SLO budgets, failure detection and the N−1 load.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import binom
+
+from capplan.models.station_fit import station_capacity
+from capplan.optimize.curves import NodeCurve, PoolCurves
+from capplan.optimize.thresholds import (
+    FALSE_ALARM,
+    NodeThresholdInput,
+    ThresholdInputs,
+    derive_thresholds,
+    fall_for,
+    max_fails_for,
+    max_slo_load,
+)
+from capplan.optimize.weights import split_load
+from capplan.planfile import Limits, Thresholds
+
+
+def stations(*params: tuple[float, float, float]) -> PoolCurves:
+    return PoolCurves([NodeCurve(station=p) for p in params])
+
+
+def mmc_mean_response(rate: float, servers: int, service_s: float) -> float:
+    """
+    M/M/c mean response time by the textbook Erlang C formula.
+    """
+    a = rate * service_s
+    top = a**servers / math.factorial(servers) * servers / (servers - a)
+    p_wait = top / (sum(a**k / math.factorial(k) for k in range(servers)) + top)
+    return service_s + p_wait * service_s / (servers - a)
+
+
+def assert_reasons_ok(reasons: dict[str, str]) -> None:
+    for key, text in reasons.items():
+        assert text.isprintable(), key
+        assert 0 < len(text) <= 500, key
+
+
+class TestLimits:
+    def test_littles_law_on_mmc(self) -> None:
+        """On an M/M/2 station the limits are Little's law and the SLO budget, by hand."""
+        # M/M/2, 100 ms service: at 15 rps a = 1.5, P(wait) = 4.5/7, R = 0.1 + P(wait)·0.1/0.5
+        r_cap = 0.1 + 4.5 / 7 * 0.1 / 0.5  # 228.57 ms
+        r_plan = 0.1 + 1 / 3 * 0.1 / 1.0  # 133.33 ms at 10 rps
+        assert pytest.approx(r_cap) == mmc_mean_response(15.0, 2, 0.1)
+        assert pytest.approx(r_plan) == mmc_mean_response(10.0, 2, 0.1)
+        inputs = ThresholdInputs(
+            pool=stations((2.0, 0.1, 1.0)),
+            nodes=(NodeThresholdInput(name="web-1", rate_rps=10.0, capacity_rps=15.0, servers=2),),
+            slo_latency_ms=500.0,
+            headroom=0.2,
+        )
+        result = derive_thresholds(inputs)
+        limits = result.limits[0]
+        assert math.ceil(15.0 * r_cap * 1.2) == limits["max_conns"]  # ⌈4.11⌉ = 5
+        assert math.ceil(10.0 * r_plan) == limits["min_conns"]  # ⌈1.33⌉ = 2
+        assert math.floor((0.5 - r_cap) * 15.0) == limits["maxqueue"]  # ⌊4.07⌋ = 4
+        assert 5 == limits["uthreshold"]
+        assert 4 == limits["lthreshold"]
+        assert 30 == limits["slowstart_s"]
+        assert math.floor(500 - r_plan * 1e3) == result.pool["queue_timeout_ms"]
+        assert "max_conns 5 = ⌈15 rps × 229 ms × 1.2⌉" in result.node_reasons[0]["max_conns"]
+
+    def test_slots_floor_max_conns(self) -> None:
+        """max_conns is never below a station's slot count."""
+        inputs = ThresholdInputs(
+            pool=stations((16.0, 0.01, 1.0)),
+            nodes=(NodeThresholdInput(name="web-1", rate_rps=1.0, capacity_rps=2.0, servers=16),),
+        )
+        result = derive_thresholds(inputs)
+        limits, reasons = result.limits[0], result.node_reasons[0]
+        assert 16 == limits["max_conns"]
+        assert "16 slots" in reasons["max_conns"]
+
+    def test_no_queue_budget(self) -> None:
+        """When the SLO leaves no budget at capacity, maxqueue is 1 (0 means unlimited)."""
+        inputs = ThresholdInputs(
+            pool=stations((1.0, 0.2, 1.0)),
+            nodes=(NodeThresholdInput(name="web-1", rate_rps=1.0, capacity_rps=4.0),),
+            slo_latency_ms=250.0,
+        )
+        result = derive_thresholds(inputs)
+        limits, reasons = result.limits[0], result.node_reasons[0]
+        assert 1 == limits["maxqueue"]
+        assert "unlimited" in reasons["maxqueue"]
+
+    @settings(max_examples=80, deadline=None)
+    @given(
+        servers=st.integers(1, 64),
+        service_ms=st.floats(0.5, 500.0),
+        load=st.floats(0.0, 0.99),
+        planned=st.floats(0.0, 1.0),
+        scv=st.floats(0.1, 2.0),
+        headroom=st.floats(0.0, 0.9),
+        slowstart=st.integers(0, 600),
+    )
+    def test_plan_accepts_limits(
+        self,
+        servers: int,
+        service_ms: float,
+        load: float,
+        planned: float,
+        scv: float,
+        headroom: float,
+        slowstart: int,
+    ) -> None:
+        """Limits are ints the plan accepts: lthreshold < uthreshold, max_conns ≤ 65535."""
+        service = service_ms / 1e3
+        capacity = load * servers / service
+        node = NodeThresholdInput(
+            name="n", rate_rps=planned * capacity, capacity_rps=capacity, servers=servers
+        )
+        inputs = ThresholdInputs(
+            pool=stations((float(servers), service, scv)),
+            nodes=(node,),
+            headroom=headroom,
+            slowstart_s=slowstart,
+        )
+        result = derive_thresholds(inputs)
+        limits, reasons = result.limits[0], result.node_reasons[0]
+        Limits(**limits)
+        assert all(isinstance(v, int) for v in limits.values())
+        if "lthreshold" in limits:
+            assert 1 <= limits["lthreshold"] < limits["uthreshold"]
+        else:
+            assert limits["uthreshold"] < 2
+        assert_reasons_ok(reasons)
+
+
+class TestDetection:
+    @given(p=st.floats(0.0, 1.0), q=st.floats(0.0, 1.0))
+    def test_fall_monotone(self, p: float, q: float) -> None:
+        """A higher error rate never gives a smaller fall; fall stays in [2, 10]."""
+        low, high = sorted((p, q))
+        assert fall_for(low) <= fall_for(high)
+        assert 2 <= fall_for(p) <= 10
+
+    @given(p=st.floats(1e-9, 0.25))
+    def test_fall_bound(self, p: float) -> None:
+        """Up to p = 0.25, p^fall ≤ 1e-6 and fall − 1 would not do (unless at the floor 2)."""
+        fall = fall_for(p)
+        assert p**fall <= FALSE_ALARM * (1 + 1e-9)
+        if fall > 2:
+            assert p ** (fall - 1) > FALSE_ALARM
+
+    @pytest.mark.parametrize(("p", "expected"), [(0.0, 2), (0.001, 2), (0.01, 3), (0.1, 6)])
+    def test_fall_examples(self, p: float, expected: int) -> None:
+        """fall = ⌈log 1e-6 / log p⌉ at least 2: 0.01 → 3, 0.1 → 6."""
+        assert expected == fall_for(p)
+
+    @settings(max_examples=60, deadline=None)
+    @given(rate=st.floats(0.1, 2000.0), p=st.floats(1e-6, 0.2), window=st.floats(1.0, 60.0))
+    def test_max_fails_is_least_k(self, rate: float, p: float, window: float) -> None:
+        """max_fails is the least k with P(Binomial(n, p) ≥ k) ≤ 1e-6."""
+        k = max_fails_for(rate, p, window)
+        n = math.ceil(rate * window)
+        assert binom.sf(k - 1, n, p) <= FALSE_ALARM
+        if k > 1:
+            assert binom.sf(k - 2, n, p) > FALSE_ALARM
+
+    @settings(max_examples=40, deadline=None)
+    @given(rate=st.floats(1.0, 2000.0), p=st.floats(0.0, 0.2), q=st.floats(0.0, 0.2))
+    def test_max_fails_monotone(self, rate: float, p: float, q: float) -> None:
+        """A higher error rate never gives a smaller max_fails."""
+        low, high = sorted((p, q))
+        assert max_fails_for(rate, low, 10.0) <= max_fails_for(rate, high, 10.0)
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        p=st.floats(0.0, 0.5),
+        detection=st.floats(0.5, 120.0),
+        interval=st.floats(0.5, 30.0),
+        rate=st.floats(0.5, 380.0),
+    )
+    def test_detection_bound(
+        self, p: float, detection: float, interval: float, rate: float
+    ) -> None:
+        """fall × interval ≤ detection_s, or the reason says it cannot; interval ≥ 0.5 s."""
+        inputs = ThresholdInputs(
+            pool=stations((4.0, 0.01, 1.0)),
+            nodes=(NodeThresholdInput(name="n", rate_rps=rate, capacity_rps=390.0, error_rate=p),),
+            detection_s=detection,
+            check_interval_s=interval,
+        )
+        result = derive_thresholds(inputs)
+        t = result.pool
+        assert 0.5 <= t["check_interval_s"] <= interval
+        assert 2 == t["rise"]
+        if t["fall"] * t["check_interval_s"] > detection + 1e-9:
+            assert "cannot" in result.pool_reasons["check_interval_s"]
+        max_fails = t["max_fails"]
+        if max_fails / rate > detection:
+            assert "cannot" in result.pool_reasons["max_fails"]
+        Thresholds.model_validate(t)
+        assert_reasons_ok(result.pool_reasons)
+
+    def test_impossible_detection_is_said(self) -> None:
+        """At 30% errors fall is 10, and 10 × 0.5 s cannot fit 3 s: the reason says so."""
+        inputs = ThresholdInputs(
+            pool=stations((4.0, 0.01, 1.0)),
+            nodes=(
+                NodeThresholdInput(name="n", rate_rps=100.0, capacity_rps=390.0, error_rate=0.3),
+            ),
+            detection_s=3.0,
+        )
+        result = derive_thresholds(inputs)
+        assert 10 == result.pool["fall"]
+        assert 0.5 == result.pool["check_interval_s"]
+        assert "cannot" in result.pool_reasons["check_interval_s"]
+        assert "above 1e-06" in result.pool_reasons["fall"]
+
+
+class TestScaleOut:
+    def test_identical_nodes(self) -> None:
+        """Four identical nodes: the trigger is three nodes' capacity at the SLO (within 1%)."""
+        c, s, v = 4.0, 0.02, 0.8
+        capacity = float(
+            station_capacity(np.array([c]), np.array([s]), np.array([v]), 0.25, 0.99)[0]
+        )
+        nodes = tuple(
+            NodeThresholdInput(
+                name=f"web-{i}", rate_rps=0.5 * capacity, capacity_rps=capacity, servers=4
+            )
+            for i in range(4)
+        )
+        result = derive_thresholds(ThresholdInputs(pool=stations(*[(c, s, v)] * 4), nodes=nodes))
+        trigger = result.pool["scale_out_load_rps"]
+        assert pytest.approx(3 * capacity, rel=0.01) == trigger
+        assert pytest.approx(0.85 * trigger) == result.pool["alert_load_rps"]
+        assert "web-0" in result.pool_reasons["scale_out_load_rps"]
+        assert_reasons_ok(result.pool_reasons)
+
+    def test_matches_percentile_split(self) -> None:
+        """On unequal nodes the N−1 load is where the best percentile split reaches the SLO."""
+        pool = stations((2.0, 0.01, 0.5), (8.0, 0.03, 1.2))
+        load = max_slo_load(pool, None, 250.0, 0.99)
+        below = split_load(pool, pool.saturation, 0.995 * load, objective="percentile")
+        above = split_load(pool, pool.saturation, 1.005 * load, objective="percentile")
+        assert below.quantile_ms <= 250.0 < above.quantile_ms
+
+    def test_caps_bind(self) -> None:
+        """Caps below the SLO capacities bound the N−1 load at their sum."""
+        pool = stations((4.0, 0.02, 1.0), (4.0, 0.02, 1.0))
+        assert pytest.approx(100.0) == max_slo_load(pool, np.array([60.0, 40.0]), 250.0, 0.99)
+
+    def test_alert_from_caps(self) -> None:
+        """With the split's caps, the alert is what the N−1 pool carries within its headroom."""
+        c, s, v = 4.0, 0.02, 0.8
+        capacity = float(
+            station_capacity(np.array([c]), np.array([s]), np.array([v]), 0.25, 0.99)[0]
+        )
+        nodes = tuple(
+            NodeThresholdInput(rate_rps=0.5 * capacity, capacity_rps=capacity) for _ in range(3)
+        )
+        inputs = ThresholdInputs(
+            pool=stations(*[(c, s, v)] * 3), nodes=nodes, caps=(0.8 * capacity,) * 3
+        )
+        result = derive_thresholds(inputs)
+        assert pytest.approx(1.6 * capacity, rel=1e-5) == result.pool["alert_load_rps"]
+        assert pytest.approx(2 * capacity, rel=0.01) == result.pool["scale_out_load_rps"]
+        assert "node #0" in result.pool_reasons["alert_load_rps"]
+
+    def test_single_node(self) -> None:
+        """A single node has no N−1 pool: no trigger, and the reason says why."""
+        inputs = ThresholdInputs(
+            pool=stations((4.0, 0.02, 1.0)),
+            nodes=(NodeThresholdInput(name="web-1", rate_rps=50.0, capacity_rps=150.0),),
+        )
+        result = derive_thresholds(inputs)
+        assert "scale_out_load_rps" not in result.pool
+        assert "single node" in result.pool_reasons["scale_out_load_rps"]
+
+    def test_overloaded_pool_is_told(self) -> None:
+        """A planned load above the trigger says to add a node now."""
+        c, s, v = 4.0, 0.02, 1.0
+        nodes = tuple(
+            NodeThresholdInput(name=f"n{i}", rate_rps=150.0, capacity_rps=180.0) for i in range(2)
+        )
+        result = derive_thresholds(ThresholdInputs(pool=stations(*[(c, s, v)] * 2), nodes=nodes))
+        assert "add a node now" in result.pool_reasons["scale_out_load_rps"]
+
+
+class TestInputs:
+    @pytest.mark.parametrize(
+        ("node", "match"),
+        [
+            (NodeThresholdInput(name="web-1", rate_rps=250.0, capacity_rps=150.0), "rate_rps"),
+            (NodeThresholdInput(name="web-1", rate_rps=50.0, capacity_rps=200.0), "capacity_rps"),
+        ],
+    )
+    def test_rates_below_saturation(self, node: NodeThresholdInput, match: str) -> None:
+        """A rate or capacity at or past the model's saturation is refused, naming the node."""
+        with pytest.raises(ValueError, match=f"web-1: {match}"):
+            ThresholdInputs(pool=stations((4.0, 0.02, 1.0)), nodes=(node,))
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"rate_rps": -1.0, "capacity_rps": 1.0}, "rate_rps"),
+            ({"rate_rps": 1.0, "capacity_rps": math.nan}, "capacity_rps"),
+            ({"rate_rps": 1.0, "capacity_rps": 1.0, "error_rate": 1.5}, "error_rate"),
+            ({"rate_rps": 1.0, "capacity_rps": 1.0, "servers": 0}, "servers"),
+        ],
+    )
+    def test_bad_node(self, kwargs: dict[str, float], match: str) -> None:
+        """Bad node values raise ValueError naming the value."""
+        with pytest.raises(ValueError, match=match):
+            NodeThresholdInput(name="n", **kwargs)  # type: ignore[arg-type]
