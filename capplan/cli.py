@@ -783,9 +783,29 @@ def _write_checked(path: Path, text: str, target: str) -> None:
     """
     Validate, then write atomically; a failed check leaves the old file as it was.
     """
-    from capplan.render import write_validated
+    from capplan.files import write_atomic
+    from capplan.render import lint, write_validated
 
-    result = write_validated(path, text, target)
+    try:
+        result = write_validated(path, text, target)
+    except MissingToolError as exc:
+        # Without the balancer's own checker, capplan's lint still has to pass; say plainly
+        # that the real program has not checked the file.
+        findings = lint(text, target, file=str(path))
+        if findings:
+            problems = "; ".join(f"{f.file}:{f.line}: {f.message}" for f in findings)
+            raise CapplanError(
+                f"{path}: the generated {target} config failed capplan's lint: "
+                f"{problems}; the file was not written"
+            ) from None
+        write_atomic(path, text)
+        _stderr().print(
+            Text.assemble(
+                ("warning", "yellow"),
+                f": {path}: checked by capplan's lint only, not by {target} itself ({exc})",
+            )
+        )
+        return
     if not result.ok:
         problems = "; ".join(result.messages)
         raise CapplanError(

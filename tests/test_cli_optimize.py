@@ -122,3 +122,25 @@ class TestOptimize:
         inventory, db = example
         result = cli("optimize", "-i", inventory, "--db", db, "--emit", "f5")
         assert ExitStatus.BAD_INPUT == result.status
+
+
+def test_without_the_real_checker_lint_still_guards(
+    cli: CLI, example: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nginx missing, configs pass capplan's lint, are written, and a warning says so."""
+    import importlib
+
+    from capplan.errors import MissingToolError
+
+    checks = importlib.import_module("capplan.render.validate")
+
+    def missing(program: str) -> str:
+        raise MissingToolError(f"{program} is not installed (apt-get install {program})")
+
+    monkeypatch.setattr(checks, "find_tool", missing)
+    inventory, db = example
+    out = tmp_path / "out"
+    result = cli("optimize", "-i", inventory, "--db", db, "--emit", "nginx", "--out-dir", out)
+    assert ExitStatus.OK == result.status, result.stderr
+    assert "checked by capplan's lint only, not by nginx itself" in result.stderr
+    assert "upstream web_backend" in (out / "nginx-web.conf").read_text()
