@@ -95,20 +95,33 @@ def _exact_rates(
     cap: FloatArray,
 ) -> FloatArray:
     """
-    Per node, the largest rate in [low, high] whose marginal cost is at most ``nu``
-    (bisection on all nodes at once, to 1e-12 of the cap).
+    Per node, the rate in [low, high] where the marginal cost reaches ``nu`` (``high`` when
+    it stays below, ``low`` when it starts above): Illinois regula falsi on all nodes at once,
+    safeguarded by bisection, to 1e-11 of the cap.
     """
     lo, hi = low.copy(), high.copy()
-    at_hi = marginal(hi) <= nu
-    below_lo = marginal(lo) > nu
-    for _ in range(_INNER):
-        if np.all(hi - lo <= 1e-11 * np.maximum(cap, 1e-300)):
+    f_lo, f_hi = marginal(lo) - nu, marginal(hi) - nu
+    at_hi, below_lo = f_hi <= 0, f_lo > 0
+    side = np.zeros(lo.shape, dtype=np.int8)
+    for step in range(_INNER):
+        width = hi - lo
+        if np.all((width <= 1e-11 * np.maximum(cap, 1e-300)) | at_hi | below_lo):
             break
-        mid = 0.5 * (lo + hi)
-        ok = marginal(mid) <= nu
-        lo = np.where(ok, mid, lo)
-        hi = np.where(ok, hi, mid)
-    out: FloatArray = np.where(at_hi, high, np.where(below_lo, low, lo))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            guess = hi - f_hi * width / (f_hi - f_lo)
+        inside = np.isfinite(guess) & (guess > lo) & (guess < hi)
+        # every third step bisects, so a stalled side cannot slow the bracket down
+        mid = np.where(inside & (step % 3 != 2), guess, 0.5 * (lo + hi))
+        f_mid = marginal(mid) - nu
+        left = f_mid <= 0  # the root is above mid
+        lo, f_lo = np.where(left, mid, lo), np.where(left, f_mid, f_lo)
+        hi, f_hi = np.where(left, hi, mid), np.where(left, f_hi, f_mid)
+        # Illinois: halve the value kept at the end that did not move twice in a row
+        f_hi = np.where(left & (side == 1), 0.5 * f_hi, f_hi)
+        f_lo = np.where(~left & (side == -1), 0.5 * f_lo, f_lo)
+        side = np.where(left, 1, -1).astype(np.int8)
+    root = np.where(np.abs(f_lo) <= np.abs(f_hi), lo, hi)
+    out: FloatArray = np.where(at_hi, high, np.where(below_lo, low, root))
     return out
 
 
