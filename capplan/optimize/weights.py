@@ -162,8 +162,16 @@ def _solve_separable(
     width = max(1e-6 * abs(nu0), nu_hi - nu_lo, 1e-300)
     zero = np.zeros_like(cap)
     nu_lo, nu_hi = nu0 - width, nu0 + width
-    r_lo = _exact_rates(nu_lo, marginal, zero, cap, cap)
-    r_hi = _exact_rates(nu_hi, marginal, zero, cap, cap)
+    # Each node's exact rate lies in the grid cell its table interpolation falls in, so one
+    # cell either side of the interpolated rate brackets it.
+    step = cap / (_GRID - 1)
+
+    def cell(nu: float) -> tuple[FloatArray, FloatArray]:
+        approx = _inverse(table_rate, table_m, nu)
+        return np.maximum(approx - step, 0.0), np.minimum(approx + step, cap)
+
+    r_lo = _exact_rates(nu_lo, marginal, *cell(nu_lo), cap)
+    r_hi = _exact_rates(nu_hi, marginal, *cell(nu_hi), cap)
     for _ in range(200):
         if r_lo.sum() <= load:
             break
