@@ -15,7 +15,7 @@ import pytest
 from capplan.cli import run
 from capplan.status import ExitStatus
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "models" / "data"  # copies, see its README
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 

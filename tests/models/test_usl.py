@@ -3,8 +3,8 @@ The Universal Scalability Law fitter against published data and coefficients.
 
 Sources:
 
-* ``usl-raytracer.csv`` and ``usl-synthetic.csv`` (``/work/shared/data/reference``, see its
-  README): the R package ``usl`` by Stefan Möding (BSD-2-Clause).  Its test output gives
+* ``usl-raytracer.csv`` and ``usl-synthetic.csv`` (``tests/models/data``, copies of the
+  project's shared reference data; see its README): the R package ``usl`` by Stefan Möding (BSD-2-Clause).  Its test output gives
   σ = 0.02444, κ = 0.00163, λ = 20.85605 on the first 6 raytracer rows; on all 11 rows
   (tests/confint.Rout.save) ``coef`` prints 0.0578, 0.0000, 21.8488 and ``confint`` prints
   σ ∈ (0.033677, 0.081864), κ ∈ (−0.000214, 0.000214), λ ∈ (17.868380, 25.829306), which the
@@ -33,7 +33,7 @@ from scipy import stats
 
 from capplan.models.usl import USLFit, fit_usl, usl_peak, usl_throughput
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data"
 DATA = Path(__file__).resolve().parent / "data"
 PROPERTY = settings(derandomize=True, deadline=None, database=None, max_examples=40)
 
