@@ -5,7 +5,8 @@ Sources:
 
 * ``usl-raytracer.csv`` and ``usl-synthetic.csv`` (``tests/models/data``, copies of the
   project's shared reference data; see its README): the R package ``usl`` by Stefan Möding
-  (BSD-2-Clause).  Its test output gives σ = 0.02444, κ = 0.00163, λ = 20.85605 on the first 6 raytracer rows; on all 11 rows
+  (BSD-2-Clause).  Its test output gives σ = 0.02444, κ = 0.00163, λ = 20.85605 on the
+  first 6 raytracer rows; on all 11 rows
   (tests/confint.Rout.save) ``coef`` prints 0.0578, 0.0000, 21.8488 and ``confint`` prints
   σ ∈ (0.033677, 0.081864), κ ∈ (−0.000214, 0.000214), λ ∈ (17.868380, 25.829306), which the
   package computes as est ± se·qt(0.95, n − 1) (R/confint.R) — we recover its standard errors
