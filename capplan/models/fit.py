@@ -836,15 +836,17 @@ def _pack(plans: Sequence[_Plan]) -> Packed:
     n = len(plans)
     rate = np.zeros((n, width))
     weight = np.zeros((n, width))
+    requests = np.zeros((n, width))
     latency = {key: np.full((n, width), np.nan) for key in STAT_QUANTILES}
     for i, p in enumerate(plans):
         m = p.obs.n
         rate[i, :m] = p.obs.rate
         weight[i, :m] = p.obs.weight
+        requests[i, :m] = p.obs.requests
         for key in STAT_QUANTILES:
             if p.obs.has(key):
                 latency[key][i, :m] = p.obs.latency[key]
-    return Packed(rate, weight, latency)
+    return Packed(rate, weight, latency, requests)
 
 
 def _station_candidates(
@@ -863,14 +865,29 @@ def _station_candidates(
     fits = fit_stations(packed, fixed, scv_free=scv_free)
     latency, q = slo.latency_ms * 1e-3, slo.quantile
     capacity = station_capacity(fits.servers, fits.service_time, fits.scv, latency, q)
-    # Delta method on log capacity through the continuous fit's covariance.
+    # Delta method on log capacity through the covariance of the fit at the reported slot
+    # count.  Where the continuous fit cannot tell c (its ±2 se range holds another integer),
+    # the interval is widened to the union with the continuous-c fit's.
     low, high = _delta_interval(
-        lambda th: station_capacity(*fits.unpack(th), latency, q),
-        fits.theta,
-        fits.covariance,
+        lambda th: station_capacity(*fits.unpack_rounded(th), latency, q),
+        fits.rounded_theta,
+        fits.rounded_covariance,
         fits.dof,
         capacity,
     )
+    if fits.c_free and not np.all(fits.c_resolved):
+        low_c, high_c = _delta_interval(
+            lambda th: station_capacity(*fits.unpack(th), latency, q),
+            fits.theta,
+            fits.covariance,
+            fits.dof,
+            capacity,
+        )
+        # (where the refit at the rounded c has no interval, e.g. neither integer gave a
+        # stable fit and the reported station is the continuous one: the continuous interval)
+        alone = (low <= 0) & ~np.isfinite(high)
+        low = np.where(fits.c_resolved, low, np.where(alone, low_c, np.minimum(low, low_c)))
+        high = np.where(fits.c_resolved, high, np.where(alone, high_c, np.maximum(high, high_c)))
     theta = fits.theta
     k = theta.shape[1]
     # Goodness of fit on the common observable, with the exact (Newton-polished) quantile.
@@ -898,6 +915,12 @@ def _station_candidates(
             gvec[0], gvec[1] = 1.0, -(1.0 - rho)
             stderr["servers"] = c * math.sqrt(max(float(gvec @ fits.covariance[i] @ gvec), 0.0))
             message = f"slot count fitted ({c:g})"
+            if not fits.c_resolved[i]:
+                c_lo, c_hi = fits.c_range[0][i], fits.c_range[1][i]
+                message += (
+                    f"; the data cannot tell it (±2 se: {c_lo:.3g}–{c_hi:.3g}), so the "
+                    "capacity interval includes the continuous-c fit's"
+                )
         else:
             message = f"slot count from the inventory ({c:g})"
         if scv_free:

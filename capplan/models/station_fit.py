@@ -3,20 +3,35 @@ Fitting M/G/c (and M/M/c) stations to many nodes' windows at once.
 
 Each node's parameters — its mean service time ``S``, its slot count ``c`` (unless the
 inventory gives ``workers``) and its service-time squared coefficient of variation ``scv``
-(fixed at 1 for M/M/c) — are fitted by weighted least squares on the log of every latency
-statistic its windows carry (mean, p50, p95, p99): residual ln(predicted) − ln(observed),
-weighted by the window's request count and by a per-statistic weight (tail percentiles of a
-window are noisier estimates).  For a percentile, the log-time residual is taken to first order
-from the survival function at the observed time — one Newton step of the quantile inversion —
-which equals the exact residual wherever the fit is close and costs one survival-function and
-one density evaluation instead of an iterative inversion.
+(fixed at 1 for M/M/c) — are fitted by generalised least squares on the log of every latency
+statistic its windows carry (mean, p50, p95, p99): residual ln(predicted) − ln(observed).
+
+The four statistics of one window are strongly correlated (its p95 and p99 rest on overlapping
+slow requests; a slow burst lifts the mean with them), so they are not weighted as independent.
+The fit has two stages.  Stage 1 is weighted least squares (weights: the window's request count
+and a per-statistic weight, ``STAT_WEIGHTS``) with first-order percentile residuals (one Newton
+step of the quantile inversion from the survival function at the observed time).  Stage 2
+whitens each window's log residuals by the inverse Cholesky factor of their model-implied
+relative sampling covariance (``capplan.models.sampling``: the Bahadur representation, divided
+by the window's request count and by the product of the central values), evaluated at the
+stage-1 station, and refits.  The reported station's fit — the refit at the rounded slot count
+below, or this one when the inventory gives c — uses percentile residuals polished by one more
+Newton step (the first-order residual biases the capacity upward by 0.1–0.2 sd); the
+continuous-c fit, which only places c, keeps the first-order ones.  A window that carries only
+some of the statistics is whitened by the covariance of those it carries (the missing ones'
+rows and columns are set to the identity and their residuals to 0, which is exactly the
+sub-matrix whitening).  The residual variance s² = RSS/dof is kept, so real-world noise beyond the
+model's sampling noise still widens the intervals.  A node whose covariance cannot be
+evaluated (e.g. a degenerate scv) keeps the stage-1 weights.
 
 The fit works in log / logit space: ln S; logit of the utilization at the node's highest
 observed rate (so a station is always stable on its own data) while c is free; ln scv.  All
 nodes are solved together by a batched Levenberg–Marquardt (``_batch_lm``), from the two best
 of four starting points per node.  The slot count is then rounded to the better of its two
-neighbouring integers (refitting S and scv there); the reported uncertainty is that of the
-continuous fit.
+neighbouring integers (refitting S and scv there).  The covariance of that refit (ln S, ln scv
+at the rounded c) is reported too, with whether the continuous fit resolves c at all (its ±2 se
+range holds no other integer): where it does not, the caller should keep the wider continuous-c
+uncertainty.
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ from capplan.models.queueing import (
     mgc_response_sf,
     mgc_response_sf_pdf,
 )
+from capplan.models.sampling import sampling_covariance
 
 __all__ = [
     "STAT_QUANTILES",
@@ -54,6 +70,16 @@ STAT_QUANTILES: dict[str, float | None] = {"mean": None, "p50": 0.50, "p95": 0.9
 #: estimates (a p99 of a 60-second window rests on the slowest 1% of its requests).
 STAT_WEIGHTS: dict[str, float] = {"mean": 1.0, "p50": 1.0, "p95": 0.5, "p99": 0.25}
 _PCTL = ("p50", "p95", "p99")
+_STATS = ("mean", *_PCTL)
+#: Newton steps of the percentile residuals in the fit of the reported station.
+_NEWTON_STEPS = 1
+#: Gauss–Legendre points of the sampling covariance's ∫ P(T > u) du (ample for scv ≥ 0.05).
+_GL_ORDER = 32
+#: Tolerance of the stage-1 (pilot) fit.
+_PILOT_TOL = 1e-6
+#: Iterations of the refits at the integers around c (they start next to the answer; a refit
+#: that wanders that long is at an integer where the station is unstable on its data).
+_ROUND_MAX_ITER = 50
 _LOG_S_MIN, _LOG_S_MAX = math.log(1e-9), math.log(1e3)
 _LOG_SCV_MIN, _LOG_SCV_MAX = math.log(1e-8), math.log(100.0)
 
@@ -68,6 +94,7 @@ class Packed:
     rate: FloatArray  # (n, w) requests per second
     weight: FloatArray  # (n, w) request count / the node's mean request count
     latency: dict[str, FloatArray]  # stat -> (n, w) seconds, nan where unknown or unused
+    requests: FloatArray  # (n, w) request count of each window (pads: 0)
 
     @property
     def rmax(self) -> FloatArray:
@@ -94,6 +121,22 @@ class StationFits:
     scv_free: bool
     rmax: FloatArray
     converged: npt.NDArray[np.bool_]
+    #: (n, k') the fit at the reported (rounded) slot count: ln S (and ln scv); the continuous
+    #: fit itself when c is not fitted.
+    rounded_theta: FloatArray
+    #: (n, k', k') its covariance (same s² and dof as ``covariance``).
+    rounded_covariance: FloatArray
+    #: Per node, whether the continuous fit tells the slot count: its ±2 se range holds no
+    #: integer other than the reported one (always True when c is not fitted).
+    c_resolved: npt.NDArray[np.bool_]
+    #: Per node, the ±2 se range of the continuous slot count (c itself when not fitted).
+    c_range: tuple[FloatArray, FloatArray]
+
+    def unpack_rounded(self, theta: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """
+        (servers, service_time, scv) of each row of ``theta`` at the reported slot count.
+        """
+        return _unpack(theta, self.rmax, self.servers, False, self.scv_free)
 
     def unpack(self, theta: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         """
@@ -159,22 +202,23 @@ def log_quantile_residuals(
     return out
 
 
-def _residuals(
+def _raw_residuals(
     packed: Packed,
     idx: IntArray,
     c: FloatArray,
     s: FloatArray,
     v: FloatArray,
+    newton_steps: int,
 ) -> FloatArray:
+    """
+    Unweighted log residuals, shape (m, 4, w) in the order of ``_STATS``; nan where missing.
+    """
     rate = packed.rate[idx]
-    weight = packed.weight[idx]
-    cc, ss, vv = c[:, None], s[:, None], v[:, None]
-    parts = []
     mean_obs = packed.latency["mean"][idx]
     with np.errstate(divide="ignore", invalid="ignore"):
-        pred = mgc_mean_response(rate, cc, ss, vv)
+        pred = mgc_mean_response(rate, c[:, None], s[:, None], v[:, None])
         pred = np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)
-        parts.append(np.sqrt(weight * STAT_WEIGHTS["mean"]) * (np.log(pred) - np.log(mean_obs)))
+        mean_res = np.log(pred) - np.log(mean_obs)
     obs = np.stack([packed.latency[k][idx] for k in _PCTL], axis=1)  # (m, 3, w)
     qs = np.array([STAT_QUANTILES[k] for k in _PCTL])[None, :, None]
     ok = np.isfinite(obs)
@@ -189,10 +233,71 @@ def _residuals(
             np.broadcast_to(c[:, None, None], obs.shape)[sel],
             np.broadcast_to(s[:, None, None], obs.shape)[sel],
             np.broadcast_to(v[:, None, None], obs.shape)[sel],
+            newton_steps=newton_steps,
         )
-    w3 = np.sqrt(weight[:, None, :] * np.array([STAT_WEIGHTS[k] for k in _PCTL])[None, :, None])
-    parts.append((w3 * res).reshape(len(idx), -1))
-    return np.concatenate(parts, axis=1)
+    return np.concatenate([mean_res[:, None, :], res], axis=1)
+
+
+def _residuals(
+    packed: Packed,
+    idx: IntArray,
+    c: FloatArray,
+    s: FloatArray,
+    v: FloatArray,
+    whiten: FloatArray | None = None,
+    newton_steps: int = 0,
+) -> FloatArray:
+    """
+    The fit's residuals, shape (m, 4·w): weighted (``whiten`` None) or whitened per window by
+    ``whiten[i, j]`` (4 × 4); nan where a statistic is missing.
+    """
+    raw = _raw_residuals(packed, idx, c, s, v, newton_steps)
+    m = len(idx)
+    if whiten is None:
+        statw = np.array([STAT_WEIGHTS[k] for k in _STATS])[None, :, None]
+        out: FloatArray = np.sqrt(packed.weight[idx][:, None, :] * statw) * raw
+        return out.reshape(m, -1)
+    missing = ~np.isfinite(raw)
+    white: FloatArray = np.einsum("iwab,ibw->iaw", whiten[idx], np.where(missing, 0.0, raw))
+    white[missing] = np.nan
+    return white.reshape(m, -1)
+
+
+def _whitening(packed: Packed, c: FloatArray, s: FloatArray, v: FloatArray) -> FloatArray:
+    """
+    Per node and window, the 4 × 4 matrix that whitens the window's log residuals: √n times
+    the inverse Cholesky factor of their model-implied relative sampling covariance at the
+    station (c, s, v), restricted to the statistics the window carries (identity rows and
+    columns for the others).  A node where that covariance cannot be evaluated gets the
+    stage-1 weights (diagonal).
+    """
+    n, w = packed.rate.shape
+    present = np.stack([np.isfinite(packed.latency[k]) for k in _STATS], axis=2)  # (n, w, 4)
+    used = packed.requests > 0
+    rel = np.broadcast_to(np.eye(4), (n, w, 4, 4)).copy()
+    sel = np.nonzero(used)
+    center, cov = sampling_covariance(
+        packed.rate[sel], c[sel[0]], s[sel[0]], v[sel[0]], order=_GL_ORDER
+    )
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rel[sel] = cov / (center[:, :, None] * center[:, None, :])
+    mask = present[..., :, None] & present[..., None, :] & used[..., None, None]
+    rel = np.where(mask, rel, np.eye(4))
+    bad_window = ~np.all(np.isfinite(rel), axis=(2, 3))
+    rel[bad_window] = np.eye(4)
+    eig = np.linalg.eigvalsh(rel)
+    bad_window |= eig[..., 0] <= 1e-12 * eig[..., -1]
+    rel[bad_window] = np.eye(4)
+    bad = np.any(bad_window, axis=1)
+    root = np.linalg.cholesky(rel)
+    inv_root = np.linalg.inv(root)
+    inv_root = np.where(present[..., :, None] & present[..., None, :], inv_root, 0.0)
+    out: FloatArray = np.sqrt(packed.requests)[..., None, None] * inv_root
+    if np.any(bad):
+        statw = np.array([STAT_WEIGHTS[k] for k in _STATS])
+        diag = np.sqrt(packed.weight[bad][..., None] * statw)  # (b, w, 4)
+        out[bad] = diag[..., :, None] * np.eye(4)
+    return out
 
 
 def _starts(packed: Packed, c_free: bool, scv_free: bool) -> list[FloatArray]:
@@ -218,6 +323,10 @@ def _solve(
     scv_free: bool,
     starts: Sequence[FloatArray],
     best_of: int = 2,
+    whiten: FloatArray | None = None,
+    newton_steps: int = 0,
+    tol: float = 1e-10,
+    max_iter: int = 200,
 ) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]:
     """
     Batched LM from the ``best_of`` cheapest starts per node; the lower cost wins per node.
@@ -226,7 +335,7 @@ def _solve(
 
     def fun(theta: FloatArray, idx: IntArray) -> FloatArray:
         c, s, v = _unpack(theta, rmax[idx], servers[idx], c_free, scv_free)
-        return _residuals(packed, idx, c, s, v)
+        return _residuals(packed, idx, c, s, v, whiten, newton_steps)
 
     every = np.arange(packed.rate.shape[0])
     costs = []
@@ -240,7 +349,7 @@ def _solve(
     stacked = np.stack(starts, axis=0)  # (starts, n, k)
     for rank in range(min(best_of, len(starts))):
         x0 = stacked[order[:, rank], every]
-        result = batched_lm(fun, x0, ftol=1e-10, xtol=1e-10, max_iter=200)
+        result = batched_lm(fun, x0, ftol=tol, xtol=tol, max_iter=max_iter)
         if best_x is None:
             best_x, best_r, best_j = (
                 result.x.copy(),
@@ -262,11 +371,25 @@ def _solve(
     return best_x, best_cost, best_j, converged
 
 
+def _covariance(jac: FloatArray, cost: FloatArray, dof: IntArray) -> FloatArray:
+    """
+    s²(JᵀJ)⁻¹ per node, s² = RSS/dof (inf where dof ≤ 0).
+    """
+    jtj = np.einsum("imk,iml->ikl", jac, jac)
+    s2 = np.where(dof > 0, cost / np.maximum(dof, 1), np.inf)
+    try:
+        inv = np.linalg.inv(jtj)
+    except np.linalg.LinAlgError:
+        inv = np.linalg.pinv(jtj)
+    out: FloatArray = inv * s2[:, None, None]
+    return out
+
+
 def fit_stations(
     packed: Packed, workers: FloatArray | None, *, scv_free: bool = True
 ) -> StationFits:
     """
-    Fit one station per node.
+    Fit one station per node (two-stage GLS, see the module docstring).
 
     Args:
         packed: The nodes' windows.
@@ -280,25 +403,52 @@ def fit_stations(
     n = packed.rate.shape[0]
     c_free = workers is None
     servers = np.full(n, np.nan) if workers is None else np.asarray(workers, dtype=np.float64)
+    rmax = packed.rmax
+    # Stage 1 only places the whitening (and starts stage 2): a loose tolerance does.
+    first, _, _, _ = _solve(
+        packed, servers, c_free, scv_free, _starts(packed, c_free, scv_free), tol=_PILOT_TOL
+    )
+    whiten = _whitening(packed, *_unpack(first, rmax, servers, c_free, scv_free))
     theta, cost, jac, converged = _solve(
-        packed, servers, c_free, scv_free, _starts(packed, c_free, scv_free)
+        packed,
+        servers,
+        c_free,
+        scv_free,
+        [first],
+        best_of=1,
+        whiten=whiten,
+        # With c fitted, the reported station is the refit at the rounded c (polished
+        # residuals there); this continuous fit only places c.
+        newton_steps=0 if c_free else _NEWTON_STEPS,
     )
     k = theta.shape[1]
     n_res = np.count_nonzero(np.isfinite(packed.latency["mean"]), axis=1) + sum(
         np.count_nonzero(np.isfinite(packed.latency[key]), axis=1) for key in _PCTL
     )
     dof = (n_res - k).astype(np.intp)
-    jtj = np.einsum("imk,iml->ikl", jac, jac)
-    s2 = np.where(dof > 0, cost / np.maximum(dof, 1), np.inf)
-    try:
-        inv = np.linalg.inv(jtj)
-    except np.linalg.LinAlgError:
-        inv = np.linalg.pinv(jtj)
-    cov = inv * s2[:, None, None]
-    c, s, v = _unpack(theta, packed.rmax, servers, c_free, scv_free)
-    if c_free:
-        c, s, v = _round_servers(packed, c, s, v, theta, scv_free)
-    return StationFits(c, s, v, theta, cov, dof, c_free, scv_free, packed.rmax, converged)
+    cov = _covariance(jac, cost, dof)
+    c, s, v = _unpack(theta, rmax, servers, c_free, scv_free)
+    if not c_free:
+        return StationFits(
+            c, s, v, theta, cov, dof, c_free, scv_free, rmax, converged,
+            theta, cov, np.ones(n, dtype=bool), (c, c),
+        )  # fmt: skip
+    c, s, v, r_theta, r_cost, r_jac = _round_servers(packed, c, s, v, theta, scv_free, whiten)
+    r_cov = _covariance(r_jac, r_cost, dof)
+    # ±2 se of the continuous c: c = rmax·S/rho, d ln c = d ln S − (1 − rho) d logit rho.
+    c_cont = _unpack(theta, rmax, servers, c_free, scv_free)[0]
+    g = np.zeros((n, k))
+    g[:, 0], g[:, 1] = 1.0, -(1.0 - _expit(theta[:, 1]))
+    with np.errstate(invalid="ignore", over="ignore"):
+        se = np.sqrt(np.maximum(np.einsum("ik,ikl,il->i", g, cov, g), 0.0))
+        low_c, high_c = c_cont * np.exp(-2.0 * se), c_cont * np.exp(2.0 * se)
+    rounded = np.isfinite(r_cost) & (c == np.round(c))
+    others = (np.floor(high_c) >= c + 1.0) | (np.maximum(np.ceil(low_c), 1.0) <= c - 1.0)
+    resolved = rounded & np.isfinite(se) & ~others
+    return StationFits(
+        c, s, v, theta, cov, dof, c_free, scv_free, rmax, converged,
+        r_theta, r_cov, resolved, (low_c, high_c),
+    )  # fmt: skip
 
 
 def _round_servers(
@@ -308,22 +458,42 @@ def _round_servers(
     v: FloatArray,
     theta: FloatArray,
     scv_free: bool,
-) -> tuple[FloatArray, FloatArray, FloatArray]:
+    whiten: FloatArray | None,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
     """
     Refit S (and scv) at the two integers around each fitted c; keep the better stable one.
+
+    Returns (c, s, v) and the chosen refit's parameters, cost (inf where neither integer gave
+    a stable fit: c, s, v are then the continuous fit's) and Jacobian.
     """
     rmax = packed.rmax
     best_cost = np.full(c.size, np.inf)
     out_c, out_s, out_v = c.copy(), s.copy(), v.copy()
     start = theta[:, [0, 2]] if scv_free else theta[:, [0]]
+    out_x = start.copy()
+    out_j: FloatArray | None = None
     for candidate in (np.maximum(np.floor(c), 1.0), np.maximum(np.ceil(c), 1.0)):
-        x, cost, _, _ = _solve(packed, candidate, False, scv_free, [start], best_of=1)
+        x, cost, jac, _ = _solve(
+            packed,
+            candidate,
+            False,
+            scv_free,
+            [start],
+            best_of=1,
+            whiten=whiten,
+            newton_steps=_NEWTON_STEPS,
+            max_iter=_ROUND_MAX_ITER,
+        )
+        if out_j is None:
+            out_j = np.zeros_like(jac)
         ci, si, vi = _unpack(x, rmax, candidate, False, scv_free)
         stable = rmax < ci / si
         better = stable & (cost < best_cost)
         best_cost[better] = cost[better]
         out_c[better], out_s[better], out_v[better] = ci[better], si[better], vi[better]
-    return out_c, out_s, out_v
+        out_x[better], out_j[better] = x[better], jac[better]
+    assert out_j is not None
+    return out_c, out_s, out_v, out_x, best_cost, out_j
 
 
 def station_capacity(

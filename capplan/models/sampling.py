@@ -1,0 +1,123 @@
+"""
+The sampling covariance of a window's latency statistics under an M/G/c station (batched).
+
+A window of ``n`` requests reports the mean and the p50, p95 and p99 of its response times.
+With ``T`` the response time, ``μ, σ`` its mean and sd, ``t_q`` its quantiles and ``f`` its
+density, the Bahadur representation ``t̂_q ≈ t_q + (1{T > t_q} − (1 − q)) / f(t_q)`` gives the
+per-request covariances of (mean, t̂_50, t̂_95, t̂_99):
+
+- Var(T) = σ² = scv·s² + Var(W), Var(W) = 2C/θ² − (C/θ)² (``W`` the wait: 0 with probability
+  1 − C, else exponential with mean 1/θ);
+- Cov(T, t̂_q) = (E[T; T > t_q] − μ(1 − q)) / f(t_q), with
+  E[T; T > t] = t·P(T > t) + μ − ∫₀ᵗ P(T > u) du (fixed-order Gauss–Legendre);
+- Cov(t̂_a, t̂_b) = a(1 − b) / (f(t_a) f(t_b)) for a ≤ b;
+
+each divided by ``n`` for the window's statistics.  Everything is vectorised over any shape of
+rates and station parameters (numpy broadcasting); unstable elements give nan.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import numpy.typing as npt
+
+from capplan.models.queueing import (
+    erlang_c,
+    mgc_mean_response,
+    mgc_response_pdf,
+    mgc_response_quantile,
+    mgc_response_sf,
+)
+
+__all__ = ["QUANTILES", "response_moments", "sampling_covariance"]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: The window percentiles, as quantiles (the columns p50, p95, p99).
+QUANTILES = (0.50, 0.95, 0.99)
+
+
+@cache
+def _gauss_legendre(order: int) -> tuple[FloatArray, FloatArray]:
+    nodes, weights = np.polynomial.legendre.leggauss(order)
+    return nodes, weights
+
+
+def response_moments(
+    rate: npt.ArrayLike,
+    servers: npt.ArrayLike,
+    service_time: npt.ArrayLike,
+    scv: npt.ArrayLike,
+) -> tuple[FloatArray, FloatArray]:
+    """
+    Mean and standard deviation of the response time (all arguments broadcast together).
+
+    ``T = W + S`` with ``W`` and ``S`` independent: Var(T) = scv·s² + 2C/θ² − (C/θ)², where
+    ``C`` is P(wait) and ``C/θ`` the mean wait.  Unstable elements give (inf, nan).
+    """
+    r, c, s, v = np.broadcast_arrays(
+        *(np.asarray(x, dtype=np.float64) for x in (rate, servers, service_time, scv))
+    )
+    mean = np.asarray(mgc_mean_response(r, c, s, v), dtype=np.float64)
+    stable = r * s < c
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        p_wait = np.asarray(erlang_c(c, np.where(stable, r * s, 0.0)), dtype=np.float64)
+        wq = mean - s
+        var_w = np.where(p_wait > 0, 2.0 * wq**2 / p_wait - wq**2, 0.0)
+        sd = np.sqrt(v * s**2 + var_w)
+    return mean, np.where(stable, sd, np.nan)
+
+
+def sampling_covariance(
+    rate: npt.ArrayLike,
+    servers: npt.ArrayLike,
+    service_time: npt.ArrayLike,
+    scv: npt.ArrayLike,
+    *,
+    order: int = 96,
+) -> tuple[FloatArray, FloatArray]:
+    """
+    The model's (mean, p50, p95, p99) and their per-request covariance, at each element.
+
+    Args:
+        rate, servers, service_time, scv: broadcast together to a shape ``B``.
+        order: Gauss–Legendre points for ∫₀ᵗ P(T > u) du.
+
+    Returns:
+        ``center`` of shape B + (4,) in seconds, and ``cov`` of shape B + (4, 4): the
+        asymptotic covariance of a window's four statistics is ``cov / requests``.  Unstable
+        elements are nan.
+    """
+    r, c, s, v = np.broadcast_arrays(
+        *(np.asarray(x, dtype=np.float64) for x in (rate, servers, service_time, scv))
+    )
+    shape = r.shape
+    stable = r * s < c
+    r = np.where(stable, r, 0.0)  # evaluated at rate 0, then masked out
+    qs = np.array(QUANTILES)
+    mu, sd = response_moments(r, c, s, v)
+    ex = (Ellipsis, None)
+    tq = mgc_response_quantile(qs, r[ex], c[ex], s[ex], v[ex])  # B + (3,)
+    f = mgc_response_pdf(tq, r[ex], c[ex], s[ex], v[ex])
+    nodes, weights = _gauss_legendre(order)
+    u = 0.5 * tq[..., None] * (nodes + 1.0)  # B + (3, order)
+    ex2 = (Ellipsis, None, None)
+    sf_u = mgc_response_sf(u, r[ex2], c[ex2], s[ex2], v[ex2])
+    integral = 0.5 * tq * (sf_u @ weights)
+    tail = 1.0 - qs
+    tail_mean = tq * tail + mu[ex] - integral  # E[T; T > t_q]
+    cov = np.empty((*shape, 4, 4))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        cov[..., 0, 0] = sd**2
+        cross = (tail_mean - mu[ex] * tail) / f
+        cov[..., 0, 1:] = cross
+        cov[..., 1:, 0] = cross
+        lo = np.minimum.outer(qs, qs)
+        hi = np.maximum.outer(qs, qs)
+        cov[..., 1:, 1:] = lo * (1.0 - hi) / (f[..., :, None] * f[..., None, :])
+    center = np.concatenate([mu[ex], tq], axis=-1)
+    center[~stable] = np.nan
+    cov[~stable] = np.nan
+    return center, cov
