@@ -42,6 +42,16 @@ __all__ = ["Optimized", "build_plan"]
 IDLE_SHARE = 1e-6
 
 
+def _sig(value: float, digits: int = 6) -> float:
+    """
+    ``value`` to ``digits`` significant digits: a plan is read by people and diffed by CI,
+    and the last bits of a float are noise there (they may differ between NumPy builds).
+    """
+    if value == 0 or not math.isfinite(value):
+        return value
+    return float(f"{value:.{digits}g}")
+
+
 @dataclass(frozen=True)
 class Optimized:
     """
@@ -196,12 +206,12 @@ def build_plan(
             NodePlan(
                 node=node.name,
                 address=node.address,
-                share=float(shares[i]),
-                rate_rps=float(rates[i]),
-                capacity_rps=float(fit.capacity_rps) if fit.success else 0.0,
+                share=_sig(float(shares[i])),
+                rate_rps=_sig(float(rates[i])),
+                capacity_rps=_sig(float(fit.capacity_rps)) if fit.success else 0.0,
                 weights=TargetWeights(**target_weights),
                 realized_share=TargetShares(
-                    **{k: realized[k][i] for k in kinds if state == "active"}
+                    **{k: _sig(realized[k][i]) for k in kinds if state == "active"}
                 ),
                 state=state,
                 limits=limits,
@@ -215,7 +225,7 @@ def build_plan(
         inputs=PlanInputs(
             inventory=inventory_name,
             profile=profile.name,
-            load_rps=float(load_rps),
+            load_rps=_sig(float(load_rps)),
             slo=PlanSLO(
                 percentile=slo.percentile,
                 latency_ms=slo.latency_ms,
@@ -229,7 +239,7 @@ def build_plan(
         pool=Pool(
             thresholds=Thresholds.model_validate(derived.pool),
             reasons=derived.pool_reasons,
-            predicted={k: v for k, v in predicted.items() if math.isfinite(v)},
+            predicted={k: _sig(v, 4) for k, v in predicted.items() if math.isfinite(v)},
         ),
         balancers=[
             PlanBalancer(kind=b.kind, name=b.name, output=b.output) for b in inventory.balancers
