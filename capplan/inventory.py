@@ -23,6 +23,7 @@ from pydantic import (
 
 from capplan.errors import InputError
 from capplan.names import check_address, check_host, check_name
+from capplan.planfile import check_balancer_name
 from capplan.yamlfile import Located, load_yaml
 
 __all__ = [
@@ -140,6 +141,12 @@ class Balancer(_Strict):
     kind: Literal["nginx", "haproxy", "keepalived", "ipvsadm"]
     name: str = Field(min_length=1, max_length=253)
     output: str | None = None
+
+    @model_validator(mode="after")
+    def _name_fits_kind(self) -> Balancer:
+        # nginx upstream / HAProxy backend names; LVS balancers are named by IP:PORT
+        check_balancer_name(self.kind, self.name)
+        return self
 
 
 class Inventory(_Strict):

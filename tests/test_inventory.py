@@ -141,3 +141,17 @@ class TestProfiles:
         """The first spec that sets a key wins; unset keys fall back to the defaults."""
         slo = effective_slo(SLOSpec(latency_ms=100), SLOSpec(percentile=95, latency_ms=300), None)
         assert (95.0, 100.0, 0.001) == (slo.percentile, slo.latency_ms, slo.max_error_rate)
+
+
+class TestBalancers:
+    def test_hostile_upstream_name_refused(self) -> None:
+        """An nginx upstream name with config syntax is refused at load, with its line."""
+        text = GOOD.replace("name: web_backend", 'name: "web; evil"')
+        assert error_of(text).startswith(
+            "inv.yaml:19: balancers.0: 'web; evil' is not a valid name for an nginx upstream"
+        )
+
+    def test_lvs_balancer_is_named_by_its_virtual_service(self) -> None:
+        """An LVS balancer's name must be IP:PORT."""
+        text = GOOD + "  - {kind: keepalived, name: not-an-address}\n"
+        assert "balancers.1" in error_of(text)
