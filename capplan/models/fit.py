@@ -822,9 +822,10 @@ def _delta_interval(
         )
     good &= np.isfinite(var) & (var >= 0)
     spread = stats.t.ppf(0.975, np.maximum(dof, 1)) * np.sqrt(np.where(good, var, 0.0))
-    good &= spread <= 700
-    low = np.where(good, point * np.exp(-np.minimum(spread, 700)), 0.0)
-    high = np.where(good, point * np.exp(np.minimum(spread, 700)), np.inf)
+    # beyond a factor e^50 either way the data do not bound the capacity at all
+    good &= spread <= 50
+    low = np.where(good, point * np.exp(-np.minimum(spread, 50)), 0.0)
+    high = np.where(good, point * np.exp(np.minimum(spread, 50)), np.inf)
     return low, high
 
 
