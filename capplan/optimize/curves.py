@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from capplan.models.fit import LatencyCurve
 from capplan.models.queueing import (
+    erlang_b,
     mgc_mean_response,
     mgc_response_quantile,
     mgc_response_sf,
@@ -91,6 +92,47 @@ class PoolCurves:
             curve = self.nodes[i].curve
             assert curve is not None
             out[i] = float(curve.mean(np.array([rate[i]]))[0])
+        return out
+
+    def marginal_time_in_system(self, rate: FloatArray) -> FloatArray:
+        """
+        d(λ·R(λ))/dλ per node: the time in system one more request per second adds.
+
+        Closed form for stations (Allen–Cunneen: R = S + k·S·C/(c − A), A = λS,
+        k = (1 + scv)/2, with dB/dA = B·(c/A − 1 + B) for Erlang B, which holds for the
+        continuous extension in c too); central differences for other curves.  inf at and
+        past saturation.
+        """
+        out = np.empty(len(self.nodes))
+        if self._st.size:
+            c, s, v = self._c, self._s, self._v
+            lam = rate[self._st]
+            a = np.maximum(lam * s, 1e-12)
+            stable = a < c
+            a_ok = np.where(stable, a, 0.5 * c)
+            b = erlang_b(c, a_ok)
+            d = 1.0 - a_ok / c * (1.0 - b)
+            db = b * (c / a_ok - 1.0 + b)
+            dd = -(1.0 - b) / c + a_ok / c * db
+            erl_c = b / d
+            dc = (db * d - b * dd) / (d * d)
+            k = 0.5 * (1.0 + v)
+            gap = c - a_ok
+            wait = k * s * erl_c / gap
+            dwait_da = k * s * (dc / gap + erl_c / (gap * gap))
+            marginal = s + wait + lam * s * dwait_da
+            out[self._st] = np.where(stable, marginal, np.inf)
+        for i in self._other:
+            curve = self.nodes[i].curve
+            assert curve is not None
+            r = float(rate[i])
+            h = max(
+                1e-7 * max(r, curve.saturation if math.isfinite(curve.saturation) else 1.0), 1e-12
+            )
+            lo, hi = max(r - h, 0.0), r + h
+            grid = np.array([lo, hi])
+            cost = grid * curve.mean(grid)
+            out[i] = float((cost[1] - cost[0]) / (hi - lo))
         return out
 
     def sf(self, t: float, rate: FloatArray) -> FloatArray:

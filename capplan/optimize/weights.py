@@ -126,7 +126,10 @@ def _exact_rates(
 
 
 def _solve_separable(
-    cost: Callable[[FloatArray], FloatArray], cap: FloatArray, load: float
+    cost: Callable[[FloatArray], FloatArray],
+    cap: FloatArray,
+    load: float,
+    exact_marginal: Callable[[FloatArray], FloatArray] | None = None,
 ) -> FloatArray:
     """
     Minimise Σ costᵢ(λᵢ) with Σ λᵢ = load, 0 ≤ λᵢ ≤ capᵢ (each costᵢ convex and increasing).
@@ -138,6 +141,8 @@ def _solve_separable(
     """
 
     def marginal(rate: FloatArray) -> FloatArray:
+        if exact_marginal is not None:
+            return exact_marginal(rate)
         return _marginal(cost, rate, cap)
 
     fractions = np.linspace(0.0, 1.0, _GRID)
@@ -306,7 +311,7 @@ def split_load(
             out: FloatArray = rate * pool.mean(rate)
             return np.where(rate > 0, out, 0.0)
 
-        rates = _solve_separable(total_time, cap, load)
+        rates = _solve_separable(total_time, cap, load, pool.marginal_time_in_system)
         return _summary(pool, rates, load, objective, quantile, "equal marginal time in system")
 
     # percentile: the smallest t whose best split keeps the tail mass within (1 − q)·Λ
@@ -318,7 +323,7 @@ def split_load(
         rates = _solve_separable(tail_mass, cap, load)
         return rates, float(np.sum(tail_mass(rates))) / load
 
-    start = _solve_separable(lambda r: r * pool.mean(r), cap, load)
+    start = _solve_separable(lambda r: r * pool.mean(r), cap, load, pool.marginal_time_in_system)
     hi = pool_quantile(pool, start, quantile)
     best, target = start, 1.0 - quantile
     lo, f_lo, f_hi = 0.0, 1.0 - target, best_for(hi)[1] - target
