@@ -42,9 +42,11 @@ __all__ = [
     "Candidate",
     "LatencyCurve",
     "NodeFit",
+    "NodeInput",
     "Observations",
     "SLOTarget",
     "fit_node",
+    "fit_nodes",
     "observations",
 ]
 
@@ -282,45 +284,6 @@ def _expit(x: float) -> float:
 
 # --------------------------------------------------------------------------------------------
 # capacity
-
-
-def capacity_at(curve: LatencyCurve, slo: SLOTarget) -> float:
-    """
-    The largest offered rate whose predicted SLO percentile stays within the SLO latency.
-
-    Bisection on the rate (the curves are increasing in it); 0 when even an idle node misses.
-    """
-    target = slo.latency_ms * 1e-3
-    q = slo.quantile
-
-    def ok(rate: float) -> bool:
-        if isinstance(curve, _StationCurve):  # P(T > target) ≤ 1 − q: no quantile inversion
-            if rate >= curve.saturation:
-                return False
-            tail = float(curve.station.response_sf(np.array([target]), np.array([rate]))[0])
-            return tail <= 1.0 - q
-        value = float(curve.quantile(np.array([rate]), q)[0])
-        return math.isfinite(value) and value <= target
-
-    if not ok(0.0):
-        return 0.0
-    hi = curve.saturation
-    if not math.isfinite(hi):
-        hi = 1.0
-        while ok(hi) and hi < 1e12:
-            hi *= 2.0
-        if ok(hi):
-            return math.inf
-    lo = 0.0
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-9 * max(hi, 1.0):
-            break
-    return lo
 
 
 def _aicc(rss: float, n: int, k: int) -> float:
