@@ -283,7 +283,7 @@ def _expit(x: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# capacity
+# selection
 
 
 def _aicc(rss: float, n: int, k: int) -> float:
