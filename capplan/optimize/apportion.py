@@ -49,7 +49,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -295,15 +295,7 @@ def _nginx(raw: tuple[float, ...], ideal: tuple[float, ...]) -> Apportionment:
         why = f"the smallest house with {within}"
     else:
         why = f"no house up to {cap} has {within}; the nearest"
-    return Apportionment(
-        weights=result.weights,
-        ideal=result.ideal,
-        realized=result.realized,
-        total=result.total,
-        max_abs_error=result.max_abs_error,
-        max_rel_error=result.max_rel_error,
-        method=f"webster, house {result.total} ({why}), weights >= 1",
-    )
+    return replace(result, method=f"webster, house {result.total} ({why}), weights >= 1")
 
 
 def weights_for(target: str, shares: Sequence[float]) -> Apportionment:
@@ -330,12 +322,6 @@ def weights_for(target: str, shares: Sequence[float]) -> Apportionment:
     largest = max(raw)
     house = sum(max(1, math.floor(s / largest * top + 0.5)) for s in raw if s > 0)
     result = apportion(raw, house, minimum=1, maximum=top)
-    return Apportionment(
-        weights=result.weights,
-        ideal=result.ideal,
-        realized=result.realized,
-        total=result.total,
-        max_abs_error=result.max_abs_error,
-        max_rel_error=result.max_rel_error,
-        method=f"webster, largest share at {top} (house {house}), weights in [1, {top}]",
+    return replace(
+        result, method=f"webster, largest share at {top} (house {house}), weights in [1, {top}]"
     )
