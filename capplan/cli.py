@@ -641,6 +641,13 @@ def optimize(
         utilization_ceiling=prof.utilization_ceiling,
     )
     load_rps = load if load is not None else inv.load_rps or _observed_peak(windows)
+    if not load_rps > 0:
+        raise InputError(
+            "no load to plan for: the windows carry no requests",
+            file=str(inventory),
+            key="load_rps",
+            hint="give --load RPS or load_rps in the inventory",
+        )
     errors = []
     for n in inv.nodes:
         requests = sum(w.requests for w in windows[n.name])
