@@ -240,18 +240,8 @@ class _ScaledCurve:
         return self.factors["mean"] * self.base(rate)
 
     def quantile(self, rate: FloatArray, q: float) -> FloatArray:
-        key = f"p{q * 100:g}"
-        if key in self.factors:
-            return self.factors[key] * self.base(rate)
-        known = [
-            (k, qq) for k, qq in STAT_QUANTILES.items() if qq is not None and k in self.factors
-        ]
-        if not known:
-            factor = self.factors["mean"] * -math.log1p(-q)
-        else:
-            k0, q0 = min(known, key=lambda kq: abs(math.log1p(-kq[1]) - math.log1p(-q)))
-            factor = self.factors[k0] * math.log1p(-q) / math.log1p(-q0)
-        return factor * self.base(rate)
+        row = np.array([[self.factors.get(key, np.nan) for key in STAT_QUANTILES]])
+        return float(_slo_factor(row, q)[0]) * self.base(rate)
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,10 +266,6 @@ class Candidate:
     success: bool
     message: str
     curve: LatencyCurve | None = field(default=None, compare=False, repr=False)
-
-
-def _expit(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 # --------------------------------------------------------------------------------------------
@@ -873,11 +859,7 @@ def _station_candidates(
         sd = np.sqrt(np.clip(np.diag(fits.covariance[i]), 0, np.inf))
         stderr = {"service_ms": s * 1e3 * float(sd[0])}  # d(e^x) = e^x dx
         if fits.c_free:
-            rho = float(_expit(float(theta[i, 1])))
-            # c = rmax·S/rho: d ln c = d ln S − (1 − rho) d logit rho
-            gvec = np.zeros(k)
-            gvec[0], gvec[1] = 1.0, -(1.0 - rho)
-            stderr["servers"] = c * math.sqrt(max(float(gvec @ fits.covariance[i] @ gvec), 0.0))
+            stderr["servers"] = c * float(fits.log_servers_se[i])
             message = f"slot count fitted ({c:g})"
             if not fits.c_resolved[i]:
                 c_lo, c_hi = fits.c_range[0][i], fits.c_range[1][i]

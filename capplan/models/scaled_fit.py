@@ -60,13 +60,11 @@ def _wls_cov(jac: FloatArray, rss: FloatArray, dof: IntArray) -> FloatArray:
     s²(JᵀJ)⁻¹ per node, s² = RSS/dof (inf where dof ≤ 0 or JᵀJ is singular).
     """
     jtj = np.einsum("imk,iml->ikl", jac, jac)
-    k = jac.shape[2]
     cov = np.full(jtj.shape, np.inf)
     s2 = np.where(dof > 0, rss / np.maximum(dof, 1), np.inf)
     ok = np.linalg.cond(jtj) < 1e14
     if np.any(ok):
         cov[ok] = np.linalg.inv(jtj[ok]) * s2[ok, None, None]
-    del k
     return cov
 
 
@@ -366,7 +364,7 @@ def fit_hyperbolic_many(rate: FloatArray, latency: FloatArray, weight: FloatArra
     with np.errstate(invalid="ignore"):
         cov = np.einsum("ikl,ilm,inm->ikn", transform, cov_u, transform)
     cov = np.where(np.isfinite(cov_u), cov, np.inf)
-    success = enough & result.converged | (enough & np.isfinite(result.cost))
+    success = enough & np.isfinite(result.cost)  # a fit that stopped early is still reported
     messages = tuple(
         ("converged" if c else "did not converge")
         + (

@@ -131,6 +131,8 @@ class StationFits:
     c_resolved: npt.NDArray[np.bool_]
     #: Per node, the ±2 se range of the continuous slot count (c itself when not fitted).
     c_range: tuple[FloatArray, FloatArray]
+    #: Per node, the standard error of ln c from the continuous fit (0 when not fitted).
+    log_servers_se: FloatArray
 
     def unpack_rounded(self, theta: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         """
@@ -431,7 +433,7 @@ def fit_stations(
     if not c_free:
         return StationFits(
             c, s, v, theta, cov, dof, c_free, scv_free, rmax, converged,
-            theta, cov, np.ones(n, dtype=bool), (c, c),
+            theta, cov, np.ones(n, dtype=bool), (c, c), np.zeros(n),
         )  # fmt: skip
     c, s, v, r_theta, r_cost, r_jac = _round_servers(packed, c, s, v, theta, scv_free, whiten)
     r_cov = _covariance(r_jac, r_cost, dof)
@@ -447,7 +449,7 @@ def fit_stations(
     resolved = rounded & np.isfinite(se) & ~others
     return StationFits(
         c, s, v, theta, cov, dof, c_free, scv_free, rmax, converged,
-        r_theta, r_cov, resolved, (low_c, high_c),
+        r_theta, r_cov, resolved, (low_c, high_c), se,
     )  # fmt: skip
 
 
