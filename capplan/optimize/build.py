@@ -111,8 +111,9 @@ def build_plan(
     warnings: list[str] = []
     curves = [_curve(f) for f in fits]
     usable = [i for i, c in enumerate(curves) if c is not None and fits[i].capacity_rps > 0]
+    position = {i: k for k, i in enumerate(usable)}  # node index → its place in the pool
     for i, fit in enumerate(fits):
-        if i not in usable:
+        if i not in position:
             why = fit.message if not fit.success else "its capacity at the SLO is 0"
             warnings.append(f"{fit.node}: gets no traffic: {why}")
     if not usable:
@@ -121,7 +122,7 @@ def build_plan(
             hint="run `capplan fit` to see why, and collect or import more windows",
         )
     pool = PoolCurves(
-        [c for i, c in enumerate(curves) if i in usable and c is not None],
+        [c for c in (curves[i] for i in usable) if c is not None],
         tail_quantile=slo.percentile / 100.0,
     )
     caps = np.array([fits[i].capacity_rps * (1.0 - profile.headroom) for i in usable])
@@ -138,6 +139,7 @@ def build_plan(
     rates[usable] = split.rates
     shares = rates / load_rps
     active = [i for i in usable if shares[i] >= IDLE_SHARE]
+    active_set = set(active)
     idle_state = profile.idle_nodes
     kinds = sorted({b.kind for b in inventory.balancers}, key=TARGETS.index) or list(TARGETS)
     weights: dict[str, dict[int, int]] = {}
@@ -169,14 +171,13 @@ def build_plan(
         slowstart_s=profile.slowstart_s,
     )
     derived = derive_thresholds(limit_input)
-    position = {i: k for k, i in enumerate(usable)}
     nodes = []
     for i, node in enumerate(inventory.nodes):
         fit = fits[i]
         state: Literal["active", "backup", "down"]
-        if i in active:
+        if i in active_set:
             state = "active"
-        elif i in usable:
+        elif i in position:
             state = idle_state
         else:
             state = "down"
@@ -199,7 +200,7 @@ def build_plan(
         elif state == "down":
             reasons["state"] = (
                 "down: " + (fit.message if not fit.success else "no capacity within the SLO")
-                if i not in usable
+                if i not in position
                 else "down: the pool meets the SLO at this load without it"
             )
         nodes.append(
