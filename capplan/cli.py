@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -30,7 +30,11 @@ from capplan.errors import (
     StoreError,
     UnstableQueueError,
 )
+from capplan.files import read_input
 from capplan.status import ExitStatus
+
+if TYPE_CHECKING:
+    from capplan.inventory import SLOSpec
 
 __all__ = ["app", "run"]
 
@@ -112,7 +116,7 @@ def import_(
     from capplan.samples import parse_samples
     from capplan.store import Store
 
-    text = _read_text(file)
+    text = read_input(file)
     windows = parse_samples(text, str(file), now=datetime.now(UTC))
     path = _db_path(db)
     with Store.open(path) as store:
@@ -167,15 +171,6 @@ def export(
     return ExitStatus.OK
 
 
-def _read_text(file: Path) -> str:
-    try:
-        return file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("no such file", file=str(file)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read: {exc}", file=str(file)) from None
-
-
 # --------------------------------------------------------------------------------------------
 # queue
 
@@ -183,6 +178,19 @@ def _read_text(file: Path) -> str:
 def _positive(value: float, option: str) -> None:
     if not (math.isfinite(value) and value > 0):
         raise InputError(f"{value:g} is not a positive number", key=option)
+
+
+def _slo_override(slo_ms: float | None, percentile: float | None) -> SLOSpec:
+    """
+    The SLO keys given on the command line (``--slo-ms``, ``--percentile``), validated.
+    """
+    from capplan.inventory import SLOSpec  # at run time (the import above is for types)
+
+    if slo_ms is not None:
+        _positive(slo_ms, "--slo-ms")
+    if percentile is not None and not 0 < percentile < 100:
+        raise InputError(f"{percentile:g} is not in (0, 100)", key="--percentile")
+    return SLOSpec(percentile=percentile, latency_ms=slo_ms)
 
 
 def _percentile_list(text: str) -> tuple[float, ...]:
@@ -295,7 +303,7 @@ def _fit_table_csv(csv_file: Path, model: str, json_: bool) -> ExitStatus:
             key="--model",
             hint="use --model usl (or auto) with --csv",
         )
-    rows = parse_load_table(_read_text(csv_file), str(csv_file))
+    rows = parse_load_table(read_input(csv_file), str(csv_file))
     if len(rows) < 4:
         raise InputError(
             f"{len(rows)} rows: the USL has 3 parameters and needs at least 4 rows",
@@ -416,20 +424,16 @@ def fit(
         )
     if csv_file is not None:
         return _fit_table_csv(csv_file, model, json_)
-    from capplan.inventory import SLOSpec, effective_slo, load_inventory, load_profile
+    from capplan.inventory import effective_slo, load_inventory, load_profile
     from capplan.models.fit import NodeInput, SLOTarget, fit_nodes
     from capplan.store import Store
 
-    if slo_ms is not None:
-        _positive(slo_ms, "--slo-ms")
-    if percentile is not None and not 0 < percentile < 100:
-        raise InputError(f"{percentile:g} is not in (0, 100)", key="--percentile")
+    override = _slo_override(slo_ms, percentile)
     inv = load_inventory(inventory) if inventory is not None else None
     profile_name = profile or (inv.profile if inv is not None else "balanced")
     prof = load_profile(
         profile_name, relative_to=inventory.parent if inventory is not None else None
     )
-    override = SLOSpec(percentile=percentile, latency_ms=slo_ms)
     slo = effective_slo(override, inv.slo if inv is not None else None, prof.slo)
     target = SLOTarget(slo.percentile, slo.latency_ms, slo.max_error_rate)
     with Store.open(_db_path(db), create=False) as store:
@@ -601,7 +605,7 @@ def optimize(
     """
     Fit, split the load, derive limits and thresholds, write the plan and configs.
     """
-    from capplan.inventory import SLOSpec, effective_slo, load_inventory, load_profile
+    from capplan.inventory import effective_slo, load_inventory, load_profile
     from capplan.models.fit import NodeInput, SLOTarget, fit_nodes
     from capplan.optimize.build import build_plan
     from capplan.planfile import TARGETS, dump_plan
@@ -609,10 +613,7 @@ def optimize(
     from capplan.samples import format_time
     from capplan.store import Store
 
-    if slo_ms is not None:
-        _positive(slo_ms, "--slo-ms")
-    if percentile is not None and not 0 < percentile < 100:
-        raise InputError(f"{percentile:g} is not in (0, 100)", key="--percentile")
+    override = _slo_override(slo_ms, percentile)
     if load is not None:
         _positive(load, "--load")
     targets: list[str] = []
@@ -625,7 +626,7 @@ def optimize(
             )
     inv = load_inventory(inventory)
     prof = load_profile(profile or inv.profile, relative_to=inventory.parent)
-    slo = effective_slo(SLOSpec(percentile=percentile, latency_ms=slo_ms), inv.slo, prof.slo)
+    slo = effective_slo(override, inv.slo, prof.slo)
     target = SLOTarget(slo.percentile, slo.latency_ms, slo.max_error_rate)
     with Store.open(_db_path(db), create=False) as store:
         windows = {n.name: list(store.windows(n.name)) for n in inv.nodes}
@@ -904,7 +905,7 @@ def validate_cmd(
 
     results = []
     for path in paths:
-        text = _read_text(path)
+        text = read_input(path)
         kind = target or detect_target(text)
         if kind is None:
             raise InputError(

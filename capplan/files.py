@@ -1,5 +1,6 @@
 """
-Writing files atomically: a reader sees the old file or the new one, never half of either.
+Reading input files with clear errors, and writing files atomically: a reader sees the old
+file or the new one, never half of either.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+from capplan.errors import InputError
+
+__all__ = ["read_input", "write_atomic"]
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -48,3 +51,24 @@ def write_atomic(path: str | Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def read_input(path: str | Path, what: str | None = None) -> str:
+    """
+    The UTF-8 text of an input file; a missing or unreadable file is an InputError naming it.
+
+    Args:
+        path: The file.
+        what: What the file is, for the message (``inventory``, ``profile``); None: a file.
+
+    Returns:
+        Its text.
+    """
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        kind = f"{what} file" if what else "file"
+        raise InputError(f"no such {kind}", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = f"cannot read the {what} file: {exc}" if what else f"cannot read: {exc}"
+        raise InputError(problem, file=str(path)) from None

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from capplan.errors import InputError
+from capplan.files import read_input
 from capplan.names import check_address, check_host, check_name
 from capplan.planfile import check_balancer_name
 from capplan.yamlfile import Located, load_yaml
@@ -301,7 +302,7 @@ def load_inventory(path: str | Path) -> Inventory:
     """
     Read and validate the inventory file at ``path``.
     """
-    return parse_inventory(_read(path, "inventory"), str(path))
+    return parse_inventory(read_input(path, "inventory"), str(path))
 
 
 def parse_profile(text: str, file: str, *, name: str | None = None) -> Profile:
@@ -364,13 +365,4 @@ def load_profile(name_or_path: str, *, relative_to: Path | None = None) -> Profi
             key="profile",
             hint=f"use a built-in one ({known}) or the path of a profile file",
         )
-    return parse_profile(_read(path, "profile"), str(path), name=path.stem)
-
-
-def _read(path: str | Path, what: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"no such {what} file", file=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the {what} file: {exc}", file=str(path)) from None
+    return parse_profile(read_input(path, "profile"), str(path), name=path.stem)
