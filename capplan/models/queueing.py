@@ -88,6 +88,19 @@ def _is_scalar(*values: Any) -> bool:
     return all(not isinstance(v, np.ndarray) and np.ndim(v) == 0 for v in values)
 
 
+def _float64(value: object, name: str) -> FloatArray:
+    """
+    ``value`` as a float64 array (a view when it already is one), or a ValueError naming it.
+    """
+    try:
+        array: FloatArray = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{name} must be a real number or an array of them, got {value!r}"
+        ) from exc
+    return array
+
+
 def _real_array(value: object, name: str) -> FloatArray:
     """
     Convert an argument to a float64 array, rejecting non-numbers and NaN.
@@ -99,12 +112,7 @@ def _real_array(value: object, name: str) -> FloatArray:
     Returns:
         The argument as a float64 array (0-d for a scalar).
     """
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{name} must be a real number or an array of them, got {value!r}"
-        ) from exc
+    array = _float64(value, name)
     _require(array, np.isnan(array), name, "a number, not NaN")
     return array
 
@@ -777,12 +785,7 @@ def _batch_argument(
     Returns:
         The argument as a float64 array.
     """
-    try:
-        array = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{name} must be a real number or an array of them, got {value!r}"
-        ) from exc
+    array = _float64(value, name)
     if array.size:
         smallest, largest = float(array.min()), float(array.max())
         low_ok = smallest > low if strict else smallest >= low
