@@ -140,6 +140,186 @@ def import_(
     return ExitStatus.OK
 
 
+def _duration(text: str, option: str) -> float:
+    """
+    ``60``, ``60s``, ``5m``, ``1h`` as seconds (positive).
+    """
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    body, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1.0)
+    try:
+        seconds = float(body) * unit
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InputError(f"{text!r} is not a duration", key=option, hint="e.g. 60s, 5m, 1h")
+    return seconds
+
+
+def _size(text: str, option: str) -> int:
+    """
+    ``1048576``, ``64k``, ``64M``, ``1G`` as bytes (binary units, positive).
+    """
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    low = text.strip().lower().removesuffix("b").removesuffix("i")
+    body, unit = (low[:-1], units[low[-1]]) if low and low[-1] in units else (low, 1)
+    if not body.isdigit() or int(body) * unit <= 0:
+        raise InputError(f"{text!r} is not a size", key=option, hint="e.g. 64M, 512k, 1G")
+    return int(body) * unit
+
+
+@app.command("collect")
+def collect_cmd(
+    inventory: Annotated[Path, typer.Option("-i", "--inventory", help="The pool's inventory.")],
+    db: DbOpt = None,
+    node: Annotated[
+        list[str] | None, typer.Option("--node", help="Only this node (repeat for more).")
+    ] = None,
+    parallel: Annotated[
+        int, typer.Option("--parallel", min=1, max=1024, help="Nodes reached at once.")
+    ] = 32,
+    accept_new: Annotated[
+        bool,
+        typer.Option(
+            "--accept-new", help="Add unknown host keys to known_hosts (never changed ones)."
+        ),
+    ] = False,
+    window: Annotated[str, typer.Option("--window", help="Window length: 60s, 5m, ...")] = "60s",
+    deadline: Annotated[
+        str, typer.Option("--deadline", help="The whole run ends by then: 120s, 5m, ...")
+    ] = "120s",
+    max_bytes: Annotated[
+        str, typer.Option("--max-bytes", help="Most log bytes read per node per run.")
+    ] = "64M",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would run on each node; connect to none.")
+    ] = False,
+    json_: JsonOpt = False,
+) -> ExitStatus:
+    """
+    Collect node stats and access-log windows over SSH (or locally) into the store.
+    """
+    from capplan.collect.run import CollectOptions, collect, plan_nodes
+    from capplan.inventory import load_inventory
+    from capplan.store import Store
+
+    inv = load_inventory(inventory)
+    options = CollectOptions(
+        window_s=_duration(window, "--window"),
+        parallel=parallel,
+        deadline_s=_duration(deadline, "--deadline"),
+        max_bytes=_size(max_bytes, "--max-bytes"),
+        accept_new=accept_new,
+    )
+    if dry_run:
+        plans, failed = plan_nodes(inv, node or ())
+        rows = [
+            {
+                "node": p.node.name,
+                "route": p.route.describe() if p.route else "local",
+                "commands": p.commands(options.max_bytes),
+            }
+            for p in plans
+        ]
+        problems = [
+            {"node": o.node, "stage": stage, "reason": reason}
+            for o in failed
+            for stage, reason in o.failures
+        ]
+        if json_:
+            _print_json({"dry_run": True, "nodes": rows, "failures": problems})
+        else:
+            out = _stdout()
+            for row in rows:
+                out.print(f"[bold]{row['node']}[/bold]  {row['route']}")
+                for command in row["commands"]:
+                    out.print(f"  $ {command}", markup=False)
+            for problem in problems:
+                out.print(
+                    f"{problem['node']}: {problem['stage']}: {problem['reason']}", markup=False
+                )
+        return ExitStatus.PARTIAL if problems else ExitStatus.OK
+    path = _db_path(db)
+    out = _stdout()
+    states: dict[str, str] = {}
+
+    def on_state(name: str, state: str) -> None:
+        states[name] = state
+
+    with Store.open(path) as store:
+        if not json_ and out.is_terminal:
+            from capplan.progress import CollectProgress
+
+            total = len(node) if node else len(inv.nodes)
+            with CollectProgress(out, states, total):
+                outcomes = collect(inv, store, options, names=node or (), on_state=on_state)
+        else:
+            outcomes = collect(inv, store, options, names=node or (), on_state=on_state)
+    failures = [
+        {"node": o.node, "stage": stage, "reason": reason}
+        for o in outcomes
+        for stage, reason in o.failures
+    ]
+    collected = [o for o in outcomes if o.status in ("ok", "partial")]
+    if json_:
+        _print_json(
+            {
+                "db": str(path),
+                "nodes": [
+                    {
+                        "node": o.node,
+                        "status": o.status,
+                        "windows": o.windows,
+                        "requests": o.requests,
+                        "lines": o.lines,
+                        "route": o.route,
+                        "cpu_util": o.cpu_util,
+                        "load1": o.load1,
+                        "mem_available": o.mem_available,
+                        "clock_offset_s": o.clock_offset_s,
+                        "notes": o.notes,
+                    }
+                    for o in outcomes
+                ],
+                "failures": failures,
+            }
+        )
+    else:
+        _print_collected(outcomes, failures, path)
+    if not collected:
+        return ExitStatus.FAILURE
+    return ExitStatus.PARTIAL if failures else ExitStatus.OK
+
+
+def _print_collected(outcomes: list[Any], failures: list[dict[str, str]], path: Path) -> None:
+    out = _stdout()
+    table = Table(title=f"collected into {path}", title_justify="left")
+    for column in ("node", "status", "windows", "requests", "cpu", "load1", "mem free", "via"):
+        table.add_column(column, justify="right" if column not in ("node", "via") else "left")
+    style = {"ok": "green", "partial": "yellow", "failed": "red"}
+    for o in outcomes:
+        table.add_row(
+            o.node,
+            Text(o.status, style=style.get(o.status, "")),
+            str(o.windows),
+            str(o.requests),
+            "-" if o.cpu_util is None else f"{o.cpu_util:.0%}",
+            "-" if o.load1 is None else f"{o.load1:.2f}",
+            "-" if o.mem_available is None else f"{o.mem_available:.0%}",
+            o.route,
+        )
+    out.print(table)
+    for o in outcomes:
+        for note in o.notes:
+            out.print(f"note: {o.node}: {note}", markup=False)
+    if failures:
+        errors = Table(title="failures", title_justify="left")
+        for column in ("node", "stage", "reason"):
+            errors.add_column(column, overflow="fold")
+        for f in failures:
+            errors.add_row(f["node"], f["stage"], Text(f["reason"]))
+        out.print(errors)
+
+
 @app.command("export")
 def export(
     db: DbOpt = None,

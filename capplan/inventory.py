@@ -23,7 +23,7 @@ from pydantic import (
 
 from capplan.errors import InputError
 from capplan.files import read_input
-from capplan.names import check_address, check_host, check_name
+from capplan.names import check_address, check_host, check_name, check_remote_path
 from capplan.planfile import check_balancer_name
 from capplan.yamlfile import Located, load_yaml
 
@@ -47,6 +47,7 @@ __all__ = [
 
 Name = Annotated[str, AfterValidator(check_name)]
 Address = Annotated[str, AfterValidator(check_address)]
+RemotePath = Annotated[str, AfterValidator(check_remote_path)]
 
 
 def _check_node_host(value: str) -> str:
@@ -106,7 +107,7 @@ class LogSpec(_Strict):
     Where a node's access log is and how to read it.
     """
 
-    path: str
+    path: RemotePath
     format: Literal["nginx", "haproxy", "regex"] = "nginx"
     log_format: str | None = None
     regex: str | None = None
@@ -128,6 +129,8 @@ class Node(_Strict):
     address: Address
     ssh: SSHSettings | None = None
     log: LogSpec | None = None
+    proc_dir: RemotePath = "/proc"
+    haproxy_socket: RemotePath | None = None
     workers: int | None = Field(None, ge=1, le=1_000_000)
     kind: Name | None = None
     zone: Name | None = None

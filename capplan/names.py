@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-__all__ = ["NAME_RE", "check_address", "check_host", "check_name"]
+__all__ = ["NAME_RE", "check_address", "check_host", "check_name", "check_remote_path"]
 
 #: Node, cluster, kind and zone names: letters, digits, ``.``, ``_``, ``-``; 1–63 characters;
 #: starting with a letter or digit.
@@ -82,4 +82,22 @@ def check_address(value: str) -> str:
         check_host(host)
     if not 1 <= port <= 65535:
         raise ValueError(f"{value!r}: port {port} is not in 1..65535")
+    return value
+
+
+def check_remote_path(value: str) -> str:
+    """
+    Return ``value`` if it is an absolute path without control characters, else raise
+    ValueError.  (Such a path reaches a remote shell only quoted; this refuses the rest.)
+
+    Args:
+        value: A file or directory path on a node (a log, /proc, a socket).
+
+    Returns:
+        The same path.
+    """
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r} is not an absolute path")
+    if len(value) > 4096 or any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError(f"{value[:80]!r} has control characters or is too long")
     return value

@@ -16,7 +16,7 @@ from pathlib import Path
 from capplan.errors import InputError, StoreError
 from capplan.samples import NumberedWindow, Window, format_time
 
-__all__ = ["SCHEMA_VERSION", "ImportResult", "Store"]
+__all__ = ["SCHEMA_VERSION", "ImportResult", "LogCursor", "NodeSnapshot", "Store"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -45,9 +45,44 @@ def _migrate_1(db: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_2(db: sqlite3.Connection) -> None:
+    """
+    Version 2 (collection): where each node's log was read up to, and each run's node stats.
+    """
+    db.execute(
+        """
+        CREATE TABLE log_cursor (
+            node          TEXT    PRIMARY KEY,
+            path          TEXT    NOT NULL,
+            inode         INTEGER NOT NULL,
+            offset        INTEGER NOT NULL,  -- next byte to read
+            done_until_us INTEGER NOT NULL,  -- lines before this time are already in windows
+            updated_us    INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE node_snapshot (
+            node             TEXT    NOT NULL,
+            at_us            INTEGER NOT NULL,  -- the node's clock when /proc was read
+            cpu_busy         INTEGER NOT NULL,  -- jiffies, all CPUs
+            cpu_total        INTEGER NOT NULL,
+            cores            INTEGER NOT NULL,
+            load1            REAL,
+            load5            REAL,
+            load15           REAL,
+            mem_total_kb     INTEGER,
+            mem_available_kb INTEGER,
+            PRIMARY KEY (node, at_us)
+        ) WITHOUT ROWID
+        """
+    )
+
+
 #: Migrations in order: ``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``.
 #: Later issues append here; never edit a released migration.
-MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (_migrate_1,)
+MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (_migrate_1, _migrate_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = (
@@ -73,6 +108,36 @@ def _row(window: Window) -> tuple[object, ...]:
 def _window(row: Sequence[object]) -> Window:
     node, start_us, *rest = row
     return Window(str(node), _from_us(int(start_us)), *rest)  # type: ignore[call-overload, arg-type]
+
+
+@dataclass(frozen=True)
+class LogCursor:
+    """
+    Where a node's access log was read up to: the file (by path and inode), the next byte,
+    and the time before which every line is already counted in a stored window.
+    """
+
+    path: str
+    inode: int
+    offset: int
+    done_until: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    """
+    A node's counters and gauges at one moment of its own clock (epoch seconds).
+    """
+
+    at: float
+    cpu_busy: int
+    cpu_total: int
+    cores: int
+    load1: float | None = None
+    load5: float | None = None
+    load15: float | None = None
+    mem_total_kb: int | None = None
+    mem_available_kb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +236,35 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _begin(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(
+                f"{self.path}: the store is busy ({exc}); another capplan is writing, "
+                "try again when it is done"
+            ) from None
+
+    def _put_window(self, window: Window) -> list[str] | None:
+        """
+        Insert one window inside the open transaction.
+
+        Returns:
+            None when it was added, ``[]`` when the same window was already stored, else the
+            columns whose stored values differ (nothing is written then).
+        """
+        row = _row(window)
+        found = self._db.execute(
+            f"SELECT {_COLUMNS} FROM windows WHERE node = ? AND start_us = ?", row[:2]
+        ).fetchone()
+        if found is None:
+            self._db.execute(
+                f"INSERT INTO windows ({_COLUMNS}) VALUES ({', '.join('?' * len(row))})", row
+            )
+            return None
+        stored = _window(found)
+        return [] if stored == window else window.differences(stored)
+
     def import_windows(self, windows: Iterable[NumberedWindow], file: str) -> ImportResult:
         """
         Store windows in one transaction: all of them, or none when one conflicts.
@@ -186,33 +280,17 @@ class Store:
             How many windows were added and how many were already there.
         """
         added = unchanged = 0
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(
-                f"{self.path}: the store is busy ({exc}); another capplan is writing, "
-                "try again when it is done"
-            ) from None
+        self._begin()
         try:
             for numbered in windows:
                 window = numbered.window
-                row = _row(window)
-                found = self._db.execute(
-                    f"SELECT {_COLUMNS} FROM windows WHERE node = ? AND start_us = ?",
-                    row[:2],
-                ).fetchone()
-                if found is None:
-                    self._db.execute(
-                        f"INSERT INTO windows ({_COLUMNS}) VALUES ({', '.join('?' * len(row))})",
-                        row,
-                    )
+                diff = self._put_window(window)
+                if diff is None:
                     added += 1
                     continue
-                stored = _window(found)
-                if stored == window:
+                if not diff:
                     unchanged += 1
                     continue
-                diff = window.differences(stored)
                 raise InputError(
                     f"window {window.node} @ {format_time(window.start)} is already stored "
                     f"with other values ({', '.join(diff)}); nothing was imported",
@@ -227,6 +305,86 @@ class Store:
             self._db.execute("ROLLBACK")
             raise
         return ImportResult(added, unchanged)
+
+    def save_collection(
+        self,
+        node: str,
+        windows: Sequence[Window],
+        *,
+        cursor: LogCursor | None,
+        snapshot: NodeSnapshot | None,
+    ) -> ImportResult:
+        """
+        Store one node's harvest in one transaction: its windows, where its log was read up
+        to and its stats snapshot — all or nothing, so a run killed midway neither loses
+        lines nor counts them twice.
+
+        Raises:
+            StoreError: a window is already stored with other values (e.g. imported from a
+                CSV for the same node); nothing of this node is stored then.
+        """
+        added = unchanged = 0
+        now_us = _to_us(datetime.now(UTC))
+        self._begin()
+        try:
+            for window in windows:
+                diff = self._put_window(window)
+                if diff is None:
+                    added += 1
+                elif not diff:
+                    unchanged += 1
+                else:
+                    raise StoreError(
+                        f"{self.path}: window {node} @ {format_time(window.start)} is "
+                        f"already stored with other values ({', '.join(diff)}); nothing of "
+                        f"{node} was stored: its windows may have come from an import — "
+                        "export them and remove the file, or use another --db"
+                    )
+            if cursor is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO log_cursor VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        node,
+                        cursor.path,
+                        cursor.inode,
+                        cursor.offset,
+                        round(cursor.done_until * 1e6),
+                        now_us,
+                    ),
+                )
+            if snapshot is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO node_snapshot VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (node, round(snapshot.at * 1e6), *astuple(snapshot)[1:]),
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return ImportResult(added, unchanged)
+
+    def cursor(self, node: str) -> LogCursor | None:
+        """
+        Where ``node``'s log was read up to, or None before its first collection.
+        """
+        row = self._db.execute(
+            "SELECT path, inode, offset, done_until_us FROM log_cursor WHERE node = ?", (node,)
+        ).fetchone()
+        if row is None:
+            return None
+        return LogCursor(str(row[0]), int(row[1]), int(row[2]), int(row[3]) / 1e6)
+
+    def snapshots(self, node: str, *, since: float | None = None) -> list[NodeSnapshot]:
+        """
+        ``node``'s stats snapshots, oldest first; only those at or after ``since`` when given.
+        """
+        since_us = -(2**62) if since is None else round(since * 1e6)
+        rows = self._db.execute(
+            "SELECT at_us, cpu_busy, cpu_total, cores, load1, load5, load15, mem_total_kb, "
+            "mem_available_kb FROM node_snapshot WHERE node = ? AND at_us >= ? ORDER BY at_us",
+            (node, since_us),
+        )
+        return [NodeSnapshot(int(r[0]) / 1e6, *r[1:]) for r in rows]
 
     def windows(self, node: str | None = None) -> Iterator[Window]:
         """

@@ -13,12 +13,14 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
   fi
 fi
-# 2. The real balancers the render tests check configs with (Debian packages), when missing.
+# 2. The real programs the tests run (Debian packages), when missing: the balancers the render
+#    tests check configs with, and the OpenSSH server the collection tests reach.
 export PATH="$PATH:/usr/sbin:/sbin"
 if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null \
-    || ! command -v keepalived >/dev/null; then
-  # Install without starting their services (nothing may listen beyond loopback, and a
-  # started keepalived would speak VRRP): policy-rc.d 101 tells invoke-rc.d not to start.
+    || ! command -v keepalived >/dev/null || ! command -v sshd >/dev/null; then
+  # Install without starting their services (nothing may listen beyond loopback, a started
+  # keepalived would speak VRRP, sshd on 0.0.0.0:22): policy-rc.d 101 tells invoke-rc.d not
+  # to start them.
   created_policy=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
@@ -26,7 +28,7 @@ if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null \
     created_policy=1
   fi
   apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy keepalived
+  DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy keepalived openssh-server
   if [ "$created_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 # 3. capplan itself and the test tools.

@@ -1,0 +1,693 @@
+"""
+Access logs to windows: pure functions of a log's text.
+
+A ``LineParser`` (from ``make_parser``) turns one line into a ``LogRecord``: when the request
+ended (epoch seconds, UTC), how long it took, and whether it failed.  ``parse_chunk`` parses a
+block of bytes read from the log into numpy arrays, ``cut_windows`` groups them into the
+canonical windows (``capplan.samples.Window``) and ``resume_offset`` says where to read next.
+
+Three formats:
+
+* ``nginx``: the site's own ``log_format`` string, compiled to a regular expression.  The time
+  comes from ``$msec``, ``$time_iso8601`` or ``$time_local``; the latency from
+  ``$request_time``, else ``$upstream_response_time`` (the attempts of a retried request are
+  added).  A request failed when its ``$status`` is 500 or more.
+* ``haproxy``: ``option httplog`` lines, with or without a syslog prefix.  The time is the
+  accept date, which HAProxy writes in its host's local time without a zone (see
+  ``HaproxyParser``); the latency is the last timer, ``Ta`` (2.x ``TR/Tw/Tc/Tr/Ta``) or ``Tt``
+  (1.x ``Tq/Tw/Tc/Tr/Tt``).
+* ``regex``: the user's regular expression with named groups ``time``, ``latency_ms`` or
+  ``latency_s``, and optionally ``status``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from capplan.errors import InputError
+from capplan.inventory import LogSpec
+from capplan.samples import Window
+
+__all__ = [
+    "DEFAULT_NGINX_FORMAT",
+    "NGINX_COMBINED",
+    "Chunk",
+    "HaproxyParser",
+    "LineParser",
+    "LogRecord",
+    "NginxParser",
+    "RegexParser",
+    "cut_windows",
+    "make_parser",
+    "parse_chunk",
+    "resume_offset",
+]
+
+NGINX_COMBINED = (
+    '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+    '"$http_referer" "$http_user_agent"'
+)
+DEFAULT_NGINX_FORMAT = NGINX_COMBINED + " $request_time $upstream_response_time"
+
+_TIME_VARS = ("msec", "time_iso8601", "time_local")  # best first
+_LATENCY_VARS = ("request_time", "upstream_response_time")
+_MAX_EPOCH = 253402300800.0  # 10000-01-01: what datetime can hold
+_CACHE_SIZE = 65536
+_EXAMPLE_CHARS = 200
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+        start=1,
+    )
+}
+
+_NUMBER = r"\d+(?:\.\d+)?"
+_TIME_LOCAL = r"\d{2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}"
+_TIME_LOCAL_PARTS = re.compile(
+    r"(\d{2})/([A-Za-z]{3})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})", re.ASCII
+)
+_UPSTREAM_LIST = r"[^\s,]*(?:(?:, | : )[^\s,]*)*"  # "0.010, 0.020 : 0.005" (retries, redirects)
+# Patterns for the variables whose shape is known; any other variable takes "anything but the
+# next literal character".
+_VAR_PATTERNS = {
+    "msec": _NUMBER,
+    "time_local": _TIME_LOCAL,
+    "time_iso8601": r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:[+-]\d{2}:\d{2}|Z)",
+    "status": r"\d{3}",
+    "request_time": _NUMBER + "|-",
+    "body_bytes_sent": r"\d+",
+    "bytes_sent": r"\d+",
+}
+_INTEGER = re.compile(r"-?\d+", re.ASCII)
+_NGINX_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))", re.ASCII)
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """
+    One request: when it ended (epoch seconds, UTC), its latency (None: unknown), and whether
+    it failed (HTTP status 500 or more, or aborted).
+    """
+
+    time: float
+    latency_ms: float | None
+    error: bool
+
+
+class LineParser:
+    """
+    Reads one format of access-log line.
+
+    ``path`` is the log's path (for hints) and ``expected`` says what a line should look like
+    (for messages).
+    """
+
+    def __init__(self, *, path: str, expected: str) -> None:
+        self.path = path
+        self.expected = expected
+
+    def parse(self, line: str) -> LogRecord | None:
+        """
+        The record of one line (without its newline), or None when the line does not match.
+        """
+        values = self.values(line)
+        if values is None:
+            return None
+        seconds, latency_ms, error = values
+        return LogRecord(seconds, None if math.isnan(latency_ms) else latency_ms, error)
+
+    def values(self, line: str) -> tuple[float, float, bool] | None:
+        """
+        ``parse`` without building a record: (time, latency in ms or nan, error), or None.
+        """
+        raise NotImplementedError
+
+
+def _epoch_ok(seconds: float) -> float | None:
+    return seconds if math.isfinite(seconds) and 0 <= seconds < _MAX_EPOCH else None
+
+
+def _time_local(text: str) -> float | None:
+    """
+    ``23/Nov/2026:07:56:28 +0000`` as epoch seconds (None when it is no valid time).
+    """
+    m = _TIME_LOCAL_PARTS.fullmatch(text)
+    if m is None:
+        return None
+    day, mon, year, hour, minute, second, sign, off_h, off_m = m.groups()
+    month = _MONTHS.get(mon.capitalize())
+    if month is None:
+        return None
+    try:
+        moment = datetime(int(year), month, int(day), int(hour), int(minute), int(second))
+    except ValueError:
+        return None
+    offset = (int(off_h) * 3600 + int(off_m) * 60) * (-1 if sign == "-" else 1)
+    return _epoch_ok(calendar.timegm(moment.timetuple()) - offset)
+
+
+def _time_iso(text: str) -> float | None:
+    """
+    An ISO-8601 time as epoch seconds; without an offset it is UTC.
+    """
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return _epoch_ok(moment.timestamp())
+    except (OverflowError, ValueError):
+        return None
+
+
+def _time_any(text: str) -> float | None:
+    """
+    Epoch seconds, nginx ``$time_local`` or ISO-8601.
+    """
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return _epoch_ok(seconds)
+    if _TIME_LOCAL_PARTS.fullmatch(text.strip()):
+        return _time_local(text.strip())
+    return _time_iso(text)
+
+
+def _seconds(text: str) -> float | None:
+    """
+    A duration in seconds, or None for ``-``, empty or anything that is no finite number.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _upstream_seconds(text: str) -> float | None:
+    """
+    ``$upstream_response_time``: one time, ``-``, or the attempts of a retried or redirected
+    request (``0.010, 0.020 : 0.005``), which are added.
+    """
+    if "," not in text and ":" not in text:
+        return _seconds(text)
+    parts = [_seconds(p) for p in re.split(r"[,:]", text)]
+    known = [p for p in parts if p is not None]
+    return sum(known) if known else None
+
+
+class _Memo(dict[str, float]):
+    """
+    A bounded memo of time strings to epoch seconds (nan: not a time); many lines share one
+    second, so most lookups are one dict hit.
+    """
+
+    def __init__(self, convert: Callable[[str], float | None]) -> None:
+        super().__init__()
+        self._convert = convert
+
+    def __missing__(self, text: str) -> float:
+        if len(self) >= _CACHE_SIZE:
+            self.clear()
+        value = self._convert(text)
+        self[text] = seconds = math.nan if value is None else value
+        return seconds
+
+
+def _unquote_format(text: str) -> str:
+    """
+    Accept a log_format pasted from nginx.conf as quoted pieces: ``'$a ' '"$b"'`` → ``$a "$b"``
+    (after an optional ``escape=json`` or the like, which does not change the shape of a line).
+    """
+    pieces = re.fullmatch(r"\s*(?:escape=\w+\s+)?((?:'[^']*'\s*)+);?\s*", text)
+    if pieces is None:
+        return text
+    return "".join(re.findall(r"'([^']*)'", pieces.group(1)))
+
+
+def _nginx_hint(log_format: str, path: str) -> str:
+    """
+    The exact nginx lines that make a log capplan can read, built on the site's format.
+    """
+    names = {m.group(1) or m.group(2) for m in _NGINX_VAR.finditer(log_format)}
+    fmt = log_format
+    if not names & set(_TIME_VARS):
+        fmt = "$msec " + fmt
+    if not names & set(_LATENCY_VARS):
+        fmt = fmt + " $request_time $upstream_response_time"
+    tail = (
+        "leave this node's log_format out (that format is capplan's default)"
+        if fmt == DEFAULT_NGINX_FORMAT
+        else f"set this node's log_format to '{fmt}'"
+    )
+    return (
+        f"add to nginx's http block: log_format capplan '{fmt}'; access_log {path} capplan; "
+        f"then reload nginx and {tail}"
+    )
+
+
+class NginxParser(LineParser):
+    """
+    Lines written by an nginx ``log_format``.
+
+    Each ``$var`` / ``${var}`` becomes a group: known variables by their shape
+    (``$status``, ``$msec``, ``$time_local``, ``$upstream_*`` lists, ...), any other one as
+    "anything but the next literal character" (before a ``"``, a ``\\"`` does not end it, for
+    ``escape=json``).  Literals match themselves; the whole line must match.  The format may be
+    pasted as nginx.conf's quoted pieces, and ``combined`` names nginx's predefined format.
+    """
+
+    def __init__(self, log_format: str, *, path: str, source: str) -> None:
+        fmt = _unquote_format(log_format)
+        if fmt.strip() == "combined":
+            fmt = NGINX_COMBINED
+        super().__init__(path=path, expected=f"nginx log_format '{fmt}'")
+        self.log_format = fmt
+        names = [m.group(1) or m.group(2) for m in _NGINX_VAR.finditer(fmt)]
+        time_var = next((v for v in _TIME_VARS if v in names), None)
+        latency_vars = [v for v in _LATENCY_VARS if v in names]
+        if time_var is None or not latency_vars:
+            missing = (
+                "no time variable ($msec, $time_iso8601 or $time_local)"
+                if time_var is None
+                else "no timing variable ($request_time or $upstream_response_time)"
+            )
+            raise InputError(
+                f"the nginx log_format has {missing}, so capplan cannot measure the node",
+                file=source,
+                key="log_format",
+                hint=_nginx_hint(fmt, path),
+            )
+        self._msec = time_var == "msec"
+        groups = {time_var: "time", "status": "status", "request_time": "request_time"}
+        groups["upstream_response_time"] = "upstream"
+        pattern = _nginx_regex(fmt, groups)
+        # a variable the format lacks is an empty group, so every line has all four
+        pattern += "".join(f"(?P<{g}>)" for v, g in groups.items() if v not in names)
+        self._regex = re.compile(pattern, re.ASCII | re.DOTALL)
+        convert = _time_iso if time_var == "time_iso8601" else _time_local
+        self._time = _Memo(convert)
+
+    def values(self, line: str) -> tuple[float, float, bool] | None:
+        """
+        (time, latency in ms or nan, error) of one line, or None when it does not match.
+        """
+        m = self._regex.fullmatch(line)
+        if m is None:
+            return None
+        stamp, status, request_time, upstream = m.group(
+            "time", "status", "request_time", "upstream"
+        )
+        if self._msec:
+            seconds = float(stamp)
+            if not 0 <= seconds < _MAX_EPOCH:
+                return None
+        else:
+            seconds = self._time[stamp]
+            if seconds != seconds:  # nan: not a time
+                return None
+        latency = _seconds(request_time) if request_time else None
+        if latency is None and upstream:
+            latency = _upstream_seconds(upstream)
+        return seconds, math.nan if latency is None else latency * 1000.0, status >= "500"
+
+
+def _nginx_regex(fmt: str, groups: dict[str, str]) -> str:
+    """
+    The regular expression for an nginx log_format; the first use of a variable in ``groups``
+    is a named group, named by its value.
+    """
+    pieces: list[str] = []
+    named: set[str] = set()
+    tokens: list[tuple[str, str]] = []  # ("lit", text) or ("var", name)
+    at = 0
+    for m in _NGINX_VAR.finditer(fmt):
+        if m.start() > at:
+            tokens.append(("lit", fmt[at : m.start()]))
+        tokens.append(("var", m.group(1) or m.group(2)))
+        at = m.end()
+    if at < len(fmt):
+        tokens.append(("lit", fmt[at:]))
+    for index, (kind, text) in enumerate(tokens):
+        if kind == "lit":
+            pieces.append(re.escape(text))
+            continue
+        following = tokens[index + 1] if index + 1 < len(tokens) else None
+        if text in _VAR_PATTERNS:
+            body = _VAR_PATTERNS[text]
+        elif text.startswith("upstream_"):
+            body = _UPSTREAM_LIST
+        elif following is None:
+            body = ".*"
+        elif following[0] == "var":
+            body = ".*?"
+        elif following[1][0] == '"':  # inside quotes: \" is escape=json's quote
+            body = r'[^"\\]*(?:\\.[^"\\]*)*'
+        else:
+            body = "[^" + re.escape(following[1][0]) + "]*"
+        if text in groups and text not in named:
+            named.add(text)
+            pieces.append(f"(?P<{groups[text]}>{body})")
+        else:
+            pieces.append(f"(?:{body})")
+    return "".join(pieces)
+
+
+_HAPROXY_LINE = re.compile(
+    r"\[(?P<date>\d{2}/[A-Za-z]{3}/\d{4}:\d{2}:\d{2}:\d{2})(?:\.(?P<ms>\d{3}))?\] "
+    r"\S+ \S+ "  # frontend, backend/server
+    r"-?\d+/-?\d+/-?\d+/(?P<tr>-?\d+)/\+?(?P<ta>-?\d+) "  # TR/Tw/Tc/Tr/Ta or Tq/Tw/Tc/Tr/Tt
+    r"(?P<status>-?\d+) ",
+    re.ASCII,
+)
+
+
+class HaproxyParser(LineParser):
+    """
+    HAProxy ``option httplog`` lines, with or without a syslog prefix.
+
+    HAProxy writes the accept date in its host's local time without a zone: ``utc_offset_s`` is
+    that host's offset from UTC in seconds (3600 for UTC+1; 0, the default, for a host on UTC).
+
+    The latency is the last timer (``Ta`` in 2.x, ``Tt`` in 1.x).  A request failed when its
+    status is 500 or more, its status is -1 or the last timer is -1 (aborted).  When ``Tr`` is
+    -1 no server answered: the latency is unknown, and a status below 500 (a redirect, deny or
+    bad request that HAProxy answered itself) is not a failure.
+    """
+
+    def __init__(self, *, path: str, utc_offset_s: float = 0.0) -> None:
+        super().__init__(
+            path=path,
+            expected="HAProxy 'option httplog' lines, e.g. '127.0.0.1:5432 "
+            "[23/Nov/2026:07:56:28.123] fe be/srv1 0/0/1/12/13 200 512 - - ---- 1/1/0/0/0 0/0 "
+            '"GET / HTTP/1.1"\'',
+        )
+        self.utc_offset_s = float(utc_offset_s)
+        self._second = _Memo(self._local_second)
+
+    def _local_second(self, text: str) -> float | None:
+        seconds = _time_local(text + " +0000")
+        return None if seconds is None else seconds - self.utc_offset_s
+
+    def values(self, line: str) -> tuple[float, float, bool] | None:
+        """
+        (time, latency in ms or nan, error) of one line, or None when it is no httplog line.
+        """
+        m = _HAPROXY_LINE.search(line)
+        if m is None:
+            return None
+        date, ms, tr, ta, status_text = m.group("date", "ms", "tr", "ta", "status")
+        seconds = self._second[date]
+        if seconds != seconds:  # nan: not a time
+            return None
+        if ms:
+            seconds += int(ms) / 1000.0
+        if not 0 <= seconds < _MAX_EPOCH:
+            return None
+        status = int(status_text)
+        if status < 0 or ta[0] == "-":  # aborted
+            return seconds, math.nan, True
+        if tr[0] == "-":  # no server answered
+            return seconds, math.nan, status >= 500
+        return seconds, float(ta), status >= 500
+
+
+class RegexParser(LineParser):
+    """
+    Lines matched (``re.search``) by a user's regular expression with named groups ``time``
+    (epoch seconds, ISO-8601 or nginx ``$time_local``), ``latency_ms`` or ``latency_s``, and
+    optionally ``status`` (500 or more is a failure).
+    """
+
+    _HINT = (
+        "give a Python regular expression with named groups: time (epoch seconds, ISO-8601 or "
+        "23/Nov/2026:07:56:28 +0000), latency_ms or latency_s, and optionally status, e.g. "
+        r"'^(?P<time>\S+) (?P<status>\d+) (?P<latency_ms>[\d.]+)$'"
+    )
+
+    def __init__(self, pattern: str, *, path: str, source: str) -> None:
+        super().__init__(path=path, expected=f"lines matching the regex {pattern!r}")
+        try:
+            self._regex = re.compile(pattern)
+        except (re.error, RecursionError, OverflowError, ValueError) as exc:
+            raise InputError(
+                f"the regex does not compile: {exc}", file=source, key="regex", hint=self._HINT
+            ) from None
+        groups = self._regex.groupindex
+        if "time" not in groups:
+            raise InputError(
+                "the regex has no named group 'time'", file=source, key="regex", hint=self._HINT
+            )
+        if "latency_ms" in groups:
+            self._latency_group, self._scale = "latency_ms", 1.0
+        elif "latency_s" in groups:
+            self._latency_group, self._scale = "latency_s", 1000.0
+        else:
+            raise InputError(
+                "the regex has no named group 'latency_ms' or 'latency_s'",
+                file=source,
+                key="regex",
+                hint=self._HINT,
+            )
+        self._has_status = "status" in groups
+        self._time = _Memo(_time_any)
+
+    def values(self, line: str) -> tuple[float, float, bool] | None:
+        """
+        (time, latency in ms or nan, error) of one line, or None when the regex does not match
+        or a group is unreadable.
+        """
+        m = self._regex.search(line)
+        if m is None:
+            return None
+        stamp = m.group("time")
+        seconds = self._time[stamp] if stamp else math.nan
+        if seconds != seconds:  # nan: not a time
+            return None
+        raw = m.group(self._latency_group)
+        latency = None
+        if raw and raw.strip() != "-":
+            latency = _seconds(raw)
+            if latency is None:
+                return None
+            latency *= self._scale
+        error = False
+        if self._has_status:
+            status = (m.group("status") or "").strip()
+            if status and status != "-":
+                if not _INTEGER.fullmatch(status):
+                    return None
+                error = not 0 <= int(status) < 500
+        return seconds, math.nan if latency is None else latency, error
+
+
+def make_parser(spec: LogSpec, source: str, *, utc_offset_s: float = 0.0) -> LineParser:
+    """
+    The line parser for a node's log.
+
+    Args:
+        spec: The node's ``log`` from the inventory.
+        source: Where the spec came from, for messages (e.g. ``inventory.yaml``).
+        utc_offset_s: For HAProxy logs: the HAProxy host's offset from UTC in seconds (its
+            log's times are local, without a zone).
+
+    Raises:
+        InputError: an nginx format without a time or timing variable (the hint gives the
+            nginx lines to add), or a regex that does not compile or lacks a group.
+    """
+    if spec.format == "haproxy":
+        return HaproxyParser(path=spec.path, utc_offset_s=utc_offset_s)
+    if spec.format == "regex":
+        return RegexParser(spec.regex or "", path=spec.path, source=source)
+    return NginxParser(spec.log_format or DEFAULT_NGINX_FORMAT, path=spec.path, source=source)
+
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class Chunk:
+    """
+    The parsed lines of a block of log bytes, in file order.
+
+    ``time`` (epoch seconds), ``latency_ms`` (nan: unknown), ``error`` and ``line_start`` (byte
+    offset of the line in the block) have one entry per parsed line.  ``consumed`` is the
+    number of bytes through the last newline: a trailing piece without one is left for the
+    next read.  ``lines`` counts the complete non-blank lines, ``bad_lines`` those that did
+    not parse, and ``bad_examples`` gives the first few as (line number in the block, text).
+    """
+
+    time: FloatArray
+    latency_ms: FloatArray
+    error: npt.NDArray[np.bool_]
+    line_start: npt.NDArray[np.int64]
+    consumed: int
+    lines: int
+    bad_lines: int
+    bad_examples: tuple[tuple[int, str], ...]
+
+
+_COMBINED_REGEX = re.compile(_nginx_regex(NGINX_COMBINED, {}), re.ASCII | re.DOTALL)
+
+
+def parse_chunk(data: bytes, parser: LineParser, *, source: str, max_examples: int = 3) -> Chunk:
+    """
+    Parse the complete lines of a block of log bytes.
+
+    Lines are split on ``\\n`` and decoded as UTF-8 (bad bytes replaced); blank lines are
+    skipped.  A line that does not parse is counted in ``bad_lines``.
+
+    Raises:
+        InputError: when not one line of a block with lines parses: the log is not in the
+            expected format (for an nginx ``combined`` log without timings, the hint gives the
+            nginx lines to add).
+    """
+    consumed = data.rfind(b"\n") + 1
+    body = data[:consumed]
+    newlines = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n"))
+    line_starts = np.concatenate(([0], newlines[:-1] + 1)).astype(np.int64)
+    if body.isascii():  # most logs: one decode for the block
+        texts = body.decode("ascii").split("\n")[:-1]
+    else:
+        texts = [raw.decode("utf-8", errors="replace") for raw in body.split(b"\n")[:-1]]
+    records: list[tuple[float, float, bool]] = []
+    parsed: list[int] = []
+    bad_examples: list[tuple[int, str]] = []
+    lines = bad = 0
+    first: tuple[int, str] | None = None
+    parse = parser.values
+    for index, line in enumerate(texts):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not line or line.isspace():
+            continue
+        lines += 1
+        values = parse(line)
+        if values is None:
+            bad += 1
+            if first is None:
+                first = (index + 1, line)
+            if len(bad_examples) < max_examples:
+                bad_examples.append((index + 1, line[:_EXAMPLE_CHARS]))
+            continue
+        records.append(values)
+        parsed.append(index)
+    if lines and not records and first is not None:
+        _refuse(first, parser, source)
+    table = np.array(records, dtype=np.float64).reshape(-1, 3)
+    return Chunk(
+        time=table[:, 0].copy(),
+        latency_ms=table[:, 1].copy(),
+        error=table[:, 2] != 0,
+        line_start=line_starts[np.array(parsed, dtype=np.int64)],
+        consumed=consumed,
+        lines=lines,
+        bad_lines=bad,
+        bad_examples=tuple(bad_examples),
+    )
+
+
+def _refuse(first: tuple[int, str], parser: LineParser, source: str) -> None:
+    number, line = first
+    if _COMBINED_REGEX.fullmatch(line):
+        raise InputError(
+            "the log has no timing fields: its lines are nginx 'combined', which has no "
+            "$request_time or $upstream_response_time",
+            file=source,
+            line=number,
+            hint=_nginx_hint(NGINX_COMBINED, parser.path),
+        )
+    raise InputError(
+        f"no line is in the expected format; the first reads {line[:_EXAMPLE_CHARS]!r}",
+        file=source,
+        line=number,
+        hint=f"expected {parser.expected}; set the node's log format in the inventory",
+    )
+
+
+def _window_index(time: FloatArray, window_s: float) -> FloatArray:
+    """
+    floor(time / window_s), corrected for rounding so that index·w <= t < (index + 1)·w.
+    """
+    index = np.floor(time / window_s)
+    index -= index * window_s > time
+    index += (index + 1) * window_s <= time
+    return index
+
+
+def cut_windows(
+    chunk: Chunk, *, node: str, window_s: float, since: float, until: float
+) -> list[Window]:
+    """
+    Group the records with ``since <= time < until`` into windows of ``window_s`` seconds.
+
+    Windows are aligned to multiples of ``window_s`` since the epoch; a window without a
+    request is not emitted (pass ``since`` and ``until`` on window boundaries so every window
+    is complete).  Latency statistics use the records whose latency is known (None when there
+    is none); ``concurrency`` is the sum of latencies over the window's length (Little's law).
+
+    Raises:
+        ValueError: when ``window_s`` is not positive.
+    """
+    if not (math.isfinite(window_s) and window_s > 0):
+        raise ValueError(f"window_s must be a positive number of seconds, not {window_s!r}")
+    keep = (chunk.time >= since) & (chunk.time < until)
+    times = chunk.time[keep]
+    if times.size == 0:
+        return []
+    order = np.argsort(times, kind="stable")
+    times = times[order]
+    latency = chunk.latency_ms[keep][order]
+    failed = chunk.error[keep][order]
+    index = _window_index(times, window_s)
+    keys, first = np.unique(index, return_index=True)
+    requests = np.diff(np.append(first, times.size))
+    error_counts = np.add.reduceat(failed.astype(np.int64), first)
+    windows: list[Window] = []
+    for key, lat, count, n_errors in zip(
+        keys, np.split(latency, first[1:]), requests, error_counts, strict=True
+    ):
+        known = lat[~np.isnan(lat)]
+        mean = p50 = p95 = p99 = concurrency = None
+        if known.size:
+            mean = float(np.mean(known))
+            p50, p95, p99 = (float(p) for p in np.percentile(known, [50, 95, 99]))
+            concurrency = float(np.sum(known)) / 1000.0 / window_s
+        windows.append(
+            Window(
+                node=node,
+                start=datetime.fromtimestamp(float(key) * window_s, tz=UTC),
+                seconds=float(window_s),
+                requests=int(count),
+                errors=int(n_errors),
+                mean_ms=mean,
+                p50_ms=p50,
+                p95_ms=p95,
+                p99_ms=p99,
+                concurrency=concurrency,
+                cpu_util=None,
+            )
+        )
+    return windows
+
+
+def resume_offset(chunk: Chunk, until: float) -> int:
+    """
+    Where to read next: the byte offset of the first line (in file order) whose time is
+    ``until`` or later, else ``chunk.consumed``.
+    """
+    later = np.flatnonzero(chunk.time >= until)
+    return int(chunk.line_start[later[0]]) if later.size else chunk.consumed

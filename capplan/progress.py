@@ -1,0 +1,67 @@
+"""
+Live progress on a terminal for long runs (``capplan collect``): one line per state with the
+nodes in it, and the time elapsed.  Never used under ``--json`` or when stdout is not a
+terminal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from types import TracebackType
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.text import Text
+
+__all__ = ["CollectProgress"]
+
+_ORDER = ("connecting", "probing", "reading log", "storing", "ok", "partial", "failed")
+_STYLE = {"ok": "green", "partial": "yellow", "failed": "red"}
+
+
+class CollectProgress:
+    """
+    A live view of ``states`` (node → state), which the run updates as it goes.
+    """
+
+    def __init__(self, console: Console, states: dict[str, str], total: int) -> None:
+        self._states = states
+        self._total = total
+        self._start = time.monotonic()
+        self._live = Live(
+            console=console, refresh_per_second=4, transient=True, get_renderable=self._render
+        )
+
+    def _render(self) -> Group:
+        states = dict(self._states)
+        counts = Counter(states.values())
+        done = sum(counts[s] for s in ("ok", "partial", "failed"))
+        lines = [
+            Text(
+                f"collecting {done}/{self._total} nodes, {time.monotonic() - self._start:.1f} s",
+                style="bold",
+            )
+        ]
+        for state in _ORDER:
+            if counts[state]:
+                names = sorted(n for n, s in states.items() if s == state)
+                shown = ", ".join(names[:6]) + (
+                    f", … (+{len(names) - 6})" if len(names) > 6 else ""
+                )
+                lines.append(
+                    Text(f"  {state:<12} {counts[state]:>5}  {shown}", style=_STYLE.get(state, ""))
+                )
+        return Group(*lines)
+
+    def __enter__(self) -> CollectProgress:
+        self._live.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._live.__exit__(kind, value, traceback)

@@ -1,0 +1,421 @@
+"""
+``capplan collect`` against real OpenSSH servers on loopback (see ``sshd.py``).
+
+Each node gets its own sshd on 127.0.0.2, 127.0.0.3, …, a fake /proc directory (real files
+captured from a Linux machine) and an nginx access log written with timestamps in the recent
+past, so the windows it must give are known exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from capplan.status import ExitStatus
+from capplan.store import Store
+from tests.collect.sshd import SSHLab
+from tests.conftest import CLI
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or (not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists()),
+    reason="needs root and Debian's openssh-server (tests/run.sh installs it; CI runs as root)",
+)
+
+PROC = Path(__file__).parent / "data" / "proc"
+WINDOW = 60.0
+HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+
+
+def nginx_line(t: float, latency_s: float, status: int = 200) -> str:
+    """
+    One line of nginx's combined format plus $request_time $upstream_response_time.
+    """
+    stamp = datetime.fromtimestamp(t, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    return (
+        f'127.0.0.1 - - [{stamp}] "GET /item HTTP/1.1" {status} 512 "-" "bench/1.0" '
+        f"{latency_s:.3f} {latency_s:.3f}\n"
+    )
+
+
+def requests_between(start: float, end: float, rate: float, seed: int) -> list[tuple[float, float]]:
+    """
+    (time, latency) pairs: ``rate`` per second, evenly spread, latencies 10-60 ms.
+    """
+    count = int((end - start) * rate)
+    return [(start + i / rate, 0.010 + ((i * 7919 + seed) % 51) / 1000) for i in range(count)]
+
+
+def expected_windows(
+    requests: list[tuple[float, float]], since: float, until: float
+) -> dict[float, int]:
+    """
+    Requests per window start, over complete windows in [since, until).
+    """
+    counts: dict[float, int] = {}
+    for t, _ in requests:
+        if since <= t < until:
+            start = math.floor(t / WINDOW) * WINDOW
+            counts[start] = counts.get(start, 0) + 1
+    return counts
+
+
+class Pool:
+    """
+    Nodes (each with an sshd), their files, and an inventory that points at them.
+    """
+
+    def __init__(self, root: Path, lab: SSHLab) -> None:
+        self.root = root
+        self.lab = lab
+        self.servers = {f"web-{i + 1}": lab.start(host) for i, host in enumerate(HOSTS)}
+        self.requests: dict[str, list[tuple[float, float]]] = {}
+        now = time.time()
+        self.start = math.floor(now / WINDOW) * WINDOW - 4 * WINDOW + 17  # mid-window
+        for i, name in enumerate(self.servers):
+            proc = root / name / "proc"
+            shutil.copytree(PROC, proc)
+            self.requests[name] = requests_between(self.start, now - 1, 5.0 + i, i)
+            self.log(name).write_text("".join(nginx_line(t, d) for t, d in self.requests[name]))
+        self.known_hosts = lab.known_hosts(*self.servers.values())
+
+    def log(self, name: str) -> Path:
+        return self.root / name / "access.log"
+
+    def inventory(self, *, known_hosts: Path | None = None, extra_nodes: str = "") -> Path:
+        lines = [
+            "cluster: web",
+            "ssh:",
+            f"  user: {self.lab.user}",
+            f"  identity_file: {self.lab.user_key}",
+            f"  known_hosts: {known_hosts or self.known_hosts}",
+            "  timeout_s: 3",
+            f"  config_file: {self.root / 'ssh_config'}",
+            "nodes:",
+        ]
+        for name, server in self.servers.items():
+            lines += [
+                f"  - name: {name}",
+                f"    host: {server.host}",
+                f"    address: {server.host}:8080",
+                f"    ssh: {{port: {server.port}}}",
+                f"    proc_dir: {self.root / name / 'proc'}",
+                f"    log: {{path: {self.log(name)}, format: nginx}}",
+            ]
+        (self.root / "ssh_config").touch()
+        path = self.root / "inventory.yaml"
+        path.write_text("\n".join(lines) + "\n" + extra_nodes)
+        return path
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHLab]:
+    lab = SSHLab(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def pool(tmp_path: Path, lab: SSHLab) -> Iterator[Pool]:
+    pool = Pool(tmp_path, lab)
+    try:
+        yield pool
+    finally:
+        for server in pool.servers.values():
+            server.stop()
+
+
+def windows_in(db: Path, node: str) -> dict[float, int]:
+    with Store.open(db) as store:
+        return {w.start.timestamp(): w.requests for w in store.windows(node)}
+
+
+def test_all_nodes_collected(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """Every node's complete windows are stored, exactly, with stats; exit 0."""
+    db = tmp_path / "c.db"
+    result = cli("collect", "-i", pool.inventory(), "--db", db, "--json")
+    assert result.status == ExitStatus.OK, result.stderr
+    doc = result.json
+    assert doc["failures"] == []
+    assert [n["node"] for n in doc["nodes"]] == list(pool.servers)
+    with Store.open(db) as store:
+        for entry in doc["nodes"]:
+            name = entry["node"]
+            cursor = store.cursor(name)
+            assert cursor is not None
+            first_full = math.ceil(pool.start / WINDOW) * WINDOW
+            want = expected_windows(pool.requests[name], first_full, cursor.done_until)
+            assert windows_in(db, name) == want
+            assert entry["windows"] == len(want) >= 2
+            assert entry["status"] == "ok"
+            assert entry["load1"] is not None
+            assert 0 < entry["mem_available"] < 1
+            assert len(store.snapshots(name)) == 1
+            stored = list(store.windows(name))
+            # No snapshot pair brackets a window yet: CPU is unknown, not today's value.
+            assert all(w.cpu_util is None for w in stored)
+            assert all(w.p99_ms is not None and 10 <= w.p99_ms <= 60 for w in stored)
+
+
+def test_second_run_reads_only_new_lines(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """A second run resumes where the first stopped: no window twice, new lines only."""
+    db = tmp_path / "c.db"
+    inventory = pool.inventory()
+    assert cli("collect", "-i", inventory, "--db", db, "--json").status == ExitStatus.OK
+    with Store.open(db) as store:
+        first = {name: store.cursor(name) for name in pool.servers}
+    before = {name: windows_in(db, name) for name in pool.servers}
+    # Append two more minutes of traffic, in the past of a clock we shift by moving the
+    # requests: the node clock is real, so write lines up to now and wait past the settle.
+    name = "web-1"
+    now = time.time()
+    extra = requests_between(now - 0.5, now + 0.5, 50.0, 9)
+    with pool.log(name).open("a") as log:
+        log.write("".join(nginx_line(t, d) for t, d in extra))
+    size_before = sum(1 for _ in pool.log(name).open())
+    result = cli("collect", "-i", inventory, "--db", db, "--json")
+    assert result.status == ExitStatus.OK, result.stderr
+    entry = next(n for n in result.json["nodes"] if n["node"] == name)
+    cursor = first[name]
+    assert cursor is not None
+    reread = sum(1 for t, _ in pool.requests[name] if t >= cursor.done_until)
+    assert entry["lines"] == reread + len(extra) < size_before
+    after = windows_in(db, name)
+    assert {k: v for k, v in after.items() if k in before[name]} == before[name]
+    everything = pool.requests[name] + extra
+    with Store.open(db) as store:
+        done = store.cursor(name).done_until  # type: ignore[union-attr]
+        # The snapshot pair of the two runs brackets no full window unless a window fits.
+        assert len(store.snapshots(name)) == 2
+    first_full = math.ceil(pool.start / WINDOW) * WINDOW
+    assert after == expected_windows(everything, first_full, done)
+
+
+def test_one_node_down_others_stored(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """A node that refuses connections is a failure of its own; exit 3."""
+    pool.servers["web-2"].stop()
+    db = tmp_path / "c.db"
+    result = cli("collect", "-i", pool.inventory(), "--db", db, "--json")
+    assert result.status == ExitStatus.PARTIAL
+    failures = result.json["failures"]
+    assert [(f["node"], f["stage"]) for f in failures] == [("web-2", "connect")]
+    assert "refused" in failures[0]["reason"].lower()
+    assert windows_in(db, "web-1")
+    assert windows_in(db, "web-3")
+    assert windows_in(db, "web-2") == {}
+
+
+def test_changed_host_key_refused(cli: CLI, pool: Pool, lab: SSHLab, tmp_path: Path) -> None:
+    """A changed host key is refused naming the fingerprint and file, even with --accept-new."""
+    impostor_key = tmp_path / "impostor"  # a different host key for web-3's address
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", impostor_key], check=True)
+    server = pool.servers["web-3"]
+    kind, key = impostor_key.with_suffix(".pub").read_text().split()[:2]
+    known = lab.known_hosts(pool.servers["web-1"], pool.servers["web-2"])
+    with known.open("a") as file:
+        file.write(f"[{server.host}]:{server.port} {kind} {key}\n")
+    original = known.read_text()
+    db = tmp_path / "c.db"
+    for flags in ((), ("--accept-new",)):
+        result = cli(
+            "collect", "-i", pool.inventory(known_hosts=known), "--db", db, "--json", *flags
+        )
+        assert result.status == ExitStatus.PARTIAL
+        (failure,) = result.json["failures"]
+        assert (failure["node"], failure["stage"]) == ("web-3", "hostkey")
+        assert "CHANGED" in failure["reason"]
+        assert str(known) in failure["reason"]
+        assert "SHA256:" in failure["reason"]
+        assert known.read_text() == original  # a changed key is never written
+    assert windows_in(db, "web-1")
+    assert windows_in(db, "web-2")
+    assert windows_in(db, "web-3") == {}
+
+
+def test_unknown_host_key_refused_then_accept_new(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """Unknown keys are refused by default; --accept-new adds them, then they are known."""
+    known = tmp_path / "empty_known_hosts"
+    known.write_text("")
+    db = tmp_path / "c.db"
+    inventory = pool.inventory(known_hosts=known)
+    refused = cli("collect", "-i", inventory, "--db", db, "--json")
+    assert refused.status == ExitStatus.FAILURE  # nothing collected at all
+    assert {f["stage"] for f in refused.json["failures"]} == {"hostkey"}
+    assert all("--accept-new" in f["reason"] for f in refused.json["failures"])
+    assert known.read_text() == ""
+    accepted = cli("collect", "-i", inventory, "--db", db, "--json", "--accept-new")
+    assert accepted.status == ExitStatus.OK, accepted.stderr
+    lines = known.read_text().splitlines()
+    assert sorted(lines) == sorted(s.known_hosts_line.strip() for s in pool.servers.values())
+    again = cli("collect", "-i", inventory, "--db", db, "--json")
+    assert again.status == ExitStatus.OK
+
+
+def test_log_without_timing_fields(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """A log in plain combined format is refused with the exact nginx lines to add."""
+    log = pool.log("web-2")
+    log.write_text(
+        "".join(nginx_line(t, d).rsplit(" ", 2)[0] + "\n" for t, d in pool.requests["web-2"])
+    )
+    result = cli("collect", "-i", pool.inventory(), "--db", tmp_path / "c.db", "--json")
+    assert result.status == ExitStatus.PARTIAL
+    (failure,) = result.json["failures"]
+    assert (failure["node"], failure["stage"]) == ("web-2", "log")
+    assert "log_format" in failure["reason"]
+    assert "$request_time" in failure["reason"]
+
+
+def test_tarpit_ends_within_deadline(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """A node that accepts TCP but never speaks SSH fails by the timeout; the rest is stored."""
+    tarpit = socket.socket()
+    tarpit.bind(("127.0.0.5", 0))
+    tarpit.listen(8)
+    port = tarpit.getsockname()[1]
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        tarpit.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(tarpit.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    extra = (
+        "  - name: tarpit\n    host: 127.0.0.5\n    address: 127.0.0.5:8080\n"
+        f"    ssh: {{port: {port}, timeout_s: 1}}\n"
+        f"    log: {{path: {pool.log('web-1')}}}\n"
+    )
+    try:
+        started = time.monotonic()
+        result = cli(
+            "collect",
+            "-i",
+            pool.inventory(extra_nodes=extra),
+            "--db",
+            tmp_path / "c.db",
+            "--json",
+            "--deadline",
+            "20s",
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        tarpit.close()
+    assert result.status == ExitStatus.PARTIAL
+    (failure,) = result.json["failures"]
+    assert (failure["node"], failure["stage"]) == ("tarpit", "connect"), failure["reason"]
+    assert elapsed < 10
+    assert len([n for n in result.json["nodes"] if n["status"] == "ok"]) == 3
+
+
+def test_deadline_cuts_a_hung_node(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """The whole run ends by --deadline even when a node's timeout is longer."""
+    tarpit = socket.socket()
+    tarpit.bind(("127.0.0.6", 0))
+    tarpit.listen(8)
+    port = tarpit.getsockname()[1]
+    extra = (
+        "  - name: slow\n    host: 127.0.0.6\n    address: 127.0.0.6:8080\n"
+        f"    ssh: {{port: {port}, timeout_s: 60}}\n"
+    )
+    try:
+        started = time.monotonic()
+        result = cli(
+            "collect",
+            "-i",
+            pool.inventory(extra_nodes=extra),
+            "--db",
+            tmp_path / "c.db",
+            "--json",
+            "--deadline",
+            "3s",
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        tarpit.close()
+    assert result.status == ExitStatus.PARTIAL
+    (failure,) = result.json["failures"]
+    assert (failure["node"], failure["stage"]) == ("slow", "deadline")
+    assert elapsed < 6
+
+
+def test_hostile_log_path_is_quoted(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """A log path with shell metacharacters reaches the shell quoted: nothing runs."""
+    canary = tmp_path / "pwned"
+    path = f"/nonexistent/x.log; touch {canary}; echo $(touch {canary})"
+    extra = (
+        "  - name: hostile\n"
+        f"    host: {pool.servers['web-1'].host}\n    address: 127.0.0.2:8081\n"
+        f"    ssh: {{port: {pool.servers['web-1'].port}}}\n"
+        f"    log: {{path: {json.dumps(path)}}}\n"
+    )
+    result = cli(
+        "collect", "-i", pool.inventory(extra_nodes=extra), "--db", tmp_path / "c.db", "--json"
+    )
+    assert result.status == ExitStatus.PARTIAL
+    (failure,) = result.json["failures"]
+    assert (failure["node"], failure["stage"]) == ("hostile", "log")
+    assert not canary.exists()
+
+
+def test_proxy_jump_through_a_jump_host(cli: CLI, pool: Pool, lab: SSHLab, tmp_path: Path) -> None:
+    """ProxyJump in ssh_config is followed through a direct-tcpip channel of the jump host."""
+    jump = lab.start("127.0.0.7", extra="LogLevel DEBUG1\n")
+    try:
+        target = pool.servers["web-1"]
+        config = pool.root / "ssh_config"
+        known = lab.known_hosts(*pool.servers.values(), jump)
+        inventory = pool.inventory(known_hosts=known)
+        config.write_text(
+            f"Host web-behind\n  HostName {target.host}\n  Port {target.port}\n"
+            f"  ProxyJump {lab.user}@{jump.host}:{jump.port}\n"
+        )
+        direct = f"    host: {target.host}\n    address: {target.host}:8080\n"
+        port = f"    ssh: {{port: {target.port}}}\n"
+        text = inventory.read_text().replace(
+            direct + port, f"    host: web-behind\n    address: {target.host}:8080\n"
+        )
+        inventory.write_text(text)
+        result = cli("collect", "-i", inventory, "--db", tmp_path / "c.db", "--json")
+        assert result.status == ExitStatus.OK, result.stdout + result.stderr
+        entry = result.json["nodes"][0]
+        assert entry["node"] == "web-1"
+        assert entry["windows"] >= 2
+        assert f"via {lab.user}@{jump.host}:{jump.port}" in entry["route"]
+        log = (jump.config.parent / "sshd.log").read_text()
+        assert f"to {target.host} port {target.port}" in log
+    finally:
+        jump.stop()
+
+
+def test_dry_run_connects_to_nothing(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """--dry-run prints each node's route and commands without connecting."""
+    for server in pool.servers.values():
+        server.stop()
+    result = cli(
+        "collect", "-i", pool.inventory(), "--db", tmp_path / "c.db", "--dry-run", "--json"
+    )
+    assert result.status == ExitStatus.OK
+    nodes = result.json["nodes"]
+    assert [n["node"] for n in nodes] == list(pool.servers)
+    assert all("/proc" in n["commands"][0] or "proc" in n["commands"][0] for n in nodes)
+    assert not (tmp_path / "c.db").exists()
