@@ -276,6 +276,7 @@ def collect_cmd(
                         "load1": o.load1,
                         "mem_available": o.mem_available,
                         "clock_offset_s": o.clock_offset_s,
+                        "haproxy": o.haproxy,
                         "notes": o.notes,
                     }
                     for o in outcomes

@@ -16,7 +16,15 @@ from pathlib import Path
 from capplan.errors import InputError, StoreError
 from capplan.samples import NumberedWindow, Window, format_time
 
-__all__ = ["SCHEMA_VERSION", "ImportResult", "LogCursor", "NodeSnapshot", "Store"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "STAT_COLUMNS",
+    "ImportResult",
+    "LogCursor",
+    "NodeSnapshot",
+    "ServerStat",
+    "Store",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -80,9 +88,40 @@ def _migrate_2(db: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_3(db: sqlite3.Connection) -> None:
+    """
+    Version 3: what HAProxy's stats socket said at each collection (``show stat``).
+    """
+    db.execute(
+        """
+        CREATE TABLE haproxy_stat (
+            node     TEXT    NOT NULL,
+            at_us    INTEGER NOT NULL,  -- the node's clock at the collection
+            proxy    TEXT    NOT NULL,
+            server   TEXT    NOT NULL,  -- FRONTEND, BACKEND or a server's name
+            status   TEXT    NOT NULL,
+            weight   INTEGER,
+            scur     INTEGER,
+            smax     INTEGER,
+            slim     INTEGER,
+            qcur     INTEGER,
+            qmax     INTEGER,
+            rate     INTEGER,
+            stot     INTEGER,
+            hrsp_5xx INTEGER,
+            qtime    INTEGER,
+            ctime    INTEGER,
+            rtime    INTEGER,
+            ttime    INTEGER,
+            PRIMARY KEY (node, at_us, proxy, server)
+        ) WITHOUT ROWID
+        """
+    )
+
+
 #: Migrations in order: ``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``.
 #: Later issues append here; never edit a released migration.
-MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (_migrate_1, _migrate_2)
+MIGRATIONS: Sequence[Callable[[sqlite3.Connection], None]] = (_migrate_1, _migrate_2, _migrate_3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = (
@@ -138,6 +177,36 @@ class NodeSnapshot:
     load15: float | None = None
     mem_total_kb: int | None = None
     mem_available_kb: int | None = None
+
+
+#: The ``show stat`` columns the store keeps, in its column order.
+STAT_COLUMNS = (
+    "weight",
+    "scur",
+    "smax",
+    "slim",
+    "qcur",
+    "qmax",
+    "rate",
+    "stot",
+    "hrsp_5xx",
+    "qtime",
+    "ctime",
+    "rtime",
+    "ttime",
+)
+
+
+@dataclass(frozen=True)
+class ServerStat:
+    """
+    One row of HAProxy's ``show stat`` as the store keeps it (counters None when empty).
+    """
+
+    proxy: str
+    server: str
+    status: str
+    counters: dict[str, int | None]
 
 
 @dataclass(frozen=True)
@@ -313,6 +382,8 @@ class Store:
         *,
         cursor: LogCursor | None,
         snapshot: NodeSnapshot | None,
+        stats: Sequence[ServerStat] = (),
+        stats_at: float | None = None,
     ) -> ImportResult:
         """
         Store one node's harvest in one transaction: its windows, where its log was read up
@@ -357,6 +428,22 @@ class Store:
                     "INSERT OR REPLACE INTO node_snapshot VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (node, round(snapshot.at * 1e6), *astuple(snapshot)[1:]),
                 )
+            if stats and stats_at is not None:
+                marks = ", ".join("?" * (5 + len(STAT_COLUMNS)))
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO haproxy_stat VALUES ({marks})",
+                    [
+                        (
+                            node,
+                            round(stats_at * 1e6),
+                            row.proxy,
+                            row.server,
+                            row.status,
+                            *(row.counters.get(c) for c in STAT_COLUMNS),
+                        )
+                        for row in stats
+                    ],
+                )
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -373,6 +460,25 @@ class Store:
         if row is None:
             return None
         return LogCursor(str(row[0]), int(row[1]), int(row[2]), int(row[3]) / 1e6)
+
+    def server_stats(self, node: str) -> list[tuple[float, ServerStat]]:
+        """
+        Everything ``node``'s HAProxy stats socket said, oldest first, with the node's time.
+        """
+        rows = self._db.execute(
+            f"SELECT at_us, proxy, server, status, {', '.join(STAT_COLUMNS)} FROM haproxy_stat "
+            "WHERE node = ? ORDER BY at_us, proxy, server",
+            (node,),
+        )
+        return [
+            (
+                int(r[0]) / 1e6,
+                ServerStat(
+                    str(r[1]), str(r[2]), str(r[3]), dict(zip(STAT_COLUMNS, r[4:], strict=True))
+                ),
+            )
+            for r in rows
+        ]
 
     def snapshots(self, node: str, *, since: float | None = None) -> list[NodeSnapshot]:
         """

@@ -41,6 +41,7 @@ __all__ = [
     "plan_reads",
     "probe_command",
     "read_command",
+    "stats_command",
 ]
 
 #: A window is complete this long after its end on the node's clock (log buffers flush).
@@ -66,6 +67,31 @@ def probe_command(proc_dir: str, log_path: str | None) -> str:
             ]
     parts.append(f"echo {_MARK}end")
     return "; ".join(parts)
+
+
+_SHOW_STAT = (
+    "import socket,sys\n"
+    "s=socket.socket(socket.AF_UNIX)\n"
+    "s.settimeout(5)\n"
+    "s.connect(sys.argv[1])\n"
+    "s.sendall(b'show stat\\n')\n"
+    "while True:\n"
+    " b=s.recv(65536)\n"
+    " if not b: break\n"
+    " sys.stdout.buffer.write(b)\n"
+)
+
+
+def stats_command(socket_path: str) -> str:
+    """
+    The command that asks HAProxy's stats socket for ``show stat``: with python3 when the
+    node has it, else socat.
+    """
+    path = shlex.quote(socket_path)
+    return (
+        f"if command -v python3 >/dev/null; then python3 -c {shlex.quote(_SHOW_STAT)} {path}; "
+        f"else printf 'show stat\\n' | socat -t 5 - UNIX-CONNECT:{path}; fi"
+    )
 
 
 def read_command(path: str, offset: int, length: int) -> str:

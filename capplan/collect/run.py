@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capplan.collect.haproxy import parse_show_stat
 from capplan.collect.harvest import (
     Probe,
     ReadStep,
@@ -26,12 +28,14 @@ from capplan.collect.harvest import (
     plan_reads,
     probe_command,
     read_command,
+    stats_command,
 )
 from capplan.collect.logs import LineParser, make_parser
 from capplan.collect.probes import CpuSnapshot, cpu_utilization
 from capplan.collect.ssh import (
     Cancel,
     Connection,
+    KeyRing,
     KnownHosts,
     NodeError,
     Route,
@@ -42,11 +46,12 @@ from capplan.collect.ssh import (
 from capplan.errors import CapplanError, InputError, StoreError
 from capplan.inventory import Inventory, Node
 from capplan.samples import Window
-from capplan.store import LogCursor, NodeSnapshot, Store
+from capplan.store import STAT_COLUMNS, LogCursor, NodeSnapshot, ServerStat, Store
 
 __all__ = ["CollectOptions", "NodeOutcome", "NodePlan", "collect", "plan_nodes"]
 
 _PROBE_CAP = 1 << 20  # the probe's output is a few kB; anything near this is not /proc
+_STATS_CAP = 16 << 20  # `show stat` is ~1 kB per server
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,7 @@ class NodeOutcome:
     load1: float | None = None
     mem_available: float | None = None  # fraction of memory available
     clock_offset_s: float | None = None
+    haproxy: list[dict[str, object]] = field(default_factory=list)  # `show stat` rows
     notes: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
@@ -165,6 +171,9 @@ class _Session:
     def read(self, step: ReadStep) -> bytes:
         raise NotImplementedError
 
+    def show_stat(self, socket_path: str) -> str:
+        raise NotImplementedError
+
 
 class _SSHSession(_Session):
     def __init__(self, connection: Connection, deadline: float) -> None:
@@ -195,6 +204,26 @@ class _SSHSession(_Session):
         )
         return result.stdout
 
+    def show_stat(self, socket_path: str) -> str:
+        result = self.connection.run(
+            stats_command(socket_path),
+            max_bytes=_STATS_CAP,
+            deadline=self.deadline,
+            stage="haproxy",
+        )
+        if result.status != 0 or result.truncated:
+            detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
+            why = detail[-1][:300] if detail else f"exit status {result.status}"
+            if result.truncated:
+                why = f"more than {_STATS_CAP} bytes"
+            raise NodeError(
+                self.connection.route.node,
+                "haproxy",
+                f"cannot read the stats socket {socket_path}: {why}; the SSH user needs "
+                "access to it (e.g. `stats socket ... mode 660 group <its group>`)",
+            )
+        return result.stdout.decode("utf-8", "replace")
+
 
 class _LocalSession(_Session):
     def probe(self, node: Node) -> Probe:
@@ -218,6 +247,23 @@ class _LocalSession(_Session):
             file.seek(step.offset)
             return file.read(step.length)
 
+    def show_stat(self, socket_path: str) -> str:
+        data = bytearray()
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(5)
+                sock.connect(socket_path)
+                sock.sendall(b"show stat\n")
+                while chunk := sock.recv(65_536):
+                    data += chunk
+                    if len(data) > _STATS_CAP:
+                        raise NodeError("local", "haproxy", f"more than {_STATS_CAP} bytes")
+        except OSError as exc:
+            raise NodeError(
+                "local", "haproxy", f"cannot read the stats socket {socket_path}: {exc}"
+            ) from None
+        return data.decode("utf-8", "replace")
+
 
 @dataclass
 class _Harvested:
@@ -229,6 +275,8 @@ class _Harvested:
     cursor: LogCursor | None
     snapshot: NodeSnapshot | None
     outcome: NodeOutcome
+    stats: list[ServerStat] = field(default_factory=list)
+    stats_at: float | None = None
 
 
 def _collect_node(
@@ -264,6 +312,25 @@ def _collect_node(
                 CpuSnapshot(busy=snapshot.cpu_busy, total=snapshot.cpu_total, cores=snapshot.cores),
             )
     result = _Harvested([], None, snapshot, outcome)
+    if node.haproxy_socket is not None:
+        state(node.name, "haproxy")
+        try:
+            text = session.show_stat(node.haproxy_socket)
+            rows = parse_show_stat(text, f"{node.name}:{node.haproxy_socket}")
+        except NodeError as exc:
+            outcome.fail("haproxy", exc.reason)
+        except InputError as exc:
+            outcome.fail("haproxy", str(exc))
+        else:
+            result.stats = [
+                ServerStat(r.proxy, r.server, r.status, {c: getattr(r, c) for c in STAT_COLUMNS})
+                for r in rows
+            ]
+            result.stats_at = probe.now
+            outcome.haproxy = [
+                {"proxy": r.proxy, "server": r.server, "status": r.status, **r.counters}
+                for r in result.stats
+            ]
     log, parser = node.log, plan.parser
     if log is None or parser is None:
         outcome.notes.append("no log in the inventory: node stats only")
@@ -352,6 +419,7 @@ def collect(
         for p in plans
     }
     cancel = Cancel()
+    keys = KeyRing()
     start = time.monotonic()
     deadline = start + options.deadline_s
 
@@ -368,7 +436,7 @@ def collect(
                 on_state(plan.node.name, "connecting")
                 assert hosts is not None
                 connection = connect(
-                    plan.route, hosts, accept_new=options.accept_new, cancel=cancel
+                    plan.route, hosts, keys, accept_new=options.accept_new, cancel=cancel
                 )
                 for name in connection.added_keys:
                     outcome.notes.append(f"added the host key of {name} to known_hosts")
@@ -439,7 +507,12 @@ def _finish(
     on_state(name, "storing")
     try:
         saved = store.save_collection(
-            name, result.windows, cursor=result.cursor, snapshot=result.snapshot
+            name,
+            result.windows,
+            cursor=result.cursor,
+            snapshot=result.snapshot,
+            stats=result.stats,
+            stats_at=result.stats_at,
         )
     except StoreError as exc:
         outcome.fail("store", str(exc))

@@ -38,6 +38,7 @@ __all__ = [
     "CommandResult",
     "Connection",
     "Endpoint",
+    "KeyRing",
     "KnownHosts",
     "NodeError",
     "Route",
@@ -422,9 +423,9 @@ class CommandResult:
     truncated: bool
 
 
-class _KeyRing:
+class KeyRing:
     """
-    Private keys loaded once per run (a file shared by all nodes is read once).
+    Private keys, each file loaded once per run (a key shared by all nodes is read once).
     """
 
     def __init__(self) -> None:
@@ -441,15 +442,23 @@ class _KeyRing:
                     self._keys[path] = paramiko.PKey.from_path(path)
                 except paramiko.PasswordRequiredException:
                     self._keys[path] = f"{path} is encrypted (load it into ssh-agent)"
+                except TypeError as exc:  # cryptography's word for an encrypted key
+                    encrypted = "password" in str(exc).lower()
+                    self._keys[path] = (
+                        f"{path} is encrypted (load it into ssh-agent)"
+                        if encrypted
+                        else f"{path}: {exc}"
+                    )
                 except (OSError, paramiko.SSHException, ValueError) as exc:
-                    self._keys[path] = f"{path}: {exc}"
+                    self._keys[path] = (
+                        f"{path}: {exc.strerror if isinstance(exc, OSError) else exc}"
+                    )
             return self._keys[path]
 
 
-KEYS = _KeyRing()
-
-
-def _authenticate(transport: paramiko.Transport, endpoint: Endpoint, node: str) -> None:
+def _authenticate(
+    transport: paramiko.Transport, endpoint: Endpoint, node: str, keys: KeyRing
+) -> None:
     tried: list[str] = []
     agent = paramiko.Agent()
     try:
@@ -457,7 +466,7 @@ def _authenticate(transport: paramiko.Transport, endpoint: Endpoint, node: str) 
             (f"agent key {fingerprint(k)}", k) for k in agent.get_keys()
         ]
         for path in endpoint.identity_files:
-            key = KEYS.get(path)
+            key = keys.get(path)
             if isinstance(key, str):
                 tried.append(key)
             else:
@@ -512,6 +521,7 @@ def _open_transport(
     *,
     accept_new: bool,
     cancel: Cancel,
+    keys: KeyRing,
 ) -> tuple[paramiko.Transport, bool]:
     transport = paramiko.Transport(sock)
     cancel.register(transport)
@@ -532,7 +542,7 @@ def _open_transport(
             f"({exc or type(exc).__name__}); is it an SSH server?",
         ) from None
     added = hosts.check(route.node, name, key, accept_new=accept_new)
-    _authenticate(transport, endpoint, route.node)
+    _authenticate(transport, endpoint, route.node, keys)
     return transport, added
 
 
@@ -626,7 +636,9 @@ class Connection:
             transport.close()
 
 
-def connect(route: Route, hosts: KnownHosts, *, accept_new: bool, cancel: Cancel) -> Connection:
+def connect(
+    route: Route, hosts: KnownHosts, keys: KeyRing, *, accept_new: bool, cancel: Cancel
+) -> Connection:
     """
     Connect and authenticate to ``route``'s target, through its jump hosts or ProxyCommand,
     verifying every host key on the way.
@@ -664,7 +676,7 @@ def connect(route: Route, hosts: KnownHosts, *, accept_new: bool, cancel: Cancel
                         f"{exc or type(exc).__name__}",
                     ) from None
             transport, was_added = _open_transport(
-                sock, hop, route, hosts, accept_new=accept_new, cancel=cancel
+                sock, hop, route, hosts, accept_new=accept_new, cancel=cancel, keys=keys
             )
             transports.append(transport)
             if was_added:

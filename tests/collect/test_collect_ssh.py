@@ -24,7 +24,7 @@ import pytest
 
 from capplan.status import ExitStatus
 from capplan.store import Store
-from tests.collect.sshd import SSHLab
+from tests.collect.sshd import SSHLab, free_port
 from tests.conftest import CLI
 
 pytestmark = pytest.mark.skipif(
@@ -419,3 +419,110 @@ def test_dry_run_connects_to_nothing(cli: CLI, pool: Pool, tmp_path: Path) -> No
     assert [n["node"] for n in nodes] == list(pool.servers)
     assert all("/proc" in n["commands"][0] or "proc" in n["commands"][0] for n in nodes)
     assert not (tmp_path / "c.db").exists()
+
+
+def test_haproxy_stats_socket(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """A node that names its HAProxy stats socket gets `show stat` read and stored."""
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    sock = tmp_path / "admin.sock"
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        f"global\n  stats socket {sock} mode 600 level admin\n"
+        "defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n"
+        f"frontend fe\n  bind 127.0.0.8:{free_port('127.0.0.8')}\n  default_backend web\n"
+        "backend web\n  server s1 127.0.0.9:1 weight 3\n  server s2 127.0.0.10:1 weight 5\n"
+    )
+    process = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        inventory = pool.inventory()
+        text = inventory.read_text().replace(
+            f"    proc_dir: {pool.root / 'web-1' / 'proc'}\n",
+            f"    proc_dir: {pool.root / 'web-1' / 'proc'}\n    haproxy_socket: {sock}\n",
+        )
+        inventory.write_text(text)
+        db = tmp_path / "c.db"
+        result = cli("collect", "-i", inventory, "--db", db, "--json", "--node", "web-1")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert result.status == ExitStatus.OK, result.stdout + result.stderr
+    rows = result.json["nodes"][0]["haproxy"]
+    servers = {(r["proxy"], r["server"]): r for r in rows}
+    assert servers[("web", "s1")]["weight"] == 3
+    assert servers[("web", "s2")]["weight"] == 5
+    assert ("fe", "FRONTEND") in servers
+    with Store.open(db) as store:
+        stored = store.server_stats("web-1")
+    assert {(s.proxy, s.server) for _, s in stored} == set(servers)
+
+
+def test_unreadable_stats_socket_is_reported(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    inventory = pool.inventory()
+    text = inventory.read_text().replace(
+        f"    proc_dir: {pool.root / 'web-2' / 'proc'}\n",
+        f"    proc_dir: {pool.root / 'web-2' / 'proc'}\n    haproxy_socket: {tmp_path}/none.sock\n",
+    )
+    inventory.write_text(text)
+    result = cli("collect", "-i", inventory, "--db", tmp_path / "c.db", "--json")
+    assert result.status == ExitStatus.PARTIAL
+    (failure,) = result.json["failures"]
+    assert (failure["node"], failure["stage"]) == ("web-2", "haproxy")
+    assert "none.sock" in failure["reason"]
+    assert result.json["nodes"][1]["windows"] > 0  # the log was still read
+
+
+def test_encrypted_key_through_the_agent(
+    cli: CLI, pool: Pool, lab: SSHLab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An encrypted key is never unlocked by capplan; the ssh-agent's copy of it is used."""
+    key = tmp_path / "encrypted_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret phrase", "-f", key], check=True
+    )
+    authorized = lab.authorized.read_text()
+    lab.authorized.write_text(authorized + key.with_suffix(".pub").read_text())
+    inventory = pool.inventory()
+    inventory.write_text(
+        inventory.read_text().replace(f"identity_file: {lab.user_key}", f"identity_file: {key}")
+    )
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    db = tmp_path / "c.db"
+    try:
+        refused = cli("collect", "-i", inventory, "--db", db, "--json", "--node", "web-1")
+        assert refused.status == ExitStatus.FAILURE
+        (failure,) = refused.json["failures"]
+        assert failure["stage"] == "auth"
+        assert "encrypted" in failure["reason"]
+        assert "ssh-agent" in failure["reason"]
+        agent_sock = tmp_path / "agent.sock"
+        agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(agent_sock)], stdout=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 10
+            while not agent_sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            env = {**os.environ, "SSH_AUTH_SOCK": str(agent_sock), "SSH_ASKPASS_REQUIRE": "force"}
+            askpass = tmp_path / "askpass"
+            askpass.write_text("#!/bin/sh\necho 'secret phrase'\n")
+            askpass.chmod(0o700)
+            env["SSH_ASKPASS"] = str(askpass)
+            env["DISPLAY"] = "none"
+            subprocess.run(
+                ["ssh-add", str(key)],
+                env=env,
+                check=True,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=10,
+            )
+            monkeypatch.setenv("SSH_AUTH_SOCK", str(agent_sock))
+            result = cli("collect", "-i", inventory, "--db", db, "--json", "--node", "web-1")
+        finally:
+            agent.terminate()
+            agent.wait(timeout=10)
+        assert result.status == ExitStatus.OK, result.stdout + result.stderr
+        assert result.json["nodes"][0]["windows"] > 0
+    finally:
+        lab.authorized.write_text(authorized)
