@@ -12,6 +12,7 @@ line.
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from dataclasses import dataclass, replace
 
@@ -56,7 +57,7 @@ def probe_command(proc_dir: str, log_path: str | None) -> str:
     Paths are the inventory's, quoted; everything else is fixed.
     """
     proc = proc_dir.rstrip("/") or "/"
-    parts = ["export LC_ALL=C", f"echo {_MARK}now", "date +%s.%N"]
+    parts = ["export LC_ALL=C", f"echo {_MARK}now", "date +%s.%N", f"echo {_MARK}tz", "date +%z"]
     for name in ("stat", "meminfo", "loadavg"):
         parts += [f"echo {_MARK}{name}", f"cat -- {shlex.quote(f'{proc}/{name}')}"]
     if log_path is not None:
@@ -118,6 +119,7 @@ class Probe:
     """
 
     now: float
+    utc_offset_s: float  # the node's local time zone (HAProxy logs local times)
     snapshot: NodeSnapshot | None
     problems: tuple[str, ...]
     log: FileStat | None
@@ -165,6 +167,10 @@ def parse_probe(text: str, node: str, proc_dir: str) -> Probe:
     fraction = sections["now"].strip().partition(".")[2]
     now = float(f"{clock}.{fraction}") if fraction.isdigit() else float(clock)
     problems: list[str] = []
+    zone = re.fullmatch(r"([+-])(\d\d)(\d\d)", sections.get("tz", "").strip())
+    utc_offset = 0.0
+    if zone is not None:
+        utc_offset = (1 if zone[1] == "+" else -1) * (int(zone[2]) * 3600 + int(zone[3]) * 60)
     snapshot: NodeSnapshot | None = None
     proc = proc_dir.rstrip("/")
     try:
@@ -187,6 +193,7 @@ def parse_probe(text: str, node: str, proc_dir: str) -> Probe:
         )
     return Probe(
         now=now,
+        utc_offset_s=utc_offset,
         snapshot=snapshot,
         problems=tuple(problems),
         log=_file_stat(sections.get("log", "")),

@@ -228,7 +228,8 @@ class _SSHSession(_Session):
 class _LocalSession(_Session):
     def probe(self, node: Node) -> Probe:
         proc = node.proc_dir.rstrip("/")
-        text = ["@capplan:now", f"{time.time():.6f}"]
+        zone = time.strftime("%z")
+        text = ["@capplan:now", f"{time.time():.6f}", "@capplan:tz", zone]
         for name in ("stat", "meminfo", "loadavg"):
             text.append(f"@capplan:{name}")
             with contextlib.suppress(OSError):
@@ -342,6 +343,9 @@ def _collect_node(
             "nodes.*.log.path",
         )
         return result
+    if log.format == "haproxy":
+        # HAProxy logs the node's local time without a zone: read it with the node's offset.
+        parser = make_parser(log, f"{node.name}:{log.path}", utc_offset_s=probe.utc_offset_s)
     state(node.name, "reading log")
     plan_ = plan_reads(log.path, cursor, probe.log, probe.rotated, options.max_bytes)
     outcome.notes.extend(plan_.notes)

@@ -526,3 +526,74 @@ def test_encrypted_key_through_the_agent(
         assert result.json["nodes"][0]["windows"] > 0
     finally:
         lab.authorized.write_text(authorized)
+
+
+def haproxy_line(t: float, latency_s: float, offset_s: float) -> str:
+    """
+    One `option httplog` line; HAProxy writes its host's local time, without a zone.
+    """
+    local = datetime.fromtimestamp(t + offset_s, UTC)
+    stamp = local.strftime("%d/%b/%Y:%H:%M:%S.") + f"{local.microsecond // 1000:03d}"
+    ms = round(latency_s * 1000)
+    return (
+        f"127.0.0.1:40000 [{stamp}] fe web/s1 0/0/0/{ms}/{ms} 200 512 - - ---- "
+        '1/1/0/0/0 0/0 "GET /item HTTP/1.1"\n'
+    )
+
+
+def test_haproxy_log_in_the_node_time_zone(cli: CLI, lab: SSHLab, tmp_path: Path) -> None:
+    """HAProxy's zone-less local times are read in the node's zone (here UTC+05:30)."""
+    server = lab.start("127.0.0.11", extra="SetEnv TZ=IST-5:30\n")
+    try:
+        now = time.time()
+        start = math.floor(now / WINDOW) * WINDOW - 4 * WINDOW + 17
+        requests = requests_between(start, now - 1, 4.0, 3)
+        log = tmp_path / "haproxy.log"
+        log.write_text("".join(haproxy_line(t, d, 5.5 * 3600) for t, d in requests))
+        shutil.copytree(PROC, tmp_path / "proc")
+        inventory = tmp_path / "inventory.yaml"
+        inventory.write_text(
+            f"cluster: lb\nssh: {{user: {lab.user}, identity_file: {lab.user_key}, "
+            f"known_hosts: {lab.known_hosts(server)}}}\nnodes:\n"
+            f"  - name: lb-1\n    host: {server.host}\n    address: {server.host}:80\n"
+            f"    ssh: {{port: {server.port}}}\n    proc_dir: {tmp_path / 'proc'}\n"
+            f"    log: {{path: {log}, format: haproxy}}\n"
+        )
+        db = tmp_path / "c.db"
+        result = cli("collect", "-i", inventory, "--db", db, "--json")
+    finally:
+        server.stop()
+    assert result.status == ExitStatus.OK, result.stdout + result.stderr
+    with Store.open(db) as store:
+        done = store.cursor("lb-1").done_until  # type: ignore[union-attr]
+    want = expected_windows(requests, math.ceil(start / WINDOW) * WINDOW, done)
+    assert len(want) >= 2
+    assert windows_in(db, "lb-1") == want
+
+
+def test_rotation_between_runs(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """A log rotated between runs (renamed to .1, a new file opened) loses no line."""
+    name = "web-3"
+    db = tmp_path / "c.db"
+    inventory = pool.inventory()
+    assert cli("collect", "-i", inventory, "--db", db, "--node", name).status == ExitStatus.OK
+    log = pool.log(name)
+    now = time.time()
+    late = requests_between(now - 0.9, now - 0.2, 20.0, 5)
+    with log.open("a") as file:  # written before the rotation
+        file.write("".join(nginx_line(t, d) for t, d in late))
+    log.rename(log.with_name(log.name + ".1"))
+    fresh = requests_between(now - 0.1, now + 0.5, 20.0, 6)
+    log.write_text("".join(nginx_line(t, d) for t, d in fresh))
+    result = cli("collect", "-i", inventory, "--db", db, "--node", name, "--json")
+    assert result.status == ExitStatus.OK, result.stderr
+    (entry,) = result.json["nodes"]
+    assert any("rotated" in note for note in entry["notes"])
+    with Store.open(db) as store:
+        cursor = store.cursor(name)
+    assert cursor is not None
+    everything = pool.requests[name] + late + fresh
+    first_full = math.ceil(pool.start / WINDOW) * WINDOW
+    assert windows_in(db, name) == expected_windows(everything, first_full, cursor.done_until)
+    # The cursor now points into whichever file holds the first line not yet counted.
+    assert cursor.inode in (log.stat().st_ino, log.with_name(log.name + ".1").stat().st_ino)
