@@ -13,12 +13,12 @@ from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from capplan.collect.haproxy import INT_COLUMNS
 from capplan.errors import InputError, StoreError
 from capplan.samples import NumberedWindow, Window, format_time
 
 __all__ = [
     "SCHEMA_VERSION",
-    "STAT_COLUMNS",
     "ImportResult",
     "LogCursor",
     "NodeSnapshot",
@@ -100,12 +100,13 @@ def _migrate_3(db: sqlite3.Connection) -> None:
             proxy    TEXT    NOT NULL,
             server   TEXT    NOT NULL,  -- FRONTEND, BACKEND or a server's name
             status   TEXT    NOT NULL,
-            weight   INTEGER,
-            scur     INTEGER,
+            scur     INTEGER,  -- the counters of collect.haproxy.INT_COLUMNS, in its order
             smax     INTEGER,
             slim     INTEGER,
             qcur     INTEGER,
             qmax     INTEGER,
+            qlimit   INTEGER,
+            weight   INTEGER,
             rate     INTEGER,
             stot     INTEGER,
             hrsp_5xx INTEGER,
@@ -177,24 +178,6 @@ class NodeSnapshot:
     load15: float | None = None
     mem_total_kb: int | None = None
     mem_available_kb: int | None = None
-
-
-#: The ``show stat`` columns the store keeps, in its column order.
-STAT_COLUMNS = (
-    "weight",
-    "scur",
-    "smax",
-    "slim",
-    "qcur",
-    "qmax",
-    "rate",
-    "stot",
-    "hrsp_5xx",
-    "qtime",
-    "ctime",
-    "rtime",
-    "ttime",
-)
 
 
 @dataclass(frozen=True)
@@ -429,9 +412,10 @@ class Store:
                     (node, round(snapshot.at * 1e6), *astuple(snapshot)[1:]),
                 )
             if stats and stats_at is not None:
-                marks = ", ".join("?" * (5 + len(STAT_COLUMNS)))
+                marks = ", ".join("?" * (5 + len(INT_COLUMNS)))
                 self._db.executemany(
-                    f"INSERT OR REPLACE INTO haproxy_stat VALUES ({marks})",
+                    "INSERT OR REPLACE INTO haproxy_stat (node, at_us, proxy, server, status, "
+                    f"{', '.join(INT_COLUMNS)}) VALUES ({marks})",
                     [
                         (
                             node,
@@ -439,7 +423,7 @@ class Store:
                             row.proxy,
                             row.server,
                             row.status,
-                            *(row.counters.get(c) for c in STAT_COLUMNS),
+                            *(row.counters.get(c) for c in INT_COLUMNS),
                         )
                         for row in stats
                     ],
@@ -466,7 +450,7 @@ class Store:
         Everything ``node``'s HAProxy stats socket said, oldest first, with the node's time.
         """
         rows = self._db.execute(
-            f"SELECT at_us, proxy, server, status, {', '.join(STAT_COLUMNS)} FROM haproxy_stat "
+            f"SELECT at_us, proxy, server, status, {', '.join(INT_COLUMNS)} FROM haproxy_stat "
             "WHERE node = ? ORDER BY at_us, proxy, server",
             (node,),
         )
@@ -474,7 +458,7 @@ class Store:
             (
                 int(r[0]) / 1e6,
                 ServerStat(
-                    str(r[1]), str(r[2]), str(r[3]), dict(zip(STAT_COLUMNS, r[4:], strict=True))
+                    str(r[1]), str(r[2]), str(r[3]), dict(zip(INT_COLUMNS, r[4:], strict=True))
                 ),
             )
             for r in rows

@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from capplan.collect.haproxy import parse_show_stat
+from capplan.collect.haproxy import INT_COLUMNS, parse_show_stat
 from capplan.collect.harvest import (
     Probe,
     ReadStep,
@@ -46,7 +46,7 @@ from capplan.collect.ssh import (
 from capplan.errors import CapplanError, InputError, StoreError
 from capplan.inventory import Inventory, Node
 from capplan.samples import Window
-from capplan.store import STAT_COLUMNS, LogCursor, NodeSnapshot, ServerStat, Store
+from capplan.store import LogCursor, NodeSnapshot, ServerStat, Store
 
 __all__ = ["CollectOptions", "NodeOutcome", "NodePlan", "collect", "plan_nodes"]
 
@@ -324,7 +324,7 @@ def _collect_node(
             outcome.fail("haproxy", str(exc))
         else:
             result.stats = [
-                ServerStat(r.proxy, r.server, r.status, {c: getattr(r, c) for c in STAT_COLUMNS})
+                ServerStat(r.proxy, r.server, r.status, {c: getattr(r, c) for c in INT_COLUMNS})
                 for r in rows
             ]
             result.stats_at = probe.now

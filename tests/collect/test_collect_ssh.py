@@ -8,6 +8,7 @@ past, so the windows it must give are known exactly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import pytest
 from capplan.status import ExitStatus
 from capplan.store import Store
 from tests.collect.sshd import SSHLab, free_port
-from tests.conftest import CLI
+from tests.conftest import CLI, Result
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or (not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists()),
@@ -99,7 +101,7 @@ class Pool:
             f"  user: {self.lab.user}",
             f"  identity_file: {self.lab.user_key}",
             f"  known_hosts: {known_hosts or self.known_hosts}",
-            "  timeout_s: 3",
+            "  timeout_s: 10",
             f"  config_file: {self.root / 'ssh_config'}",
             "nodes:",
         ]
@@ -277,49 +279,58 @@ def test_log_without_timing_fields(cli: CLI, pool: Pool, tmp_path: Path) -> None
     assert "$request_time" in failure["reason"]
 
 
-def test_tarpit_ends_within_deadline(cli: CLI, pool: Pool, tmp_path: Path) -> None:
-    """A node that accepts TCP but never speaks SSH fails by the timeout; the rest is stored."""
-    tarpit = socket.socket()
-    tarpit.bind(("127.0.0.5", 0))
-    tarpit.listen(8)
-    port = tarpit.getsockname()[1]
+@contextmanager
+def tarpit(host: str) -> Iterator[int]:
+    """
+    A port on ``host`` that accepts TCP connections and never says a word; yields the port.
+    """
+    listener = socket.socket()
+    listener.bind((host, 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
     held: list[socket.socket] = []
     stop = threading.Event()
 
     def accept() -> None:
-        tarpit.settimeout(0.2)
         while not stop.is_set():
-            try:
-                held.append(tarpit.accept()[0])
-            except TimeoutError:
-                continue
+            with contextlib.suppress(TimeoutError):
+                held.append(listener.accept()[0])
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    extra = (
-        "  - name: tarpit\n    host: 127.0.0.5\n    address: 127.0.0.5:8080\n"
-        f"    ssh: {{port: {port}, timeout_s: 1}}\n"
-        f"    log: {{path: {pool.log('web-1')}}}\n"
-    )
     try:
-        started = time.monotonic()
-        result = cli(
-            "collect",
-            "-i",
-            pool.inventory(extra_nodes=extra),
-            "--db",
-            tmp_path / "c.db",
-            "--json",
-            "--deadline",
-            "20s",
-        )
-        elapsed = time.monotonic() - started
+        yield int(listener.getsockname()[1])
     finally:
         stop.set()
         thread.join()
         for conn in held:
             conn.close()
-        tarpit.close()
+        listener.close()
+
+
+def run_with_node(
+    cli: CLI, pool: Pool, tmp_path: Path, extra: str, deadline: str
+) -> tuple[Result, float]:
+    """
+    Collect the pool plus one extra node; the result and the wall time it took.
+    """
+    inventory = pool.inventory(extra_nodes=extra)
+    started = time.monotonic()
+    result = cli(
+        "collect", "-i", inventory, "--db", tmp_path / "c.db", "--json", "--deadline", deadline
+    )
+    return result, time.monotonic() - started
+
+
+def test_tarpit_ends_within_deadline(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """A node that accepts TCP but never speaks SSH fails by the timeout; the rest is stored."""
+    with tarpit("127.0.0.5") as port:
+        extra = (
+            "  - name: tarpit\n    host: 127.0.0.5\n    address: 127.0.0.5:8080\n"
+            f"    ssh: {{port: {port}, timeout_s: 1}}\n"
+            f"    log: {{path: {pool.log('web-1')}}}\n"
+        )
+        result, elapsed = run_with_node(cli, pool, tmp_path, extra, "20s")
     assert result.status == ExitStatus.PARTIAL
     (failure,) = result.json["failures"]
     assert (failure["node"], failure["stage"]) == ("tarpit", "connect"), failure["reason"]
@@ -329,29 +340,12 @@ def test_tarpit_ends_within_deadline(cli: CLI, pool: Pool, tmp_path: Path) -> No
 
 def test_deadline_cuts_a_hung_node(cli: CLI, pool: Pool, tmp_path: Path) -> None:
     """The whole run ends by --deadline even when a node's timeout is longer."""
-    tarpit = socket.socket()
-    tarpit.bind(("127.0.0.6", 0))
-    tarpit.listen(8)
-    port = tarpit.getsockname()[1]
-    extra = (
-        "  - name: slow\n    host: 127.0.0.6\n    address: 127.0.0.6:8080\n"
-        f"    ssh: {{port: {port}, timeout_s: 60}}\n"
-    )
-    try:
-        started = time.monotonic()
-        result = cli(
-            "collect",
-            "-i",
-            pool.inventory(extra_nodes=extra),
-            "--db",
-            tmp_path / "c.db",
-            "--json",
-            "--deadline",
-            "3s",
+    with tarpit("127.0.0.6") as port:
+        extra = (
+            "  - name: slow\n    host: 127.0.0.6\n    address: 127.0.0.6:8080\n"
+            f"    ssh: {{port: {port}, timeout_s: 60}}\n"
         )
-        elapsed = time.monotonic() - started
-    finally:
-        tarpit.close()
+        result, elapsed = run_with_node(cli, pool, tmp_path, extra, "3s")
     assert result.status == ExitStatus.PARTIAL
     (failure,) = result.json["failures"]
     assert (failure["node"], failure["stage"]) == ("slow", "deadline")
