@@ -88,6 +88,7 @@ _VAR_PATTERNS = {
     "bytes_sent": r"\d+",
 }
 _INTEGER = re.compile(r"-?\d+", re.ASCII)
+_FIELDS = ("time", "status", "request_time", "upstream")  # the groups an nginx line gives
 _NGINX_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))", re.ASCII)
 
 
@@ -227,6 +228,12 @@ class _Memo(dict[str, float]):
         return seconds
 
 
+#: Shared by every parser of a run (all nodes' lines share their seconds); thread-safe enough:
+#: two threads may convert the same string once each.
+_LOCAL_TIMES = _Memo(_time_local)
+_ISO_TIMES = _Memo(_time_iso)
+
+
 def _unquote_format(text: str) -> str:
     """
     Accept a log_format pasted from nginx.conf as quoted pieces: ``'$a ' '"$b"'`` → ``$a "$b"``
@@ -297,9 +304,11 @@ class NginxParser(LineParser):
         pattern = _nginx_regex(fmt, groups)
         # a variable the format lacks is an empty group, so every line has all four
         pattern += "".join(f"(?P<{g}>)" for v, g in groups.items() if v not in names)
-        self._regex = re.compile(pattern, re.ASCII | re.DOTALL)
-        convert = _time_iso if time_var == "time_iso8601" else _time_local
-        self._time = _Memo(convert)
+        self._regex = re.compile(pattern, re.ASCII)
+        # Every line of a block at once: one match per line, the line itself when bad.
+        self._block = re.compile(f"^(?:{pattern})\r?$|^(?P<bad>[^\n]*)$", re.ASCII | re.MULTILINE)
+        self._fields = [self._block.groupindex[g] - 1 for g in (*_FIELDS, "bad")]
+        self._time = _ISO_TIMES if time_var == "time_iso8601" else _LOCAL_TIMES
 
     def values(self, line: str) -> tuple[float, float, bool] | None:
         """
@@ -308,9 +317,11 @@ class NginxParser(LineParser):
         m = self._regex.fullmatch(line)
         if m is None:
             return None
-        stamp, status, request_time, upstream = m.group(
-            "time", "status", "request_time", "upstream"
-        )
+        return self._convert(*m.group(*_FIELDS))
+
+    def _convert(
+        self, stamp: str, status: str, request_time: str, upstream: str
+    ) -> tuple[float, float, bool] | None:
         if self._msec:
             seconds = float(stamp)
             if not 0 <= seconds < _MAX_EPOCH:
@@ -323,6 +334,29 @@ class NginxParser(LineParser):
         if latency is None and upstream:
             latency = _upstream_seconds(upstream)
         return seconds, math.nan if latency is None else latency * 1000.0, status >= "500"
+
+    def block(self, text: str) -> list[tuple[float, float, bool] | str | None]:
+        """
+        Each line of ``text`` (which ends with a newline): its values; the line itself when it
+        does not match (blank lines included, as ``""`` or spaces); None when it matched but
+        its time is not one.
+
+        One regex pass over the block instead of one per line: the per-line work left in
+        Python is the conversion of four fields.
+        """
+        stamp_at, status_at, request_at, upstream_at, bad_at = self._fields
+        convert = self._convert
+        out: list[tuple[float, float, bool] | str | None] = []
+        for groups in self._block.findall(text)[: text.count("\n")]:
+            bad = groups[bad_at]
+            if bad or not groups[stamp_at]:
+                out.append(bad)
+                continue
+            values = convert(
+                groups[stamp_at], groups[status_at], groups[request_at], groups[upstream_at]
+            )
+            out.append(values)
+        return out
 
 
 def _nginx_regex(fmt: str, groups: dict[str, str]) -> str:
@@ -355,9 +389,9 @@ def _nginx_regex(fmt: str, groups: dict[str, str]) -> str:
         elif following[0] == "var":
             body = ".*?"
         elif following[1][0] == '"':  # inside quotes: \" is escape=json's quote
-            body = r'[^"\\]*(?:\\.[^"\\]*)*'
-        else:
-            body = "[^" + re.escape(following[1][0]) + "]*"
+            body = r'[^"\\\n]*(?:\\.[^"\\\n]*)*'
+        else:  # never a newline: a pattern must not run from one line into the next
+            body = "[^" + re.escape(following[1][0]) + "\\n]*"
         if text in groups and text not in named:
             named.add(text)
             pieces.append(f"(?P<{groups[text]}>{body})")
@@ -540,7 +574,7 @@ class Chunk:
     bad_examples: tuple[tuple[int, str], ...]
 
 
-_COMBINED_REGEX = re.compile(_nginx_regex(NGINX_COMBINED, {}), re.ASCII | re.DOTALL)
+_COMBINED_REGEX = re.compile(_nginx_regex(NGINX_COMBINED, {}), re.ASCII)
 
 
 def parse_chunk(data: bytes, parser: LineParser, *, source: str, max_examples: int = 3) -> Chunk:
@@ -559,32 +593,40 @@ def parse_chunk(data: bytes, parser: LineParser, *, source: str, max_examples: i
     body = data[:consumed]
     newlines = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n"))
     line_starts = np.concatenate(([0], newlines[:-1] + 1)).astype(np.int64)
-    if body.isascii():  # most logs: one decode for the block
-        texts = body.decode("ascii").split("\n")[:-1]
+    items: list[tuple[float, float, bool] | str | None]
+    if isinstance(parser, NginxParser) and body.isascii():  # most logs: one regex pass
+        items = parser.block(body.decode("ascii"))
     else:
-        texts = [raw.decode("utf-8", errors="replace") for raw in body.split(b"\n")[:-1]]
+        if body.isascii():
+            texts = body.decode("ascii").split("\n")[:-1]
+        else:
+            texts = [raw.decode("utf-8", errors="replace") for raw in body.split(b"\n")[:-1]]
+        items = []
+        for line in texts:
+            line = line.removesuffix("\r")
+            items.append(line if not line or line.isspace() else (parser.values(line) or line))
     records: list[tuple[float, float, bool]] = []
     parsed: list[int] = []
     bad_examples: list[tuple[int, str]] = []
     lines = bad = 0
     first: tuple[int, str] | None = None
-    parse = parser.values
-    for index, line in enumerate(texts):
-        if line.endswith("\r"):
-            line = line[:-1]
-        if not line or line.isspace():
+    for index, item in enumerate(items):
+        if type(item) is tuple:
+            records.append(item)
+            parsed.append(index)
             continue
-        lines += 1
-        values = parse(line)
-        if values is None:
-            bad += 1
+        if isinstance(item, str) and (not item or item.isspace()):
+            continue  # a blank line
+        bad += 1
+        if len(bad_examples) < max_examples or first is None:
+            start = int(line_starts[index])
+            raw = body[start : body.find(b"\n", start)]
+            line = raw.decode("utf-8", errors="replace").removesuffix("\r")
             if first is None:
                 first = (index + 1, line)
             if len(bad_examples) < max_examples:
                 bad_examples.append((index + 1, line[:_EXAMPLE_CHARS]))
-            continue
-        records.append(values)
-        parsed.append(index)
+    lines = len(records) + bad
     if lines and not records and first is not None:
         _refuse(first, parser, source)
     table = np.array(records, dtype=np.float64).reshape(-1, 3)
