@@ -110,7 +110,7 @@ def curve_fit_station(windows: list[Window]) -> float:
         rho = 1.0 / (1.0 + math.exp(-logit_rho))
         station = Station(max(rmax * srv / rho, 1.0), srv, math.exp(log_scv))
         parts = [np.log(station.mean_response(rate))]
-        parts += [np.log(station.response_quantile(q, rate)) for _, q in stats[1:]]
+        parts += [np.log(station.response_quantile(float(q or 0), rate)) for _, q in stats[1:]]
         return np.concatenate(parts)
 
     s0 = 0.8 * min(w.p50_ms or math.inf for w in windows) / 1e3
@@ -125,7 +125,7 @@ def pyusl_fit(load: np.ndarray, throughput: np.ndarray) -> tuple[float, float, f
     """
     pyusl's fit (it prints its results: silenced), as (sigma, kappa, lambda).
     """
-    import pyusl
+    import pyusl  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
     model = pyusl.usl()
     with contextlib.redirect_stdout(io.StringIO()):

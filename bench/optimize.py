@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             # so the general optimizer is not slowed by n finite-difference evaluations
             h = np.maximum(1e-7 * caps, 1e-12)
             lo, hi = np.maximum(x - h, 0.0), np.minimum(x + h, caps)
-            cost = lambda r: np.where(r > 0, r * pool.mean(r), 0.0)  # noqa: E731
+
+            def cost(r: np.ndarray) -> np.ndarray:
+                return np.where(r > 0, r * pool.mean(r), 0.0)
+
             out: np.ndarray = (cost(hi) - cost(lo)) / np.maximum(hi - lo, 1e-300)
             return out
 
