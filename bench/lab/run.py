@@ -1,0 +1,646 @@
+"""
+The lab's procedure: measure a pool of unequal nodes, let capplan fit and optimize it, then
+compare capplan's configs with the usual alternatives behind the real nginx and HAProxy.
+
+    python -m bench.lab --out DIR [--quick] [--pool FILE] [--service exp,fixed,lognormal]
+                        [--balancers nginx,haproxy] [--repeats N] [--point-s S]
+
+1. *Measure*: every node is driven directly, all at once, through a ramp of loads up to 90% of
+   its capacity, in steps aligned to capplan's windows; capplan reads the nodes' access logs
+   (``capplan collect`` with ``host: local``), fits them and writes its plan and configs.
+2. *Predict*: each node's predicted capacity at the SLO against its measured one — the largest
+   rate at which it alone meets the SLO (0.7, 0.9, 1.1 × the prediction, then bisection; the
+   nodes are measured at the same time, each on its own port).
+3. *Compare*: per balancer and strategy, the SLO percentile and errors at 50–90% of the pool's
+   measured capacity (its nodes' sum), the largest rate meeting the SLO (bisection), and at
+   120% (overload), with repeats.
+
+Every point is stored in ``DIR/results.json`` as it is measured, and a point already there is
+not run again: an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.lab._loop import loop_factory
+from bench.lab.balancers import STRATEGIES, Balancers, CapplanConfig
+from bench.lab.loadgen import LoadResult, run_load_async
+from bench.lab.node import log_path, start_node_process
+from bench.lab.pool import DEFAULT_POOL, Pool, load_pool
+
+__all__ = ["Lab", "Settings", "main"]
+
+REPO = Path(__file__).resolve().parents[2]
+CAPPLAN = [sys.executable, "-m", "capplan"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """
+    One lab run's knobs.
+    """
+
+    out: Path
+    pool_file: Path
+    services: tuple[str, ...]
+    balancers: tuple[str, ...]
+    strategies: tuple[str, ...]
+    point_s: float
+    warmup_s: float
+    repeats: int
+    window_s: int
+    ramp: tuple[float, ...]  # fractions of each node's capacity
+    ramp_windows: int  # windows per ramp step
+    levels: tuple[float, ...]  # fractions of the pool's measured capacity
+    bisect_steps: int
+    slo_ms: float
+    percentile: float
+    quick: bool
+    measure_nodes_min_rps: float  # nodes below this are not measured alone (quick)
+    search_candidates: int
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    quick = bool(args.quick)
+    return Settings(
+        out=Path(args.out),
+        pool_file=Path(args.pool),
+        services=tuple(args.service.split(","))
+        if args.service
+        else (("exp",) if quick else ("exp", "fixed", "lognormal")),
+        balancers=tuple(args.balancers.split(","))
+        if args.balancers
+        else (("nginx",) if quick else ("nginx", "haproxy")),
+        strategies=("rr", "lc", "capplan") if quick else STRATEGIES,
+        point_s=args.point_s or (12.0 if quick else 25.0),
+        warmup_s=2.0,
+        repeats=args.repeats or (1 if quick else 2),
+        window_s=10,
+        ramp=(0.3, 0.5, 0.65, 0.8, 0.9) if quick else (0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9),
+        ramp_windows=2 if quick else 3,
+        levels=(0.7, 0.9) if quick else (0.5, 0.7, 0.8, 0.9),
+        bisect_steps=2 if quick else 4,
+        slo_ms=args.slo_ms,
+        percentile=99.0,
+        quick=quick,
+        measure_nodes_min_rps=200.0 if quick else 0.0,
+        search_candidates=0 if quick else 25,
+    )
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+class Results:
+    """
+    ``results.json``: every point measured so far, written after each one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        self.data.setdefault("points", {})
+
+    def point(self, key: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self.data["points"].get(key)
+        return found
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        self.data["points"][key] = value
+        self.save()
+
+    def save(self) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+        os.replace(temporary, self.path)
+
+
+def _summary(result: LoadResult, percentile: float) -> dict[str, Any]:
+    """
+    What a point keeps: the SLO percentile counting failures, errors, who served what.
+    """
+    label = f"p{percentile:g}"
+    failures = result.scheduled - result.ok
+    return {
+        "rate_rps": result.rate_rps,
+        "scheduled": result.scheduled,
+        "ok": result.ok,
+        "error_rate": failures / result.scheduled if result.scheduled else 0.0,
+        "errors": {str(k): v for k, v in result.errors.items()},
+        "timeouts": result.timeouts,
+        "p_ms": result.percentiles_incl_failures.get(label, math.inf),
+        "p_ok_ms": result.percentiles.get(label, math.nan),
+        "p50_ms": result.percentiles.get("p50", math.nan),
+        "mean_ms": result.mean_ms,
+        "goodput_rps": result.ok_rate_rps,
+        "per_node": result.per_node,
+        "held": result.held_rate,
+        "lateness_p99_ms": result.lateness_ms.get("p99"),
+        "refused_p99_ms": _refusal_time(result),
+    }
+
+
+def _refusal_time(result: LoadResult) -> float | None:
+    """
+    The p99 of how long refused requests (5xx) took to be refused: a limit should refuse fast.
+    """
+    import numpy as np
+
+    statuses = np.asarray(result.request_status, dtype=object)
+    latency = np.asarray(result.request_latency_ms, dtype=float)
+    refused = np.array([isinstance(s, int) and s >= 500 for s in statuses])
+    if not refused.any() or latency.size != refused.size:
+        return None
+    values = latency[refused]
+    values = values[np.isfinite(values)]
+    return float(np.percentile(values, 99)) if values.size else None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# --- the lab -----------------------------------------------------------------------------------
+
+
+def _capplan(*args: str | Path, check: bool = True) -> dict[str, Any]:
+    command = [*CAPPLAN, *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO)
+    if check and done.returncode not in (0, 3):
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    document: dict[str, Any] = (
+        json.loads(done.stdout) if done.stdout.strip().startswith("{") else {}
+    )
+    return document
+
+
+class Lab:
+    """
+    One pool with one service-time distribution: its nodes, capplan's advice, the balancers.
+    """
+
+    def __init__(
+        self, settings: Settings, pool: Pool, results: Results, log: Callable[[str], None]
+    ):
+        self.s = settings
+        self.pool = pool
+        self.results = results
+        self.say = log
+        self.dir = settings.out / f"{pool.name}-{pool.service}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.prefix = f"{pool.name}/{pool.service}"
+
+    # -- load ----------------------------------------------------------------------------------
+
+    def _run_points(
+        self,
+        points: Sequence[tuple[tuple[str, int], float]],
+        seed: int,
+        duration_s: float | None = None,
+        warmup_s: float | None = None,
+    ) -> list[LoadResult]:
+        """
+        Load several targets at once, each at its rate, for one point's length.
+        """
+        duration = self.s.point_s if duration_s is None else duration_s
+        warmup = self.s.warmup_s if warmup_s is None else warmup_s
+
+        async def all_points() -> list[LoadResult]:
+            return list(
+                await asyncio.gather(
+                    *(
+                        run_load_async(
+                            target,
+                            rate,
+                            duration,
+                            seed + i,
+                            timeout_s=5.0,
+                            warmup_s=warmup,
+                        )
+                        for i, (target, rate) in enumerate(points)
+                    )
+                )
+            )
+
+        for attempt in range(3):
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                results = runner.run(all_points())
+            if all(r.held_rate for r in results):
+                return results
+            self.say(f"    generator could not hold its rate (attempt {attempt + 1}); again")
+            time.sleep(2)
+        raise RuntimeError(
+            "the generator could not hold its rate three times: is the machine busy?"
+        )
+
+    def point(self, key: str, target: tuple[str, int], rate: float, seed: int) -> dict[str, Any]:
+        """
+        One measured point (or the stored one).
+        """
+        full = f"{self.prefix}/{key}"
+        found = self.results.point(full)
+        if found is not None:
+            return found
+        (result,) = self._run_points([(target, rate)], seed)
+        summary: dict[str, Any] = _json_safe(_summary(result, self.s.percentile))
+        self.results.put(full, summary)
+        self.say(
+            f"  {key}: {rate:.0f} rps → p{self.s.percentile:g} {summary['p_ms']} ms, "
+            f"errors {summary['error_rate']:.4f}"
+        )
+        return summary
+
+    def meets(self, summary: dict[str, Any]) -> bool:
+        p = summary["p_ms"]
+        return p is not None and p <= self.s.slo_ms and summary["error_rate"] <= 0.001
+
+    # -- 1. measure ------------------------------------------------------------------------------
+
+    def measure(self, nodes: Any) -> None:
+        """
+        Drive every node at once through the ramp, steps aligned to capplan's windows.
+        """
+        marker = self.dir / "ramp.done"
+        if marker.exists():
+            return
+        w = self.s.window_s
+        step_s = float(self.s.ramp_windows * w)
+        self.say(f"measure: ramp {self.s.ramp} of each node's capacity, {step_s:g} s per step")
+        # One continuous run per node, its rate stepping exactly on window boundaries: every
+        # window sees one load (a gap or a spill between steps would give a window whose few
+        # requests carry the previous step's queue).
+        start = (math.floor(time.time() / w) + 2) * w
+        total = step_s * len(self.s.ramp)
+
+        async def ramp() -> list[LoadResult]:
+            runs = []
+            for i, n in enumerate(self.pool.nodes):
+                schedule = [(step_s, f * n.capacity_rps) for f in self.s.ramp]
+                mean = sum(rate for _, rate in schedule) / len(schedule)
+                runs.append(
+                    run_load_async(
+                        nodes.addresses[n.name],
+                        mean,
+                        total,
+                        1000 + i,
+                        timeout_s=5.0,
+                        warmup_s=0.0,
+                        schedule=schedule,
+                        start_at=start,
+                    )
+                )
+            return list(await asyncio.gather(*runs))
+
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            results = runner.run(ramp())
+        late = max(r.lateness_ms.get("p99", math.nan) for r in results)
+        self.say(f"  ramp done: generator lateness p99 {late:.1f} ms (worst node)")
+        if not all(r.held_rate for r in results):
+            raise RuntimeError(
+                "the generator could not hold the ramp's rates: is the machine busy?"
+            )
+        time.sleep(w + 6)  # the last window completes and the logs flush
+        marker.write_text("done\n")
+
+    def inventory(self) -> Path:
+        path = self.dir / "inventory.yaml"
+        nodes = [
+            {
+                "name": n.name,
+                "host": "local",
+                "address": f"{n.address}:{n.port}",
+                "proc_dir": "/proc",
+                "log": {"path": str(log_path(self.dir / "logs", n.name))},
+            }
+            for n in self.pool.nodes
+        ]
+        document = {
+            "cluster": self.pool.name,
+            "profile": "balanced",
+            "slo": {
+                "percentile": self.s.percentile,
+                "latency_ms": self.s.slo_ms,
+                "max_error_rate": 0.001,
+            },
+            "nodes": nodes,
+            "balancers": [
+                {"kind": "nginx", "name": "capplan", "output": "nginx-capplan.conf"},
+                {"kind": "haproxy", "name": "capplan", "output": "haproxy-capplan.cfg"},
+            ],
+        }
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        return path
+
+    def advise(self) -> tuple[dict[str, Any], CapplanConfig]:
+        """
+        capplan collect → fit → optimize on the ramp's logs; the fit and capplan's configs.
+        """
+        inventory = self.inventory()
+        db = self.dir / "capplan.db"
+        fit_file = self.dir / "fit.json"
+        if not fit_file.exists():
+            collected = _capplan(
+                "collect", "-i", inventory, "--db", db, "--window", f"{self.s.window_s}s", "--json"
+            )
+            stored = {n["node"]: n["windows"] for n in collected.get("nodes", [])}
+            self.say(f"collect: windows stored {stored}")
+            fit = _capplan("fit", "-i", inventory, "--db", db, "--json")
+            fit_file.write_text(json.dumps(fit, indent=1))
+        fit = json.loads(fit_file.read_text())
+        predicted = sum(n["capacity_rps"] for n in fit["nodes"])
+        # The load to plan for: 70% of the predicted capacity (within the profile's headroom).
+        load = round(0.7 * predicted)
+        configs = self.dir / "capplan"
+        plan = self.dir / "plan.yaml"
+        if not plan.exists():
+            _capplan(
+                "optimize",
+                "-i",
+                inventory,
+                "--db",
+                db,
+                "--load",
+                load,
+                "--out",
+                plan,
+                "--emit",
+                "nginx,haproxy",
+                "--out-dir",
+                configs,
+                "--json",
+            )
+        thresholds = yaml.safe_load(plan.read_text())["pool"]["thresholds"]
+        config = CapplanConfig(
+            nginx_upstream=(configs / "nginx-capplan.conf").read_text(),
+            haproxy_backend=(configs / "haproxy-capplan.cfg").read_text(),
+            connect_timeout_ms=thresholds.get("connect_timeout_ms"),
+            server_timeout_ms=thresholds.get("server_timeout_ms"),
+        )
+        return fit, config
+
+    # -- 2. predict ----------------------------------------------------------------------------
+
+    def node_capacities(self, nodes: Any, fit: dict[str, Any]) -> dict[str, float | None]:
+        """
+        Each node's measured capacity at the SLO, all nodes bisected at the same time.
+        """
+        predicted = {n["node"]: float(n["capacity_rps"]) for n in fit["nodes"]}
+        todo = [
+            n.name
+            for n in self.pool.nodes
+            if n.capacity_rps >= self.s.measure_nodes_min_rps and predicted.get(n.name)
+        ]
+        # Bracket: [largest passing, smallest failing] per node (inf: none failed yet).
+        low: dict[str, float] = {n: 0.0 for n in todo}
+        high: dict[str, float] = {n: math.inf for n in todo}
+        steps = [("probe", f) for f in (0.7, 0.9, 1.1)]
+        steps += [("bisect", float(i)) for i in range(self.s.bisect_steps)]
+        for step, (kind, value) in enumerate(steps):
+            rates: dict[str, float] = {}
+            for name in todo:
+                if kind == "probe":
+                    if value * predicted[name] < high[name]:
+                        rates[name] = value * predicted[name]
+                    continue
+                top = high[name] if math.isfinite(high[name]) else 1.3 * predicted[name]
+                rates[name] = 0.5 * (low[name] + top)
+            keys = {name: f"{self.prefix}/node/{name}/{kind}{value}" for name in rates}
+            missing = {n: r for n, r in rates.items() if self.results.point(keys[n]) is None}
+            if missing:
+                targets = [(nodes.addresses[n], r) for n, r in missing.items()]
+                results = self._run_points(targets, 5000 + 10 * step)
+                for (name, rate), result in zip(missing.items(), results, strict=True):
+                    summary = _json_safe(_summary(result, self.s.percentile))
+                    self.results.put(keys[name], summary)
+                    self.say(f"  {name} alone at {rate:.0f} rps: p99 {summary['p_ms']} ms")
+            for name in rates:
+                summary = self.results.point(keys[name])
+                assert summary is not None
+                rate = summary["rate_rps"]
+                if self.meets(summary):
+                    low[name] = max(low[name], rate)
+                else:
+                    high[name] = min(high[name], rate)
+        return {
+            n.name: (low[n.name] if n.name in low and low[n.name] > 0 else None)
+            for n in self.pool.nodes
+        }
+
+    # -- 3. compare ----------------------------------------------------------------------------
+
+    def compare(self, balancers: Balancers, capacity: float) -> dict[str, Any]:
+        """
+        Every balancer/strategy at the levels, at 120%, and its largest rate meeting the SLO.
+        """
+        strategies: dict[str, Any] = {}
+        for balancer in self.s.balancers:
+            for strategy in self.s.strategies:
+                name = f"{balancer}/{strategy}"
+                target = balancers.target(balancer, strategy)
+                entry: dict[str, Any] = {"p_ms": {}, "error_rate": {}, "spread": {}}
+                for level in self.s.levels:
+                    runs = [
+                        self.point(f"{name}/{level}/{r}", target, level * capacity, 100 * r + 7)
+                        for r in range(self.s.repeats)
+                    ]
+                    ps = [x["p_ms"] if x["p_ms"] is not None else math.inf for x in runs]
+                    entry["p_ms"][str(level)] = _json_safe(sorted(ps)[len(ps) // 2])
+                    entry["error_rate"][str(level)] = max(x["error_rate"] for x in runs)
+                    entry["spread"][str(level)] = _json_safe([min(ps), max(ps)])
+                over = self.point(f"{name}/1.2/0", target, 1.2 * capacity, 77)
+                entry["overload"] = {
+                    "goodput_rps": over["goodput_rps"],
+                    "p_ok_ms": over["p_ok_ms"],
+                    "refused": over["scheduled"] - over["ok"],
+                    "refused_p99_ms": over["refused_p99_ms"],
+                }
+                if not self.s.quick:
+                    entry["max_rate_at_slo"] = self.max_rate(name, target, capacity)
+                strategies[name] = entry
+        return strategies
+
+    def max_rate(self, name: str, target: tuple[str, int], capacity: float) -> float:
+        """
+        The largest rate meeting the SLO, by bisection between 0.5 and 1.1 × capacity.
+        """
+        low, high = 0.5 * capacity, 1.1 * capacity
+        if not self.meets(self.point(f"{name}/max/low", target, low, 31)):
+            return 0.0
+        if self.meets(self.point(f"{name}/max/high", target, high, 32)):
+            return high
+        for step in range(self.s.bisect_steps + 1):
+            middle = 0.5 * (low + high)
+            if self.meets(self.point(f"{name}/max/{step}", target, middle, 40 + step)):
+                low = middle
+            else:
+                high = middle
+        return low
+
+    def run(self) -> dict[str, Any]:
+        """
+        The whole procedure for this pool; its part of results.json.
+        """
+        pool_file = self.dir / "pool.yaml"
+        pool_file.write_text(
+            yaml.safe_dump(self.pool.model_dump(exclude_none=True), sort_keys=False)
+        )
+        (self.dir / "logs").mkdir(exist_ok=True)
+        nodes = start_node_process(pool_file, self.dir / "logs", duration_s=4 * 3600)
+        balancers: Balancers | None = None
+        try:
+            self.measure(nodes)
+            fit, config = self.advise()
+            measured = self.node_capacities(nodes, fit)
+            predicted = {n["node"]: n for n in fit["nodes"]}
+            known = [v for v in measured.values() if v is not None]
+            pool_measured = sum(known) if len(known) == len(self.pool.nodes) else None
+            pool_predicted = sum(float(n["capacity_rps"]) for n in fit["nodes"])
+            capacity = pool_measured or pool_predicted
+            balancers = Balancers(self.pool, self.dir / "balancers", config)
+            balancers.start()
+            strategies = self.compare(balancers, capacity)
+        finally:
+            if balancers is not None:
+                balancers.stop()
+            nodes.stop()
+        return {
+            "pool": {
+                "name": self.pool.name,
+                "service": self.pool.service,
+                "nodes": [n.model_dump(exclude_none=True) for n in self.pool.nodes],
+                "measured_rps": pool_measured,
+                "predicted_rps": pool_predicted,
+                "levels_of": "measured" if pool_measured else "predicted",
+            },
+            "nodes": [
+                {
+                    "node": n.name,
+                    "nominal_rps": n.capacity_rps,
+                    "predicted_rps": predicted[n.name]["capacity_rps"],
+                    "predicted_interval": predicted[n.name]["capacity_interval"],
+                    "model": predicted[n.name]["model"],
+                    "measured_rps": measured[n.name],
+                }
+                for n in self.pool.nodes
+            ],
+            "strategies": strategies,
+        }
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def markdown(variants: dict[str, Any], slo_label: str) -> str:
+    """
+    The README table: per variant and balancer, each strategy's figures and capplan's ratios.
+    """
+    lines: list[str] = []
+    for variant, result in variants.items():
+        lines.append(f"### {variant}\n")
+        lines.append("| node | predicted rps [95% interval] | measured rps | error |")
+        lines.append("|---|---|---|---|")
+        for n in result["nodes"]:
+            measured = n["measured_rps"]
+            error = f"{n['predicted_rps'] / measured - 1:+.0%}" if measured else "-"
+            lo, hi = n["predicted_interval"]
+            lines.append(
+                f"| {n['node']} | {n['predicted_rps']:.0f} [{lo:.0f}, {hi:.0f}] | "
+                f"{measured:.0f} | {error} |"
+                if measured
+                else f"| {n['node']} | {n['predicted_rps']:.0f} [{lo:.0f}, {hi:.0f}] | - | - |"
+            )
+        lines.append("")
+        strategies = result["strategies"]
+        levels = sorted({lv for s in strategies.values() for lv in s["p_ms"]}, key=float)
+        header = ["strategy"] + [f"{slo_label} @{float(lv):.0%} (ms)" for lv in levels]
+        header += ["max rps at SLO", "120%: goodput rps", "120%: admitted p99 ms", "120%: refused"]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for name, s in strategies.items():
+            cells = [name]
+            for lv in levels:
+                p = s["p_ms"].get(lv)
+                cells.append("∞" if p is None else f"{p:.0f}")
+            cells.append(f"{s['max_rate_at_slo']:.0f}" if "max_rate_at_slo" in s else "-")
+            over = s["overload"]
+            cells.append(f"{over['goodput_rps']:.0f}")
+            cells.append("-" if over["p_ok_ms"] is None else f"{over['p_ok_ms']:.0f}")
+            cells.append(str(over["refused"]))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the lab and write DIR/results.json and DIR/results.md.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.lab", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--out", required=True, help="results directory (resumable)")
+    parser.add_argument("--quick", action="store_true", help="the short CI variant (~10 min)")
+    parser.add_argument("--pool", default=str(DEFAULT_POOL))
+    parser.add_argument("--service", help="exp,fixed,lognormal (default: all; quick: exp)")
+    parser.add_argument("--balancers", help="nginx,haproxy (default: both; quick: nginx)")
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--point-s", type=float)
+    parser.add_argument("--slo-ms", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    settings = _settings(args)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    for program in ("nginx", "haproxy"):
+        if program in settings.balancers and not (
+            shutil.which(program) or Path(f"/usr/sbin/{program}").exists()
+        ):
+            print(
+                f"bench.lab: {program} is not installed (apt-get install {program})",
+                file=sys.stderr,
+            )
+            return 1
+    results = Results(settings.out / "results.json")
+    started = time.monotonic()
+
+    def say(text: str) -> None:
+        print(f"[{time.monotonic() - started:7.1f} s] {text}", flush=True)
+
+    base = load_pool(settings.pool_file)
+    variants: dict[str, Any] = results.data.setdefault("variants", {})
+    for service in settings.services:
+        pool = base.model_copy(update={"service": service})
+        say(f"pool {pool.name}, service {service}")
+        variants[f"{pool.name}/{service}"] = Lab(settings, pool, results, say).run()
+        results.save()
+    slo_label = f"p{settings.percentile:g}"
+    results.data["slo"] = {
+        "percentile": settings.percentile,
+        "latency_ms": settings.slo_ms,
+        "max_error_rate": 0.001,
+    }
+    results.save()
+    table = markdown(variants, slo_label)
+    (settings.out / "results.md").write_text(table)
+    print(table)
+    say("done")
+    return 0
