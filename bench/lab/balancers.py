@@ -18,6 +18,7 @@ the search moves its weights (HAProxy's are set at run time through its stats so
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import signal
 import socket
@@ -252,6 +253,18 @@ class Balancers:
         if balancer == "nginx":
             return NGINX_HOST, self.nginx_ports[strategy]
         return HAPROXY_HOST, self.haproxy_ports[strategy]
+
+    def capplan_digest(self, balancer: str) -> str:
+        """
+        A short digest of capplan's config for ``balancer``: results are keyed by it.
+        """
+        if self.capplan is None:
+            return "none"
+        text = self.capplan.nginx_upstream if balancer == "nginx" else self.capplan.haproxy_backend
+        text += f"{self.capplan.connect_timeout_ms} {self.capplan.server_timeout_ms}"
+        # the header's comment lines name paths and times, not behaviour
+        body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+        return hashlib.sha256(body.encode()).hexdigest()[:10]
 
     def set_optimum(self, weights: Mapping[str, int]) -> None:
         """

@@ -73,6 +73,7 @@ class Settings:
     quick: bool
     measure_nodes_min_rps: float  # nodes below this are not measured alone (quick)
     search_candidates: int
+    refit: bool  # drop capplan's cached store, fit and plan (the measured logs are kept)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -100,6 +101,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         quick=quick,
         measure_nodes_min_rps=200.0 if quick else 0.0,
         search_candidates=0 if quick else 25,
+        refit=bool(args.refit),
     )
 
 
@@ -359,6 +361,9 @@ class Lab:
         inventory = self.inventory()
         db = self.dir / "capplan.db"
         fit_file = self.dir / "fit.json"
+        if self.s.refit:  # capplan changed: collect, fit and optimize again on the same logs
+            for stale in (db, fit_file, self.dir / "plan.yaml"):
+                stale.unlink(missing_ok=True)
         if not fit_file.exists():
             collected = _capplan(
                 "collect", "-i", inventory, "--db", db, "--window", f"{self.s.window_s}s", "--json"
@@ -457,18 +462,25 @@ class Lab:
         for balancer in self.s.balancers:
             for strategy in self.s.strategies:
                 name = f"{balancer}/{strategy}"
+                # capplan's points are keyed by its config too: advice that changes (a newer
+                # capplan, --refit) is measured again, the other strategies' points are kept.
+                key = (
+                    f"{name}@{balancers.capplan_digest(balancer)}"
+                    if strategy == "capplan"
+                    else name
+                )
                 target = balancers.target(balancer, strategy)
                 entry: dict[str, Any] = {"p_ms": {}, "error_rate": {}, "spread": {}}
                 for level in self.s.levels:
                     runs = [
-                        self.point(f"{name}/{level}/{r}", target, level * capacity, 100 * r + 7)
+                        self.point(f"{key}/{level}/{r}", target, level * capacity, 100 * r + 7)
                         for r in range(self.s.repeats)
                     ]
                     ps = [x["p_ms"] if x["p_ms"] is not None else math.inf for x in runs]
                     entry["p_ms"][str(level)] = _json_safe(sorted(ps)[len(ps) // 2])
                     entry["error_rate"][str(level)] = max(x["error_rate"] for x in runs)
                     entry["spread"][str(level)] = _json_safe([min(ps), max(ps)])
-                over = self.point(f"{name}/1.2/0", target, 1.2 * capacity, 77)
+                over = self.point(f"{key}/1.2/0", target, 1.2 * capacity, 77)
                 entry["overload"] = {
                     "goodput_rps": over["goodput_rps"],
                     "p_ok_ms": over["p_ok_ms"],
@@ -476,7 +488,7 @@ class Lab:
                     "refused_p99_ms": over["refused_p99_ms"],
                 }
                 if not self.s.quick:
-                    entry["max_rate_at_slo"] = self.max_rate(name, target, capacity)
+                    entry["max_rate_at_slo"] = self.max_rate(key, target, capacity)
                 strategies[name] = entry
         return strategies
 
@@ -607,6 +619,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--point-s", type=float)
     parser.add_argument("--slo-ms", type=float, default=120.0)
+    parser.add_argument(
+        "--refit",
+        action="store_true",
+        help="collect, fit and optimize again (after a capplan change)",
+    )
     args = parser.parse_args(argv)
     settings = _settings(args)
     settings.out.mkdir(parents=True, exist_ok=True)
