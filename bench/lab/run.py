@@ -323,6 +323,12 @@ class Lab:
                 "the generator could not hold the ramp's rates: is the machine busy?"
             )
         time.sleep(w + 6)  # the last window completes and the logs flush
+        # capplan reads the ramp's logs as they are now: the nodes go on logging every later
+        # point, which must not reach a fit (--refit reads these copies again).
+        ramp_logs = self.dir / "ramp-logs"
+        ramp_logs.mkdir(exist_ok=True)
+        for n in self.pool.nodes:
+            shutil.copyfile(log_path(self.dir / "logs", n.name), log_path(ramp_logs, n.name))
         marker.write_text("done\n")
 
     def inventory(self) -> Path:
@@ -333,7 +339,7 @@ class Lab:
                 "host": "local",
                 "address": f"{n.address}:{n.port}",
                 "proc_dir": "/proc",
-                "log": {"path": str(log_path(self.dir / "logs", n.name))},
+                "log": {"path": str(log_path(self.dir / "ramp-logs", n.name))},
             }
             for n in self.pool.nodes
         ]
@@ -575,13 +581,10 @@ def markdown(variants: dict[str, Any], slo_label: str) -> str:
         for n in result["nodes"]:
             measured = n["measured_rps"]
             error = f"{n['predicted_rps'] / measured - 1:+.0%}" if measured else "-"
-            lo, hi = n["predicted_interval"]
-            lines.append(
-                f"| {n['node']} | {n['predicted_rps']:.0f} [{lo:.0f}, {hi:.0f}] | "
-                f"{measured:.0f} | {error} |"
-                if measured
-                else f"| {n['node']} | {n['predicted_rps']:.0f} [{lo:.0f}, {hi:.0f}] | - | - |"
-            )
+            lo, hi = (math.inf if x is None else x for x in n["predicted_interval"])
+            interval = f"{n['predicted_rps']:.0f} [{lo:.0f}, {hi:.0f}]"
+            shown = f"{measured:.0f}" if measured else "-"
+            lines.append(f"| {n['node']} | {interval} | {shown} | {error} |")
         lines.append("")
         strategies = result["strategies"]
         levels = sorted({lv for s in strategies.values() for lv in s["p_ms"]}, key=float)

@@ -164,6 +164,7 @@ def build_plan(
         pool=pool,
         caps=tuple(float(c) for c in caps),
         slo_latency_ms=slo.latency_ms,
+        error_budget=slo.max_error_rate,
         quantile=q,
         headroom=profile.headroom,
         detection_s=profile.detection_s,

@@ -19,6 +19,7 @@ import numpy.typing as npt
 from capplan.models.fit import LatencyCurve
 from capplan.models.queueing import (
     erlang_b,
+    erlang_c,
     mgc_mean_response,
     mgc_response_quantile,
     mgc_response_sf,
@@ -133,6 +134,39 @@ class PoolCurves:
             grid = np.array([lo, hi])
             cost = grid * curve.mean(grid)
             out[i] = float((cost[1] - cost[0]) / (hi - lo))
+        return out
+
+    def in_system_limit(self, rate: FloatArray, budget: float) -> FloatArray:
+        """
+        Per node: the least K ≥ c such that a balancer refusing requests that find K in the
+        node refuses at most ``budget`` of them at its rate; nan for a node that is not a
+        station, and at or past saturation.
+
+        The FCFS queue's length is the number of arrivals during a wait (distributional
+        Little's law), so with the model's wait — P(wait) = C, exponential with rate θ when
+        positive — P(N = c + k) = C·(1 − r)·rᵏ, r = λ/(λ + θ).  A cap truncates that chain
+        (the M/M/c/K distribution is the M/M/c one cut at K and renormalised), so the share
+        refused is P(N = K) / P(N ≤ K) = C(1 − r)rᵏ / (1 − C·rᵏ⁺¹): at most ``budget`` when
+        rᵏ ≤ budget / (C·(1 − r + budget·r)).  Exact for M/M/c (r = ρ).
+        """
+        out = np.full(len(self.nodes), np.nan)
+        if not self._st.size:
+            return out
+        c, s, v = self._c, self._s, self._v
+        lam = rate[self._st]
+        a = lam * s
+        stable = (a < c) & (lam > 0)
+        a_ok = np.where(stable, a, 0.5 * c)
+        lam_ok = np.where(stable, lam, 0.5 * c / s)
+        p_wait = erlang_c(c, a_ok)
+        theta = (c - a_ok) / s * (2.0 / (1.0 + v))
+        r = lam_ok / (lam_ok + theta)
+        with np.errstate(divide="ignore", invalid="ignore"):  # P(wait) 0: no wait, no cap
+            bound = budget / (p_wait * (1.0 - r + budget * r))
+            extra = np.ceil(np.log(bound) / np.log(r) - 1e-9)
+        extra = np.where(bound >= 1.0, 0.0, np.maximum(extra, 0.0))
+        limit = np.ceil(c) + extra
+        out[self._st] = np.where(stable, limit, np.where(lam > 0, np.nan, np.ceil(c)))
         return out
 
     def sf(self, t: float, rate: FloatArray) -> FloatArray:

@@ -3,9 +3,13 @@ Per-node limits and pool thresholds from the fitted models, each with a one-line
 
 Per node (``Limits`` in plan.yaml):
 
-- ``max_conns`` = ⌈λ·R·(1 + margin)⌉ at capacity (Little's law: λ the node's capacity at the
-  SLO, R its mean response there; the margin is the profile's headroom), at least the node's
-  slot count when it is a station (a lower limit would leave slots idle), within [1, 65535].
+- ``max_conns``: the balancer refuses a request when the node already has this many.  For a
+  station, the least K ≥ c such that, at capacity, refusing above K refuses at most half the
+  SLO's error budget (the fitted M/G/c's queue cut at K: ``PoolCurves.in_system_limit``) —
+  the mean number in system (Little's law) would refuse far more, the number in a node
+  spreading wide at high load.  For another model,
+  ⌈λ·R·(1 + margin)⌉ at capacity (Little's law, the margin the profile's headroom).  Within
+  [1, 65535].
 - ``min_conns`` = ⌈λ·R⌉ at the planned rate (HAProxy ``minconn``), within [1, max_conns].
 - ``maxqueue`` = ⌊(SLO latency − R at capacity) × capacity⌋: the requests that can wait ahead
   of a new one and still let it finish within the SLO latency on average.  At least 1: HAProxy
@@ -80,6 +84,9 @@ LOWER_FRACTION = 0.75
 
 #: The largest connection limit (the plan's bound for every target).
 MAX_CONNS = 65535
+#: The least share of requests a connection limit may refuse at capacity (an SLO without an
+#: error budget would otherwise ask for an unbounded limit).
+MIN_BUDGET = 1e-6
 
 CONNECT_TIMEOUT_MS = 1000
 SERVER_TIMEOUT_SLO_MULTIPLE = 10
@@ -140,6 +147,7 @@ class ThresholdInputs:
     slowstart_s: int = 30
     caps: tuple[float, ...] | None = None
     alert_fraction: float = 0.85
+    error_budget: float = 0.001  # the SLO's max_error_rate
 
     def __post_init__(self) -> None:
         """
@@ -162,6 +170,8 @@ class ThresholdInputs:
             )
         if self.slowstart_s < 0:
             raise ValueError(f"slowstart_s must be >= 0: {self.slowstart_s!r}")
+        if not (0 <= self.error_budget <= 1):
+            raise ValueError(f"error_budget must be in [0, 1]: {self.error_budget!r}")
         if not (0 < self.alert_fraction <= 1):
             raise ValueError(f"alert_fraction must be in (0, 1]: {self.alert_fraction!r}")
         if self.caps is not None:
@@ -423,20 +433,31 @@ def _node_limits(
     node: NodeThresholdInput,
     r_cap: float,
     r_plan: float,
+    k_cap: float,
     inputs: ThresholdInputs,
     reasons: dict[str, str],
 ) -> dict[str, int]:
     """
-    One node's limits from its mean response at capacity (``r_cap``) and at its planned rate;
-    their reasons go into ``reasons``.
+    One node's limits from its mean response at capacity (``r_cap``) and at its planned rate,
+    and its queue-tail limit at capacity (``k_cap``, nan when it is not a station); their
+    reasons go into ``reasons``.
     """
     limits: dict[str, int] = {}
     margin = inputs.headroom
     cap = node.capacity_rps
     slo_s = inputs.slo_latency_ms / 1e3
 
-    # max_conns: Little's law at capacity, with a margin
-    if cap > 0:
+    # max_conns: the queue tail at capacity for a station; Little's law, with a margin, else
+    budget = max(inputs.error_budget / 2, MIN_BUDGET)
+    if cap > 0 and node.servers is not None and math.isfinite(k_cap):
+        value = int(k_cap)
+        why = (
+            f"max_conns {{v}} = {node.servers} slots + {value - node.servers} waiting: at "
+            f"capacity ({_rps(cap)} rps) a balancer refusing above it refuses at most "
+            f"{budget:.2g} of the requests (half the SLO's error budget; the fitted M/G/c's "
+            "queue, cut at the limit)"
+        )
+    elif cap > 0:
         exact = cap * r_cap * (1 + margin)
         value = math.ceil(round(exact, 9))
         why = (
@@ -747,11 +768,14 @@ def derive_thresholds(inputs: ThresholdInputs) -> DerivedThresholds:
     rates = np.array([n.rate_rps for n in nodes], dtype=np.float64)
     r_cap = pool.mean(caps)
     r_plan = pool.mean(rates)
+    k_cap = pool.in_system_limit(caps, max(inputs.error_budget / 2, MIN_BUDGET))
     limits: list[dict[str, int]] = []
     node_reasons: list[dict[str, str]] = []
     for i, node in enumerate(nodes):
         reasons: dict[str, str] = {}
-        limits.append(_node_limits(node, float(r_cap[i]), float(r_plan[i]), inputs, reasons))
+        limits.append(
+            _node_limits(node, float(r_cap[i]), float(r_plan[i]), float(k_cap[i]), inputs, reasons)
+        )
         node_reasons.append(_lines(reasons))
     thresholds: dict[str, float | int] = {}
     pool_reasons: dict[str, str] = {}

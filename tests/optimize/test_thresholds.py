@@ -1,5 +1,6 @@
 """
-Limits and pool thresholds: Little's law, SLO budgets, failure detection and the N−1 load.
+Limits and pool thresholds: queue tails, Little's law, SLO budgets, failure detection and the
+N−1 load.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def assert_reasons_ok(reasons: dict[str, str]) -> None:
 
 
 class TestLimits:
-    def test_littles_law_on_mmc(self) -> None:
-        """On an M/M/2 station the limits are Little's law and the SLO budget, by hand."""
+    def test_limits_on_mmc(self) -> None:
+        """On an M/M/2 station: the queue-tail cap, Little's law and the SLO budget, by hand."""
         # M/M/2, 100 ms service: at 15 rps a = 1.5, P(wait) = 4.5/7, R = 0.1 + P(wait)·0.1/0.5
         r_cap = 0.1 + 4.5 / 7 * 0.1 / 0.5  # 228.57 ms
         r_plan = 0.1 + 1 / 3 * 0.1 / 1.0  # 133.33 ms at 10 rps
@@ -60,17 +61,58 @@ class TestLimits:
             nodes=(NodeThresholdInput(name="web-1", rate_rps=10.0, capacity_rps=15.0, servers=2),),
             slo_latency_ms=500.0,
             headroom=0.2,
+            error_budget=0.001,
         )
         result = derive_thresholds(inputs)
         limits = result.limits[0]
-        assert math.ceil(15.0 * r_cap * 1.2) == limits["max_conns"]  # ⌈4.11⌉ = 5
+
+        # M/M/2/K: the M/M/2 chain cut at K, π(n) ∝ a^n / (2! 2^(n-2)) for n >= 2; the share
+        # refused is π(K) (PASTA).  The least K with it <= 0.0005:
+        def refused(k: int) -> float:
+            weights = [1.5**n / math.factorial(n) for n in range(2)]
+            weights += [1.5**n / (2 * 2 ** (n - 2)) for n in range(2, k + 1)]
+            return weights[-1] / sum(weights)
+
+        cap = next(k for k in range(2, 1000) if refused(k) <= 0.0005)
+        assert 23 == cap
+        assert cap == limits["max_conns"]
         assert math.ceil(10.0 * r_plan) == limits["min_conns"]  # ⌈1.33⌉ = 2
         assert math.floor((0.5 - r_cap) * 15.0) == limits["maxqueue"]  # ⌊4.07⌋ = 4
-        assert 5 == limits["uthreshold"]
-        assert 4 == limits["lthreshold"]
+        assert cap == limits["uthreshold"]
+        assert math.ceil(0.75 * cap) == limits["lthreshold"]
         assert 30 == limits["slowstart_s"]
         assert math.floor(500 - r_plan * 1e3) == result.pool["queue_timeout_ms"]
-        assert "max_conns 5 = ⌈15 rps × 229 ms × 1.2⌉" in result.node_reasons[0]["max_conns"]
+        assert "max_conns 23 = 2 slots + 21 waiting" in result.node_reasons[0]["max_conns"]
+
+    def test_cap_refuses_at_most_the_budget(self) -> None:
+        """Simulated M/M/4 at capacity: max_conns refuses about the budget; two less, more."""
+        servers, service, rate, budget = 4, 0.05, 70.0, 0.002
+
+        def refused_share(cap: int, arrivals: int = 300_000) -> float:
+            # An M/M/c/K loss system: an arrival that finds `cap` in the node is refused.
+            rng = np.random.default_rng(3)
+            n = refused = 0
+            for gap in rng.exponential(1 / rate, arrivals):
+                while n > 0:  # departures within the gap, one at a time (memoryless service)
+                    d = rng.exponential(service / min(n, servers))
+                    if d > gap:
+                        break
+                    gap -= d
+                    n -= 1
+                if n >= cap:
+                    refused += 1
+                else:
+                    n += 1
+            return refused / arrivals
+
+        inputs = ThresholdInputs(
+            pool=stations((float(servers), service, 1.0)),
+            nodes=(NodeThresholdInput(rate_rps=rate, capacity_rps=rate, servers=servers),),
+            error_budget=2 * budget,
+        )
+        cap = derive_thresholds(inputs).limits[0]["max_conns"]
+        assert refused_share(cap) <= 1.3 * budget  # ~600 refusals expected at most
+        assert refused_share(cap - 3) > budget  # not loose: ρ = 0.875, each step less ×1/ρ
 
     def test_slots_floor_max_conns(self) -> None:
         """max_conns is never below a station's slot count."""
