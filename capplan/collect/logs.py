@@ -22,6 +22,7 @@ Three formats:
 
 from __future__ import annotations
 
+import abc
 import calendar
 import math
 import re
@@ -104,7 +105,7 @@ class LogRecord:
     error: bool
 
 
-class LineParser:
+class LineParser(abc.ABC):
     """
     Reads one format of access-log line.
 
@@ -126,11 +127,11 @@ class LineParser:
         seconds, latency_ms, error = values
         return LogRecord(seconds, None if math.isnan(latency_ms) else latency_ms, error)
 
+    @abc.abstractmethod
     def values(self, line: str) -> tuple[float, float, bool] | None:
         """
         ``parse`` without building a record: (time, latency in ms or nan, error), or None.
         """
-        raise NotImplementedError
 
 
 def _epoch_ok(seconds: float) -> float | None:

@@ -9,6 +9,7 @@ the store.  What to run and what the output means is in ``harvest``.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import socket
@@ -160,19 +161,22 @@ def plan_nodes(
 # --- one node ------------------------------------------------------------------------------
 
 
-class _Session:
+class _Session(abc.ABC):
     """
     How a node is read: over an SSH connection, or on this machine.
     """
 
+    @abc.abstractmethod
     def probe(self, node: Node) -> Probe:
-        raise NotImplementedError
+        """The node's clock, /proc stats and log identity."""
 
+    @abc.abstractmethod
     def read(self, step: ReadStep) -> bytes:
-        raise NotImplementedError
+        """The bytes of one planned read."""
 
+    @abc.abstractmethod
     def show_stat(self, socket_path: str) -> str:
-        raise NotImplementedError
+        """HAProxy's answer to ``show stat`` on the node's stats socket."""
 
 
 class _SSHSession(_Session):
