@@ -56,6 +56,9 @@ BoolArray = npt.NDArray[np.bool_]
 #: The models ``fit_node`` knows, in the order they are tried.
 MODELS = ("mgc", "mmc", "usl", "demand", "hyperbolic")
 
+#: The hyperbola replaces the best mechanistic model only when this F test rejects it.
+FALLBACK_ALPHA = 0.01
+
 #: Below this share of the estimated capacity the windows cannot support the number.
 SUPPORT_SHARE = 0.3
 #: Predictions beyond this multiple of the highest measured rate are extrapolations.
@@ -515,8 +518,7 @@ def _finish(plan: _Plan, candidates: list[Candidate], slo: SLOTarget, model: str
         reasons = "; ".join(f"{c.model}: {c.message}" for c in candidates)
         return _empty(plan, f"no model could be fitted ({reasons})", candidates)
     if model == "auto":
-        chosen = min(usable, key=lambda c: (c.aicc, MODELS.index(c.model)))
-        selection = f"AICc on log {plan.common} latency"
+        chosen, selection = _select(usable, plan.common)
     else:
         chosen = usable[0]
         selection = "asked for"
@@ -553,6 +555,40 @@ def _finish(plan: _Plan, candidates: list[Candidate], slo: SLOTarget, model: str
         candidates=tuple(candidates),
         success=True,
         message=chosen.message,
+    )
+
+
+def _select(usable: Sequence[Candidate], common: str) -> tuple[Candidate, str]:
+    """
+    The mechanistic model with the least AICc, unless the empirical hyperbola fits significantly
+    better than every one of them.
+
+    The hyperbola is a fallback "for when nothing else fits": it has as many parameters as
+    M/G/c but no structure, so on a few noisy windows it often wins AICc by fitting the noise,
+    and then extrapolates worse (the lab's c = 2 node: hyperbola −17% against the measured
+    capacity, M/G/c within 3%).  It is chosen only when the best mechanistic model's lack of fit
+    against it is significant: residual-variance ratio beyond the F distribution's
+    ``1 − FALLBACK_ALPHA`` quantile on the two fits' residual degrees of freedom.
+    """
+    rank = {m: i for i, m in enumerate(MODELS)}
+    best = min(usable, key=lambda c: (c.aicc, rank[c.model]))
+    mechanistic = [c for c in usable if c.model != "hyperbolic" and math.isfinite(c.aicc)]
+    if best.model != "hyperbolic" or not mechanistic:
+        return best, f"AICc on log {common} latency"
+    mech = min(mechanistic, key=lambda c: (c.aicc, rank[c.model]))
+    dof_m, dof_h = mech.n - mech.k, best.n - best.k
+    if dof_m <= 0 or dof_h <= 0 or best.rss <= 0:
+        return best, f"AICc on log {common} latency"
+    ratio = (mech.rss / dof_m) / (best.rss / dof_h)
+    limit = float(stats.f.ppf(1.0 - FALLBACK_ALPHA, dof_m, dof_h))
+    if ratio <= limit:
+        return mech, (
+            f"AICc on log {common} latency among the mechanistic models; the empirical "
+            f"hyperbola fits no significantly better (variance ratio {ratio:.3g} ≤ {limit:.3g})"
+        )
+    return best, (
+        f"AICc on log {common} latency; {mech.model} lacks fit against the empirical "
+        f"hyperbola (variance ratio {ratio:.3g} > {limit:.3g})"
     )
 
 
