@@ -15,6 +15,11 @@ __all__ = ["NAME_RE", "check_address", "check_host", "check_name", "check_remote
 #: starting with a letter or digit.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+#: An IPv6 zone (``fe80::1%eth0``): an interface name or index.  Python's ipaddress takes any
+#: text after the ``%``, newlines and ``;`` included.
+_ZONE_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+#: ``HOST:PORT`` / ``[IPv6]:PORT``; ASCII digits only (``\d`` would take ``٨٠`` or ``８０``).
+_ADDRESS_RE = re.compile(r"\[([0-9A-Fa-f:.]+)\]:([0-9]{1,5})|([^:\[\]]+):([0-9]{1,5})")
 
 
 def check_name(value: str) -> str:
@@ -29,7 +34,7 @@ def check_name(value: str) -> str:
     """
     if not NAME_RE.fullmatch(value):
         raise ValueError(
-            f"{value!r} is not a valid name: use 1-63 letters, digits, '.', '_' or '-', "
+            f"{value[:80]!r} is not a valid name: use 1-63 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
         )
     return value
@@ -47,14 +52,18 @@ def check_host(value: str) -> str:
     """
     try:
         ipaddress.ip_address(value)
-        return value
     except ValueError:
         pass
+    else:
+        zone = value.partition("%")[2]
+        if zone and not _ZONE_RE.fullmatch(zone):
+            raise ValueError(f"{value[:80]!r}: the IPv6 zone is not an interface name or index")
+        return value
     labels = value.rstrip(".").split(".")
     if len(value) > 253 or not value or not all(_LABEL_RE.fullmatch(lb) for lb in labels):
-        raise ValueError(f"{value!r} is not an IP address or a host name")
+        raise ValueError(f"{value[:80]!r} is not an IP address or a host name")
     if labels[-1].isdigit():
-        raise ValueError(f"{value!r} is not a valid IPv4 address")
+        raise ValueError(f"{value[:80]!r} is not a valid IPv4 address")
     return value
 
 
@@ -68,20 +77,23 @@ def check_address(value: str) -> str:
     Returns:
         The same address.
     """
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", value)
+    m = _ADDRESS_RE.fullmatch(value)
     if not m:
-        raise ValueError(f"{value!r} is not HOST:PORT (write IPv6 as [addr]:port)")
+        raise ValueError(f"{value[:80]!r} is not HOST:PORT (write IPv6 as [addr]:port)")
     host = m.group(1) or m.group(3)
-    port = int(m.group(2) or m.group(4))
+    digits = m.group(2) or m.group(4)
+    port = int(digits)
     if m.group(1):
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise ValueError(f"{value!r}: {host!r} is not an IPv6 address") from None
+            raise ValueError(f"{value[:80]!r}: {host!r} is not an IPv6 address") from None
     else:
         check_host(host)
     if not 1 <= port <= 65535:
-        raise ValueError(f"{value!r}: port {port} is not in 1..65535")
+        raise ValueError(f"{value[:80]!r}: port {port} is not in 1..65535")
+    if digits.startswith("0"):  # 010: 10 to nginx, 8 to a strtol(..., 0) reader
+        raise ValueError(f"{value[:80]!r}: write the port without leading zeros")
     return value
 
 

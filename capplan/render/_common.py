@@ -9,6 +9,7 @@ values, for the comment at the top of the rendered block.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
@@ -19,7 +20,9 @@ from capplan.planfile import LIMIT_KEYS, TARGETS, THRESHOLD_KEYS, NodePlan, Plan
 
 __all__ = [
     "EXPRESSIBLE",
+    "MAX_COMMENT_BYTES",
     "TARGET_TITLES",
+    "comment_lines",
     "connection_cap",
     "header_lines",
     "inexpressible",
@@ -92,6 +95,51 @@ _LABELS = {
     "connect_timeout_ms": "connect timeout",
     "server_timeout_ms": "server timeout",
 }
+
+
+#: The longest comment text (after ``# ``) on one line, in UTF-8 bytes.  keepalived reads its
+#: config with ``fgets`` into a 1024-byte buffer and parses the rest of a longer line as a line
+#: of its own (so a long comment could carry ``include FILE``); nginx refuses a comment of more
+#: than 4096 bytes.  Longer comments are wrapped.
+MAX_COMMENT_BYTES = 500
+
+
+def _prefix_within(word: str, limit: int) -> int:
+    # The length of the longest prefix of ``word`` that fits in ``limit`` UTF-8 bytes (>= 1).
+    size = 0
+    for i, ch in enumerate(word):
+        size += len(ch.encode("utf-8"))
+        if size > limit:
+            return max(i, 1)
+    return len(word)
+
+
+def comment_lines(lines: Iterable[str]) -> list[str]:
+    """
+    Comment lines wrapped to at most ``MAX_COMMENT_BYTES`` each, at spaces where possible.
+
+    Every comment a template writes goes through this (the ``comment_lines`` filter).
+    """
+    out: list[str] = []
+    for line in lines:
+        current = ""
+        wrapped: list[str] = []
+        for word in line.split(" "):
+            candidate = f"{current} {word}" if current else word
+            if len(candidate.encode("utf-8")) <= MAX_COMMENT_BYTES:
+                current = candidate
+                continue
+            if current:
+                wrapped.append(current)
+            while len(word.encode("utf-8")) > MAX_COMMENT_BYTES:
+                cut = _prefix_within(word, MAX_COMMENT_BYTES)
+                wrapped.append(word[:cut])
+                word = word[cut:]
+            current = word
+        if current or not wrapped:
+            wrapped.append(current)
+        out += wrapped
+    return out
 
 
 def num(value: float) -> str:
@@ -267,7 +315,7 @@ def check_balancer(balancer: PlanBalancer, target: str) -> None:
 @cache
 def _environment() -> jinja2.Environment:
     # Built once; a Jinja2 Environment is not changed after this.
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("capplan.render", "templates"),
         autoescape=False,
         undefined=jinja2.StrictUndefined,
@@ -275,6 +323,8 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["comment_lines"] = comment_lines
+    return env
 
 
 def render_template(template: str, /, **context: Any) -> str:
