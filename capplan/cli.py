@@ -1018,6 +1018,347 @@ def _check_drift(path: Path, text: str) -> bool:
     return True
 
 
+# --------------------------------------------------------------------------------------------
+# plan
+
+
+def _iso(epoch: float | None) -> str | None:
+    from datetime import UTC, datetime
+
+    from capplan.samples import format_time
+
+    if epoch is None:
+        return None
+    return format_time(datetime.fromtimestamp(epoch, UTC))
+
+
+def _pool_history(windows: dict[str, list[Any]]) -> Any:
+    """
+    The pool's load over time from the store: per window start, the sum of the nodes' rates.
+    """
+    from capplan.plan.forecast import history_from
+
+    totals: dict[Any, float] = {}
+    for ws in windows.values():
+        for w in ws:
+            totals[w.start] = totals.get(w.start, 0.0) + w.rate
+    if len(totals) < 2:
+        raise InputError(
+            "--history store: the store holds fewer than 2 windows for the inventory's nodes",
+            key="--history",
+            hint="collect or import more windows, or give --growth",
+        )
+    starts = sorted(totals)
+    return history_from([t.timestamp() for t in starts], [totals[t] for t in starts])
+
+
+def _plan_document(result: Any) -> dict[str, Any]:
+    forecast = result.forecast
+    fleet = result.fleet
+    months = []
+    for m in range(1, forecast.horizon_months + 1):
+        low, median, high = forecast.month(m)
+        entry: dict[str, Any] = {
+            "month": m,
+            "start": _iso(result.month_start(m)),
+            "load_rps": {"low": low, "median": median, "high": high},
+        }
+        if fleet is not None:
+            month = fleet.months[m - 1]
+            nodes: dict[str, dict[str, int]] = {}
+            spot: dict[str, dict[str, int]] = {}
+            added: dict[str, dict[str, int]] = {}
+            for (kind, zone, price), n in sorted(month.counts.items()):
+                nodes.setdefault(kind, {})[zone] = nodes.get(kind, {}).get(zone, 0) + n
+                if price == "spot":
+                    spot.setdefault(kind, {})[zone] = n
+            for (kind, zone, _price), n in sorted(month.added.items()):
+                added.setdefault(kind, {})[zone] = added.get(kind, {}).get(zone, 0) + n
+            entry.update(
+                nodes=nodes,
+                spot_nodes=spot,
+                added=added,
+                cost_per_month=round(month.cost_per_month, 2),
+                usable_rps=month.usable_rps,
+                binding=month.binding.text,
+                spare_rps=month.binding.spare_rps,
+            )
+        months.append(entry)
+    ex = result.pool.exhaustion
+    pool = result.pool
+    return {
+        "load_rps": forecast.current,
+        "plan_for": result.plan_for,
+        "forecast": {
+            "method": forecast.method,
+            "level": forecast.level,
+            "origin": _iso(forecast.origin),
+        },
+        "policy": {
+            "target_utilization": result.policy.target_utilization,
+            "n_plus": result.policy.n_plus,
+            "survive": "zone" if result.policy.survive_zone else None,
+            "max_spot_share": result.policy.max_spot_share,
+            "price_model": result.policy.price_model,
+        },
+        "kinds": [
+            {
+                "kind": k.kind,
+                "capacity_rps": k.capacity_rps,
+                "capacity_interval": list(k.interval),
+                "source": k.source,
+            }
+            for k in result.kinds
+        ],
+        "pool": {
+            "nodes": pool.nodes,
+            "usable_rps": dict(zip(("low", "point", "high"), pool.usable_rps, strict=True)),
+            "binding": pool.binding.text,
+        },
+        "months": months,
+        "exhaustion": None
+        if ex is None
+        else {"early": _iso(ex.early), "median": _iso(ex.median), "late": _iso(ex.late)},
+        "order_by": _iso(result.order_by),
+        "orders": [
+            {
+                "kind": o.kind,
+                "zone": o.zone,
+                "price_model": o.price_model,
+                "count": o.count,
+                "month": o.month,
+                "needed_by": _iso(o.needed_by),
+                "order_by": _iso(o.order_by),
+            }
+            for o in result.orders
+        ],
+        "fleet": None
+        if fleet is None
+        else {
+            "method": fleet.method,
+            "total_cost": round(fleet.total_cost, 2),
+            "lower_bound": fleet.bound,
+            "gap": fleet.gap,
+            "optimal": fleet.optimal,
+        },
+        "notes": list(result.notes),
+    }
+
+
+@app.command("plan")
+def plan_cmd(
+    inventory: Annotated[
+        Path, typer.Option("-i", "--inventory", help="Inventory with kinds, zones, planning.")
+    ],
+    db: DbOpt = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Profile name or file.")] = None,
+    load: Annotated[
+        float | None,
+        typer.Option("--load", help="Peak load now, rps (default: inventory's, else observed)."),
+    ] = None,
+    growth: Annotated[
+        str | None, typer.Option("--growth", help="Compound growth, e.g. 8%/month or 60%/year.")
+    ] = None,
+    history: Annotated[
+        str | None,
+        typer.Option("--history", help="Forecast from a time,rps CSV, or `store` for the store's."),
+    ] = None,
+    horizon: Annotated[int, typer.Option("--horizon", help="Months to plan.")] = 12,
+    plan_for: Annotated[
+        str, typer.Option("--plan-for", help="Band of the forecast to buy for: high|median|low.")
+    ] = "high",
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", help="What-if: without this node.")
+    ] = None,
+    add: Annotated[
+        list[str] | None,
+        typer.Option("--add", help="What-if: KIND=N or KIND@ZONE=N more nodes today."),
+    ] = None,
+    slo_ms: Annotated[float | None, typer.Option("--slo-ms", help="What-if: SLO latency.")] = None,
+    percentile: Annotated[
+        float | None, typer.Option("--percentile", help="What-if: SLO percentile.")
+    ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="auto | rolling | horizon (see the README).")
+    ] = "auto",
+    time_limit: Annotated[
+        float, typer.Option("--time-limit", help="Seconds the whole-horizon solver may take.")
+    ] = 5.0,
+    at: Annotated[
+        str | None,
+        typer.Option("--at", help="Plan as of this time (ISO-8601 or epoch; default: now)."),
+    ] = None,
+    json_: JsonOpt = False,
+) -> ExitStatus:
+    """
+    How many nodes, of which kind, in which zone, by when, at what cost.
+    """
+    import time
+
+    from capplan.inventory import effective_slo, load_inventory, load_profile
+    from capplan.models.fit import NodeInput, SLOTarget, fit_nodes
+    from capplan.plan.build import parse_add, plan_capacity
+    from capplan.plan.fleet import METHODS
+    from capplan.plan.forecast import (
+        growth_forecast,
+        history_forecast,
+        parse_growth,
+        read_history_csv,
+    )
+    from capplan.samples import parse_time
+    from capplan.store import Store
+
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}", key="--method", hint=" | ".join(METHODS))
+    if growth is not None and history is not None:
+        raise InputError(
+            "--growth and --history both give the demand's future", hint="give one of them"
+        )
+    _positive(time_limit, "--time-limit")
+    if load is not None:
+        _positive(load, "--load")
+    adds = [parse_add(a) for a in add or ()]
+    now = time.time() if at is None else parse_time(at).timestamp()
+    override = _slo_override(slo_ms, percentile)
+    inv = load_inventory(inventory)
+    prof = load_profile(profile or inv.profile, relative_to=inventory.parent)
+    slo = effective_slo(override, inv.slo, prof.slo)
+    with Store.open(_db_path(db), create=False) as store:
+        windows = {n.name: list(store.windows(n.name)) for n in inv.nodes}
+    fits = fit_nodes(
+        [NodeInput(n.name, windows[n.name], n.workers) for n in inv.nodes if windows[n.name]],
+        SLOTarget(slo.percentile, slo.latency_ms, slo.max_error_rate),
+        utilization_ceiling=prof.utilization_ceiling,
+    )
+    if history is not None:
+        past = _pool_history(windows) if history == "store" else read_history_csv(history)
+        forecast = history_forecast(past, horizon, now=now if at is not None else None)
+    else:
+        load_now = load if load is not None else inv.load_rps or _observed_peak(windows)
+        if not load_now > 0:
+            raise InputError(
+                "no load to plan for",
+                file=str(inventory),
+                key="load_rps",
+                hint="give --load RPS, load_rps in the inventory, or --history",
+            )
+        rate = parse_growth(growth) if growth is not None else 0.0
+        forecast = growth_forecast(load_now, rate, horizon, now=now)
+        if growth is None:
+            forecast = _with_note(forecast, "no --growth or --history: demand held flat")
+    result = plan_capacity(
+        inventory=inv,
+        fits=fits,
+        forecast=forecast,
+        plan_for=plan_for,
+        remove=remove or (),
+        add=adds,
+        method=method,
+        time_limit_s=time_limit,
+    )
+    if json_:
+        _print_json(_plan_document(result))
+    else:
+        _print_plan(result, slo.label, slo.latency_ms)
+    return ExitStatus.OK
+
+
+def _with_note(forecast: Any, note: str) -> Any:
+    from dataclasses import replace
+
+    return replace(forecast, notes=(*forecast.notes, note))
+
+
+def _print_plan(result: Any, label: str, latency_ms: float) -> None:
+    out = _stdout()
+    doc = _plan_document(result)
+    pool = result.pool
+    low, point, high = pool.usable_rps
+    out.print(
+        Text(
+            f"Today's pool ({pool.nodes} nodes) serves {_fmt(point)} rps "
+            f"({_interval_text(low, high)}) at {label} ≤ {latency_ms:g} ms in its worst loss: "
+            f"{pool.binding.text}."
+        )
+    )
+    ex = doc["exhaustion"]
+    if ex is None:
+        out.print(Text("Demand stays within it over the horizon (even at the early date)."))
+    elif pool.exhaustion.exceeded_now:
+        out.print(Text("Demand already exceeds it (at the capacity's low end)."))
+    else:
+        out.print(
+            Text(
+                f"Demand outgrows it: early {ex['early'][:10]}, "
+                f"median {(ex['median'] or 'beyond the horizon')[:10]}, "
+                f"late {(ex['late'] or 'beyond the horizon')[:10]}."
+            )
+        )
+    if result.fleet is not None:
+        table = Table(
+            "month",
+            "starts",
+            f"peak rps (plan for {result.plan_for})",
+            "fleet",
+            "added",
+            "cost / month",
+            "binding",
+            title=f"Cheapest fleet per month ({result.policy.price_model} prices)",
+        )
+        for m in doc["months"]:
+            load_ = m["load_rps"]
+            fleet_text = ", ".join(
+                f"{sum(zones.values())} {kind}" for kind, zones in m["nodes"].items()
+            )
+            added_text = ", ".join(
+                f"+{n} {kind}@{z or '-'}"
+                for kind, zones in m["added"].items()
+                for z, n in zones.items()
+            )
+            band = (
+                _fmt(load_["median"])
+                if load_["low"] == load_["high"]
+                else f"{_fmt(load_['median'])} ({_fmt(load_['low'])}–{_fmt(load_['high'])})"
+            )
+            table.add_row(
+                str(m["month"]),
+                m["start"][:10],
+                band,
+                fleet_text,
+                added_text or "—",
+                f"{m['cost_per_month']:,.2f}",
+                m["binding"],
+            )
+        out.print(table)
+        fleet = result.fleet
+        proof = (
+            "proven optimal"
+            if fleet.optimal
+            else f"within {fleet.gap:.1%} of optimal"
+            if fleet.gap is not None
+            else "each month proven optimal, the horizon not"
+        )
+        out.print(Text(f"Cost over the horizon: {fleet.total_cost:,.2f} ({proof})."))
+        origin = result.forecast.origin
+        for o, raw in zip(doc["orders"], result.orders, strict=True):
+            late = origin - raw.order_by
+            when = (
+                f"by {o['order_by'][:10]}"
+                if late <= 0
+                else f"now (the lead time ran out {late / 86400:.0f} day(s) ago)"
+                if late >= 86400
+                else "now"
+            )
+            out.print(
+                Text(
+                    f"order {o['count']} × {o['kind']} in zone {o['zone'] or '-'} "
+                    f"({o['price_model']}) {when}, for month {o['month']}"
+                )
+            )
+    for note in result.notes:
+        out.print(Text.assemble(("note", "cyan"), f": {note}"))
+
+
 @app.command("render")
 def render_cmd(
     plan_file: Annotated[Path, typer.Argument(help="A plan.yaml written by capplan optimize.")],

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -31,9 +31,12 @@ __all__ = [
     "SLO",
     "Balancer",
     "Inventory",
+    "KindSpec",
     "LogSpec",
     "Methods",
     "Node",
+    "Planning",
+    "Prices",
     "Profile",
     "SLOSpec",
     "SSHSettings",
@@ -153,6 +156,40 @@ class Balancer(_Strict):
         return self
 
 
+class Prices(_Strict):
+    """
+    A node kind's prices per hour, by price model.
+    """
+
+    on_demand: float = Field(gt=0, allow_inf_nan=False)
+    reserved: float | None = Field(None, gt=0, allow_inf_nan=False)
+    spot: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+
+class KindSpec(_Strict):
+    """
+    A node kind for planning: prices, where it runs, how long it takes to get, and (for a kind
+    with no fitted node) its capacity at the SLO.
+    """
+
+    price_per_hour: Prices
+    zones: list[Name] | None = None  # default: every zone of the inventory
+    lead_time_days: float = Field(0.0, ge=0, le=3650, allow_inf_nan=False)
+    capacity_rps: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+
+class Planning(_Strict):
+    """
+    What the fleet must survive, how hard it may run, and how nodes are bought.
+    """
+
+    target_utilization: float = Field(0.7, gt=0, le=1)
+    n_plus: int = Field(0, ge=0, le=100)
+    survive: Literal["zone"] | None = None
+    max_spot_share: float = Field(0.0, ge=0, le=1)
+    price_model: Literal["on_demand", "reserved"] = "on_demand"
+
+
 class Inventory(_Strict):
     """
     The pool: its nodes, SLO, balancers, and (for planning) node kinds and zones.
@@ -165,9 +202,9 @@ class Inventory(_Strict):
     ssh: SSHSettings = Field(default_factory=SSHSettings)
     nodes: list[Node] = Field(min_length=1)
     balancers: list[Balancer] = Field(default_factory=list)
-    kinds: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+    kinds: dict[Name, KindSpec] = Field(default_factory=dict)
     zones: list[Name] = Field(default_factory=list)
-    planning: dict[str, Any] = Field(default_factory=dict)
+    planning: Planning = Field(default_factory=Planning)
 
     def node(self, name: str) -> Node:
         """
@@ -274,6 +311,52 @@ def _check_unique(located: Located, inventory: Inventory) -> None:
             seen[value] = line
 
 
+def _check_planning(located: Located, inventory: Inventory) -> None:
+    """
+    Kinds and zones must name each other: a node's kind is declared, zones are listed.
+    """
+    zones = set(inventory.zones)
+
+    def fail(problem: str, loc: tuple[str | int, ...], hint: str) -> None:
+        raise InputError(
+            problem,
+            file=located.file,
+            line=located.line_of(loc),
+            key=".".join(str(p) for p in loc),
+            hint=hint,
+        )
+
+    if len(zones) != len(inventory.zones):
+        fail("a zone is listed twice", ("zones",), "list each zone once")
+    for name, kind in inventory.kinds.items():
+        for i, zone in enumerate(kind.zones or ()):
+            if zone not in zones:
+                fail(
+                    f"zone {zone!r} is not in the inventory's zones",
+                    ("kinds", name, "zones", i),
+                    "add it to `zones:` or fix the spelling",
+                )
+    for i, node in enumerate(inventory.nodes):
+        if inventory.kinds and node.kind is not None and node.kind not in inventory.kinds:
+            fail(
+                f"kind {node.kind!r} is not declared under `kinds:`",
+                ("nodes", i, "kind"),
+                "declare it with its prices, or fix the spelling",
+            )
+        if zones and node.zone is not None and node.zone not in zones:
+            fail(
+                f"zone {node.zone!r} is not in the inventory's zones",
+                ("nodes", i, "zone"),
+                "add it to `zones:` or fix the spelling",
+            )
+    if inventory.planning.survive == "zone" and len(zones) < 2:
+        fail(
+            "survive: zone needs at least two zones under `zones:`",
+            ("planning", "survive"),
+            "list the zones, or drop `survive: zone`",
+        )
+
+
 def parse_inventory(text: str, file: str) -> Inventory:
     """
     Parse and validate an inventory document.
@@ -298,6 +381,7 @@ def parse_inventory(text: str, file: str) -> Inventory:
     except ValidationError as exc:
         raise _errors_to_input(exc, located) from None
     _check_unique(located, inventory)
+    _check_planning(located, inventory)
     return inventory
 
 

@@ -7,6 +7,7 @@ This is an edge module: it does I/O and nothing else.  The CSV format lives in `
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass
@@ -229,6 +230,15 @@ class Store:
                 f"{name}: no sample store here; run `capplan import FILE.csv` or "
                 "`capplan collect` first, or pass --db / set $CAPPLAN_DB"
             )
+        if name != ":memory:" and not Path(name).exists():
+            # the store holds node names and addresses: readable by its owner only (SQLite
+            # gives its -wal and -shm files the same mode)
+            try:
+                os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass  # another capplan made it just now
+            except OSError as exc:
+                raise StoreError(f"{name}: cannot create the sample store: {exc}") from None
         try:
             db = sqlite3.connect(name, timeout=10.0, isolation_level=None)
         except sqlite3.Error as exc:

@@ -16,6 +16,9 @@ fi
 # 2. The real programs the tests run (Debian packages), when missing: the balancers the render
 #    tests check configs with, and the OpenSSH server the collection tests reach.
 export PATH="$PATH:/usr/sbin:/sbin"
+# One BLAS thread: on two cores, OpenBLAS threads stall each other (and the forecast's ETS fits
+# took 4× longer with other work running).
+export OPENBLAS_NUM_THREADS=1
 if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null \
     || ! command -v keepalived >/dev/null || ! command -v sshd >/dev/null; then
   # Install without starting their services (nothing may listen beyond loopback, a started

@@ -346,7 +346,7 @@ class _Program:
 
 
 def solve_fleet(
-    problem: FleetProblem, *, method: str = "auto", time_limit_s: float = 10.0
+    problem: FleetProblem, *, method: str = "auto", time_limit_s: float = 5.0
 ) -> FleetPlan:
     """
     A monotone fleet that serves each month's demand in every loss, at least cost.
@@ -494,9 +494,18 @@ def _check_feasible(problem: FleetProblem) -> None:
         if not kind.capacity_rps > 0:
             raise InfeasibleError(f"kind {kind.name}: no capacity at the SLO")
     if policy.survive_zone:
-        offered = {z for kind in problem.kinds for z in kind.zones}
-        if len(offered) < 2:
-            where = ", ".join(sorted(offered)) or "no zone"
-            raise InfeasibleError(
-                f"survive: zone needs kinds in at least two zones; the kinds run in {where}"
+        caps = {kind.name: kind.capacity_rps for kind in problem.kinds}
+        for zone in problem.zones:
+            if any(z != zone for kind in problem.kinds for z in kind.zones):
+                continue  # a kind can be bought outside this zone: the fleet can grow there
+            left = policy.target_utilization * sum(
+                caps.get(kind, 0.0) * n for (kind, z), n in problem.current.items() if z != zone
             )
+            for m, demand in enumerate(problem.demand, start=1):
+                if demand > left:
+                    raise InfeasibleError(
+                        f"survive: zone — after losing zone {zone} the fleet cannot grow (no "
+                        f"kind runs outside it) and today's nodes elsewhere serve {left:.4g} "
+                        f"rps of the {demand:.4g} needed in month {m}; let a kind run in "
+                        "another zone"
+                    )
