@@ -42,7 +42,7 @@ app = typer.Typer(
     name="capplan",
     help="Capacity planner and load-balancer tuner for pools of unequal servers.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -1464,6 +1464,39 @@ def validate_cmd(
 
 # --------------------------------------------------------------------------------------------
 # profiles
+
+
+@app.command("man")
+def man_cmd(
+    out_dir: Annotated[
+        Path, typer.Option("-o", "--out-dir", help="Write the pages here (created if missing).")
+    ] = Path("man"),
+    json_: JsonOpt = False,
+) -> ExitStatus:
+    """
+    Write man pages for capplan and each command, generated from the commands themselves.
+
+    Install them with e.g. `install -m 644 man/*.1 /usr/local/share/man/man1/`; read one
+    without installing with `man -l man/capplan-plan.1`.  The footer's date is
+    $SOURCE_DATE_EPOCH's when set (reproducible builds), else none.
+    """
+    from datetime import UTC, datetime
+
+    from capplan.files import write_atomic
+    from capplan.man import man_pages
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    date = datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%d") if epoch else ""
+    pages = man_pages(typer.main.get_command(app), "capplan", __version__, date)
+    written = []
+    for name, text in pages.items():
+        write_atomic(out_dir / name, text)
+        written.append(str(out_dir / name))
+    if json_:
+        _print_json({"files": written})
+    else:
+        _stderr().print(Text(f"wrote {len(written)} man pages to {out_dir}"))
+    return ExitStatus.OK
 
 
 @app.command("profiles")

@@ -19,8 +19,13 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # One BLAS thread: on two cores, OpenBLAS threads stall each other (and the forecast's ETS fits
 # took 4× longer with other work running).
 export OPENBLAS_NUM_THREADS=1
-if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null \
-    || ! command -v keepalived >/dev/null || ! command -v sshd >/dev/null; then
+# Each program the tests run, and the Debian package it comes from.
+missing=""
+for pair in nginx:nginx haproxy:haproxy keepalived:keepalived sshd:openssh-server \
+            groff:groff-base; do
+  command -v "${pair%%:*}" >/dev/null || missing="$missing ${pair#*:}"
+done
+if [ -n "$missing" ]; then
   # Install without starting their services (nothing may listen beyond loopback, a started
   # keepalived would speak VRRP, sshd on 0.0.0.0:22): policy-rc.d 101 tells invoke-rc.d not
   # to start them.
@@ -31,7 +36,8 @@ if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null \
     created_policy=1
   fi
   apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy keepalived openssh-server
+  # shellcheck disable=SC2086  # one word per package
+  DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
   if [ "$created_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 # 3. capplan itself and the test tools.
