@@ -57,6 +57,17 @@ _STATUS: tuple[tuple[type[CapplanError], ExitStatus], ...] = (
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document, nothing else.")]
+AnsibleOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ansible-inventory",
+        help="Nodes from this Ansible inventory too (YAML read directly; other formats "
+        "through ansible-inventory).",
+    ),
+]
+GroupOpt = Annotated[
+    str | None, typer.Option("--group", help="Only this group of the Ansible inventory.")
+]
 DbOpt = Annotated[
     Path | None,
     typer.Option("--db", help="Sample store (default: $CAPPLAN_DB, else ./capplan.db)."),
@@ -193,6 +204,8 @@ def collect_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would run on each node; connect to none.")
     ] = False,
+    ansible_inventory: AnsibleOpt = None,
+    group: GroupOpt = None,
     json_: JsonOpt = False,
 ) -> ExitStatus:
     """
@@ -202,7 +215,7 @@ def collect_cmd(
     from capplan.inventory import load_inventory
     from capplan.store import Store
 
-    inv = load_inventory(inventory)
+    inv = load_inventory(inventory, ansible=ansible_inventory, group=group)
     options = CollectOptions(
         window_s=_duration(window, "--window"),
         parallel=parallel,
@@ -594,6 +607,8 @@ def fit(
         float | None, typer.Option("--percentile", help="What-if: SLO percentile.")
     ] = None,
     profile: Annotated[str | None, typer.Option("--profile", help="Profile name or file.")] = None,
+    ansible_inventory: AnsibleOpt = None,
+    group: GroupOpt = None,
     json_: JsonOpt = False,
 ) -> ExitStatus:
     """
@@ -610,7 +625,17 @@ def fit(
     from capplan.store import Store
 
     override = _slo_override(slo_ms, percentile)
-    inv = load_inventory(inventory) if inventory is not None else None
+    if ansible_inventory is not None and inventory is None:
+        raise InputError(
+            "--ansible-inventory adds nodes to an inventory",
+            key="-i",
+            hint="give -i with the cluster, SLO and balancers (its nodes may be empty)",
+        )
+    inv = (
+        load_inventory(inventory, ansible=ansible_inventory, group=group)
+        if inventory is not None
+        else None
+    )
     profile_name = profile or (inv.profile if inv is not None else "balanced")
     prof = load_profile(
         profile_name, relative_to=inventory.parent if inventory is not None else None
@@ -781,6 +806,8 @@ def optimize(
     percentile: Annotated[
         float | None, typer.Option("--percentile", help="What-if: SLO percentile.")
     ] = None,
+    ansible_inventory: AnsibleOpt = None,
+    group: GroupOpt = None,
     json_: JsonOpt = False,
 ) -> ExitStatus:
     """
@@ -805,7 +832,7 @@ def optimize(
             raise InputError(
                 f"unknown target {unknown[0]!r}", key="--emit", hint="targets: " + ",".join(TARGETS)
             )
-    inv = load_inventory(inventory)
+    inv = load_inventory(inventory, ansible=ansible_inventory, group=group)
     prof = load_profile(profile or inv.profile, relative_to=inventory.parent)
     slo = effective_slo(override, inv.slo, prof.slo)
     target = SLOTarget(slo.percentile, slo.latency_ms, slo.max_error_rate)
@@ -1188,6 +1215,8 @@ def plan_cmd(
         str | None,
         typer.Option("--at", help="Plan as of this time (ISO-8601 or epoch; default: now)."),
     ] = None,
+    ansible_inventory: AnsibleOpt = None,
+    group: GroupOpt = None,
     json_: JsonOpt = False,
 ) -> ExitStatus:
     """
@@ -1220,7 +1249,7 @@ def plan_cmd(
     adds = [parse_add(a) for a in add or ()]
     now = time.time() if at is None else parse_time(at).timestamp()
     override = _slo_override(slo_ms, percentile)
-    inv = load_inventory(inventory)
+    inv = load_inventory(inventory, ansible=ansible_inventory, group=group)
     prof = load_profile(profile or inv.profile, relative_to=inventory.parent)
     slo = effective_slo(override, inv.slo, prof.slo)
     with Store.open(_db_path(db), create=False) as store:

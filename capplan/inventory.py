@@ -357,7 +357,28 @@ def _check_planning(located: Located, inventory: Inventory) -> None:
         )
 
 
-def parse_inventory(text: str, file: str) -> Inventory:
+def _ansible_nodes(path: str | Path, group: str | None) -> list[Node]:
+    from capplan.ansible import load_ansible_nodes
+
+    nodes = []
+    for fields, host, line in load_ansible_nodes(path, group):
+        try:
+            nodes.append(Node.model_validate(fields))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"])
+            message = first["msg"].removeprefix("Value error, ")
+            raise InputError(
+                f"{key}: {message}",
+                file=str(path),
+                line=line,
+                key=f"host {host}",
+                hint="see the README's variable table (capplan_* host or group vars)",
+            ) from None
+    return nodes
+
+
+def parse_inventory(text: str, file: str, *, extra_nodes: list[Node] | None = None) -> Inventory:
     """
     Parse and validate an inventory document.
 
@@ -376,8 +397,11 @@ def parse_inventory(text: str, file: str) -> Inventory:
         raise InputError(
             "an inventory is a mapping with at least 'cluster' and 'nodes'", file=file, line=1
         )
+    data = located.data
+    if extra_nodes:
+        data = {**data, "nodes": [*(data.get("nodes") or []), *extra_nodes]}
     try:
-        inventory = Inventory.model_validate(located.data)
+        inventory = Inventory.model_validate(data)
     except ValidationError as exc:
         raise _errors_to_input(exc, located) from None
     _check_unique(located, inventory)
@@ -385,11 +409,15 @@ def parse_inventory(text: str, file: str) -> Inventory:
     return inventory
 
 
-def load_inventory(path: str | Path) -> Inventory:
+def load_inventory(
+    path: str | Path, *, ansible: str | Path | None = None, group: str | None = None
+) -> Inventory:
     """
-    Read and validate the inventory file at ``path``.
+    Read and validate the inventory file at ``path``, with the nodes of an Ansible inventory
+    (``ansible``, only its ``group`` if given) added to its own.
     """
-    return parse_inventory(read_input(path, "inventory"), str(path))
+    extra = _ansible_nodes(ansible, group) if ansible is not None else None
+    return parse_inventory(read_input(path, "inventory"), str(path), extra_nodes=extra)
 
 
 def parse_profile(text: str, file: str, *, name: str | None = None) -> Profile:

@@ -105,7 +105,7 @@ class TestCompletion:
         assert ["plan", "profiles"] == sorted(complete("capplan p", 1))
 
     def test_options_complete(self) -> None:
-        assert ["--growth"] == complete("capplan plan --gro", 2)
+        assert ["--growth"] == complete("capplan plan --grow", 2)
 
     def test_script_for_bash(self) -> None:
         """--show-completion prints the script users put in their shell's startup file."""
