@@ -6,7 +6,9 @@ name the file, line and host.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 
@@ -187,8 +189,9 @@ class TestDirect:
         assert message.startswith(f"{hosts_yaml}:18: host web-3: workers:"), message
 
 
+# the test extras install ansible-core beside the interpreter running the tests
 ansible_inventory = shutil.which("ansible-inventory") or str(
-    Path(__file__).resolve().parents[1] / ".venv" / "bin" / "ansible-inventory"
+    Path(sys.executable).parent / "ansible-inventory"
 )
 
 
@@ -199,7 +202,7 @@ class TestThroughAnsible:
     def _on_path(self, monkeypatch: pytest.MonkeyPatch) -> None:
         assert Path(ansible_inventory).exists(), "ansible-core is in the test extras"
         folder = str(Path(ansible_inventory).parent)
-        monkeypatch.setenv("PATH", folder + ":" + __import__("os").environ["PATH"])
+        monkeypatch.setenv("PATH", folder + ":" + os.environ["PATH"])
         monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", "/tmp")
         monkeypatch.setenv("ANSIBLE_HOME", "/tmp/capplan-ansible-home")
 
