@@ -97,22 +97,34 @@ def _exact_rates(
     """
     Per node, the rate in [low, high] where the marginal cost reaches ``nu`` (``high`` when
     it stays below, ``low`` when it starts above): Illinois regula falsi on all nodes at once,
-    safeguarded by bisection, to 1e-11 of the cap.
+    safeguarded by bisection, to 1e-9 of the cap (or to rounding in the marginal cost).
     """
     lo, hi = low.copy(), high.copy()
-    f_lo, f_hi = marginal(lo) - nu, marginal(hi) - nu
+
+    def gap(rate: FloatArray) -> FloatArray:
+        # 1/ν − 1/m(λ): the same root and sign as m(λ) − ν, but finite at saturation (where m is
+        # inf) and nearly linear near it (m grows like 1/(c − A)²), so regula falsi converges
+        # in a few steps where on m itself it crawled from one end of the bracket
+        with np.errstate(divide="ignore"):
+            out: FloatArray = 1.0 / nu - 1.0 / marginal(rate)
+        return out
+
+    f_lo, f_hi = gap(lo), gap(hi)
     at_hi, below_lo = f_hi <= 0, f_lo > 0
     side = np.zeros(lo.shape, dtype=np.int8)
     for step in range(_INNER):
         width = hi - lo
-        if np.all((width <= 1e-11 * np.maximum(cap, 1e-300)) | at_hi | below_lo):
+        # done: the bracket is narrow, or an end is the root to rounding (regula falsi often
+        # lands on the root while the other end still creeps towards it)
+        exact = np.minimum(np.abs(f_lo), np.abs(f_hi)) <= 1e-12 / nu
+        if np.all((width <= 1e-9 * np.maximum(cap, 1e-300)) | exact | at_hi | below_lo):
             break
         with np.errstate(divide="ignore", invalid="ignore"):
             guess = hi - f_hi * width / (f_hi - f_lo)
         inside = np.isfinite(guess) & (guess > lo) & (guess < hi)
         # every third step bisects, so a stalled side cannot slow the bracket down
         mid = np.where(inside & (step % 3 != 2), guess, 0.5 * (lo + hi))
-        f_mid = marginal(mid) - nu
+        f_mid = gap(mid)
         left = f_mid <= 0  # the root is above mid
         lo, f_lo = np.where(left, mid, lo), np.where(left, f_mid, f_lo)
         hi, f_hi = np.where(left, hi, mid), np.where(left, f_hi, f_mid)
@@ -160,55 +172,66 @@ def _solve_separable(
             nu_hi = nu
         if nu_hi - nu_lo <= 1e-12 * max(abs(nu_hi), 1e-300):
             break
-    # Polish with exact rates: bracket the load around the table's ν (widening by doubling),
-    # then Illinois regula falsi on Σ λᵢ(ν) − load; each node's exact rate stays between its
-    # rates at the bracket's ends (λᵢ(ν) is monotone), which keeps every bisection short.
-    nu0 = 0.5 * (nu_lo + nu_hi)
-    width = max(1e-6 * abs(nu0), nu_hi - nu_lo, 1e-300)
-    zero = np.zeros_like(cap)
-    nu_lo, nu_hi = nu0 - width, nu0 + width
-    # Each node's exact rate lies in the grid cell its table interpolation falls in, so one
-    # cell either side of the interpolated rate brackets it.
+    # Polish with exact rates.  Σ λᵢ(ν) − load is solved for ν from the table's ν: Newton steps
+    # on the table's slope until the load is bracketed (one or two exact solves), then Illinois
+    # regula falsi.  Each node's exact rate lies in the grid cell its table interpolation falls
+    # in, and between its rates at the bracket's ends (λᵢ(ν) is monotone), which keeps every
+    # per-node solve short.
     step = cap / (_GRID - 1)
 
     def cell(nu: float) -> tuple[FloatArray, FloatArray]:
         approx = _inverse(table_rate, table_m, nu)
         return np.maximum(approx - step, 0.0), np.minimum(approx + step, cap)
 
-    r_lo = _exact_rates(nu_lo, marginal, *cell(nu_lo), cap)
-    r_hi = _exact_rates(nu_hi, marginal, *cell(nu_hi), cap)
-    for _ in range(200):
-        if r_lo.sum() <= load:
-            break
-        width *= 4.0
-        nu_lo = nu0 - width
-        r_lo = _exact_rates(nu_lo, marginal, zero, r_lo, cap)
-    for _ in range(200):
-        if r_hi.sum() >= load:
-            break
-        width *= 4.0
-        nu_hi = nu0 + width
-        r_hi = _exact_rates(nu_hi, marginal, r_hi, cap, cap)
-    f_lo, f_hi = r_lo.sum() - load, r_hi.sum() - load
+    def table_slope(nu: float) -> float:
+        h = max(1e-6 * abs(nu), 1e-300)
+        up = float(_inverse(table_rate, table_m, nu + h).sum())
+        down = float(_inverse(table_rate, table_m, nu - h).sum())
+        return (up - down) / (2.0 * h)
+
+    tolerance = 1e-10 * max(load, 1e-300)
+    nu = 0.5 * (nu_lo + nu_hi)
+    low_end: tuple[float, FloatArray, float] | None = None  # (ν, rates, Σ − load ≤ 0)
+    high_end: tuple[float, FloatArray, float] | None = None  # (ν, rates, Σ − load > 0)
     side = 0
-    for _ in range(30):
-        if f_hi - f_lo <= 1e-10 * max(load, 1e-300):
-            break
-        nu = nu_hi - f_hi * (nu_hi - nu_lo) / (f_hi - f_lo)
-        if not nu_lo < nu < nu_hi:
-            nu = 0.5 * (nu_lo + nu_hi)
-        rates = _exact_rates(nu, marginal, r_lo, r_hi, cap)
-        f = rates.sum() - load
-        if f < 0:
-            nu_lo, r_lo, f_lo = nu, rates, f
-            if side == -1:
-                f_hi *= 0.5
+    for _ in range(100):
+        low, high = cell(nu)
+        if low_end is not None and low_end[0] <= nu:
+            low = np.maximum(low, low_end[1])
+        if high_end is not None and high_end[0] >= nu:
+            high = np.minimum(high, high_end[1])
+        rates = _exact_rates(nu, marginal, low, np.maximum(high, low), cap)
+        f = float(rates.sum()) - load
+        if f <= 0:
+            low_end = (nu, rates, f)
+            if side == -1 and high_end is not None:
+                high_end = (high_end[0], high_end[1], 0.5 * high_end[2])
             side = -1
         else:
-            nu_hi, r_hi, f_hi = nu, rates, f
-            if side == 1:
-                f_lo *= 0.5
+            high_end = (nu, rates, f)
+            if side == 1 and low_end is not None:
+                low_end = (low_end[0], low_end[1], 0.5 * low_end[2])
             side = 1
+        if abs(f) <= tolerance:
+            break
+        if low_end is not None and high_end is not None:
+            (n_lo, r_lo, f_lo), (n_hi, r_hi, f_hi) = low_end, high_end
+            if float(r_hi.sum() - r_lo.sum()) <= tolerance or n_hi - n_lo <= 1e-15 * abs(n_hi):
+                break
+            guess = n_hi - f_hi * (n_hi - n_lo) / (f_hi - f_lo)
+            nu = guess if n_lo < guess < n_hi else 0.5 * (n_lo + n_hi)
+        else:
+            slope = table_slope(nu)
+            move = -f / slope if slope > 0 and math.isfinite(slope) else math.nan
+            if not math.isfinite(move) or move == 0:
+                move = (1.0 if f < 0 else -1.0) * max(1e-6 * abs(nu), 1e-300)
+            nu = nu + 1.5 * move  # overshoot a little, to bracket in one step
+    if low_end is None or high_end is None:
+        # the load sits exactly on a solve (|f| ≤ tolerance) with the other end unknown
+        only = low_end or high_end
+        assert only is not None
+        low_end = high_end = only
+    r_lo, r_hi = low_end[1], high_end[1]
     # Close the last gap: the nodes between their bracket ends share it in proportion.
     gap = r_hi - r_lo
     total_gap = float(gap.sum())
