@@ -207,10 +207,30 @@ def collect_cmd(
     ansible_inventory: AnsibleOpt = None,
     group: GroupOpt = None,
     json_: JsonOpt = False,
+    source: Annotated[
+        str, typer.Option("--from", help="Where windows come from: ssh (the nodes) or prometheus.")
+    ] = "ssh",
+    url: Annotated[
+        str | None, typer.Option("--url", help="Prometheus' base URL (with --from prometheus).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Prometheus: from this time or this long ago (6h, 7d); default: after the "
+            "node's newest stored window.",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Prometheus: up to this time or this long ago."),
+    ] = None,
 ) -> ExitStatus:
     """
-    Collect node stats and access-log windows over SSH (or locally) into the store.
+    Collect node stats and access-log windows over SSH (or locally), or windows from
+    Prometheus, into the store.
     """
+    from capplan.collect import prometheus
     from capplan.collect.run import CollectOptions, collect, plan_nodes
     from capplan.inventory import load_inventory
     from capplan.store import Store
@@ -223,21 +243,41 @@ def collect_cmd(
         max_bytes=_size(max_bytes, "--max-bytes"),
         accept_new=accept_new,
     )
+    if source not in ("ssh", "prometheus"):
+        raise InputError(f"{source!r} is not a source", key="--from", hint="ssh or prometheus")
+    prom = None
+    if source == "prometheus":
+        from datetime import UTC, datetime
+
+        now = datetime.now(UTC)
+        prom = prometheus.PrometheusOptions(
+            url=url,
+            window_s=options.window_s,
+            since=prometheus.parse_moment(since, now, "--since") if since else None,
+            until=prometheus.parse_moment(until, now, "--until") if until else None,
+            parallel=parallel,
+            deadline_s=options.deadline_s,
+        )
+    elif url or since or until:
+        raise InputError("--url, --since and --until go with --from prometheus", key="--from")
     if dry_run:
-        plans, failed = plan_nodes(inv, node or ())
-        rows = [
-            {
-                "node": p.node.name,
-                "route": p.route.describe() if p.route else "local",
-                "commands": p.commands(options.max_bytes),
-            }
-            for p in plans
-        ]
-        problems = [
-            {"node": o.node, "stage": stage, "reason": reason}
-            for o in failed
-            for stage, reason in o.failures
-        ]
+        if prom is not None:
+            rows, problems = prometheus.dry_run(inv, prom, names=node or ())
+        else:
+            plans, failed = plan_nodes(inv, node or ())
+            rows = [
+                {
+                    "node": p.node.name,
+                    "route": p.route.describe() if p.route else "local",
+                    "commands": p.commands(options.max_bytes),
+                }
+                for p in plans
+            ]
+            problems = [
+                {"node": o.node, "stage": stage, "reason": reason}
+                for o in failed
+                for stage, reason in o.failures
+            ]
         if json_:
             _print_json({"dry_run": True, "nodes": rows, "failures": problems})
         else:
@@ -258,15 +298,22 @@ def collect_cmd(
     def on_state(name: str, state: str) -> None:
         states[name] = state
 
+    def run_collect(store: Store) -> list[Any]:
+        if prom is not None:
+            return prometheus.collect_prometheus(
+                inv, store, prom, names=node or (), on_state=on_state
+            )
+        return collect(inv, store, options, names=node or (), on_state=on_state)
+
     with Store.open(path) as store:
         if not json_ and out.is_terminal:
             from capplan.progress import CollectProgress
 
             total = len(node) if node else len(inv.nodes)
             with CollectProgress(out, states, total):
-                outcomes = collect(inv, store, options, names=node or (), on_state=on_state)
+                outcomes = run_collect(store)
         else:
-            outcomes = collect(inv, store, options, names=node or (), on_state=on_state)
+            outcomes = run_collect(store)
     failures = [
         {"node": o.node, "stage": stage, "reason": reason}
         for o in outcomes

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from capplan.collect.prometheus import PrometheusNode, PrometheusSettings
 from capplan.errors import InputError
 from capplan.files import read_input
 from capplan.names import check_address, check_host, check_name, check_remote_path
@@ -138,6 +139,7 @@ class Node(_Strict):
     kind: Name | None = None
     zone: Name | None = None
     labels: dict[Name, str] = Field(default_factory=dict)
+    prometheus: PrometheusNode | None = None
 
 
 class Balancer(_Strict):
@@ -205,6 +207,7 @@ class Inventory(_Strict):
     kinds: dict[Name, KindSpec] = Field(default_factory=dict)
     zones: list[Name] = Field(default_factory=list)
     planning: Planning = Field(default_factory=Planning)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
 
     def node(self, name: str) -> Node:
         """

@@ -16,7 +16,17 @@ from rich.text import Text
 
 __all__ = ["CollectProgress"]
 
-_ORDER = ("connecting", "probing", "haproxy", "reading log", "storing", "ok", "partial", "failed")
+_ORDER = (
+    "connecting",
+    "probing",
+    "haproxy",
+    "reading log",
+    "querying",
+    "storing",
+    "ok",
+    "partial",
+    "failed",
+)
 _STYLE = {"ok": "green", "partial": "yellow", "failed": "red"}
 
 

@@ -14,7 +14,8 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 # 2. The real programs the tests run (Debian packages), when missing: the balancers the render
-#    tests check configs with, and the OpenSSH server the collection tests reach.
+#    tests check configs with, the OpenSSH server the collection tests reach, and Prometheus
+#    (with promtool, which backfills the Prometheus collection tests' data).
 export PATH="$PATH:/usr/sbin:/sbin"
 # One BLAS thread: on two cores, OpenBLAS threads stall each other (and the forecast's ETS fits
 # took 4× longer with other work running).
@@ -22,13 +23,13 @@ export OPENBLAS_NUM_THREADS=1
 # Each program the tests run, and the Debian package it comes from.
 missing=""
 for pair in nginx:nginx haproxy:haproxy keepalived:keepalived sshd:openssh-server \
-            groff:groff-base; do
+            groff:groff-base prometheus:prometheus promtool:prometheus; do
   command -v "${pair%%:*}" >/dev/null || missing="$missing ${pair#*:}"
 done
 if [ -n "$missing" ]; then
   # Install without starting their services (nothing may listen beyond loopback, a started
-  # keepalived would speak VRRP, sshd on 0.0.0.0:22): policy-rc.d 101 tells invoke-rc.d not
-  # to start them.
+  # keepalived would speak VRRP, sshd on 0.0.0.0:22, prometheus and its recommended
+  # node-exporter on :9090 and :9100): policy-rc.d 101 tells invoke-rc.d not to start them.
   created_policy=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
