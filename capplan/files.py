@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 from capplan.errors import InputError
@@ -21,7 +21,7 @@ def write_atomic(path: str | Path, text: str) -> None:
 
     The temporary file is flushed and fsynced before the rename, and the folder after it,
     so a crash leaves either the old file or the new one.  The file keeps the mode of the
-    file it replaces (0644 for a new one).
+    file it replaces; a new one gets 0666 less the umask, as ``open()`` would make it.
 
     Args:
         path: The file to write.
@@ -31,16 +31,17 @@ def write_atomic(path: str | Path, text: str) -> None:
     folder = target.parent if str(target.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        mode = target.stat().st_mode & 0o7777
+        mode: int | None = target.stat().st_mode & 0o7777
     except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        mode = None
+    fd, tmp = _create_temp(folder, target.name, 0o600 if mode is not None else 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -51,6 +52,20 @@ def write_atomic(path: str | Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _create_temp(folder: Path, name: str, mode: int) -> tuple[int, str]:
+    """
+    A new ``.NAME.RANDOM.tmp`` beside the target, opened for writing, created with ``mode``
+    less the umask (``tempfile.mkstemp`` would force 0600, and a chmod after it would ignore
+    the umask).
+    """
+    while True:
+        tmp = folder / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), str(tmp)
+        except FileExistsError:
+            continue
 
 
 def read_input(path: str | Path, what: str | None = None) -> str:

@@ -29,6 +29,9 @@ __all__ = [
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+#: How long a write waits for another capplan's write to finish before the store is "busy".
+BUSY_TIMEOUT_S = 10.0
+
 
 def _migrate_1(db: sqlite3.Connection) -> None:
     """
@@ -130,6 +133,20 @@ _COLUMNS = (
     "node, start_us, seconds, requests, errors, mean_ms, p50_ms, p95_ms, p99_ms, "
     "concurrency, cpu_util"
 )
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """
+    True when ``exc`` is SQLite's "database is locked" (another connection holds the lock).
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _busy_message(path: str, exc: sqlite3.Error) -> str:
+    return (
+        f"{path}: the store is busy ({exc}); another capplan is writing, try again when it is done"
+    )
 
 
 def _to_us(moment: datetime) -> int:
@@ -240,18 +257,21 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"{name}: cannot create the sample store: {exc}") from None
         try:
-            db = sqlite3.connect(name, timeout=10.0, isolation_level=None)
+            db = sqlite3.connect(name, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"{name}: cannot open the sample store: {exc}") from None
         store = cls(db, name)
         try:
-            db.execute("PRAGMA busy_timeout = 10000")
+            db.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")
             if name != ":memory:":
                 db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA foreign_keys = ON")
             store._migrate()
         except sqlite3.DatabaseError as exc:
             db.close()
+            if _busy(exc):
+                # e.g. a migration waiting for another capplan's long write: not a bad file
+                raise StoreError(_busy_message(name, exc)) from None
             raise StoreError(
                 f"{name}: not a usable capplan sample store ({exc}); "
                 "point --db at another file or move this one away"
@@ -302,10 +322,7 @@ class Store:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise StoreError(
-                f"{self.path}: the store is busy ({exc}); another capplan is writing, "
-                "try again when it is done"
-            ) from None
+            raise StoreError(_busy_message(self.path, exc)) from None
 
     def _put_window(self, window: Window) -> list[str] | None:
         """

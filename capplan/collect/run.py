@@ -206,6 +206,14 @@ class _SSHSession(_Session):
             deadline=self.deadline,
             stage="log",
         )
+        if result.truncated:
+            # `head -c LENGTH` never prints more: these bytes are not the log's
+            raise NodeError(
+                self.connection.route.node,
+                "log",
+                f"reading {step.length} bytes of {step.path} printed more than that; the "
+                "node's shell or commands add output (e.g. a login banner on stdout)",
+            )
         return result.stdout
 
     def show_stat(self, socket_path: str) -> str:

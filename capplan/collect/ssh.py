@@ -596,7 +596,11 @@ class Connection:
             while True:
                 now = time.monotonic()
                 if now >= deadline:
-                    raise NodeError(node, stage, "the run's deadline passed during this command")
+                    # stage "deadline", as the run reports a node it stops waiting for: which
+                    # of the two notices first must not change what is reported
+                    raise NodeError(
+                        node, "deadline", f"the run's deadline passed during the {stage} command"
+                    )
                 if now - last > timeout:
                     raise NodeError(node, stage, f"the command was silent for {timeout:g} s")
                 select.select([channel], [], [], min(0.25, deadline - now, timeout))
@@ -617,7 +621,16 @@ class Connection:
                     continue
                 if channel.exit_status_ready() or channel.closed or transport.is_active() is False:
                     break
-            status = None if truncated or not channel.exit_status_ready() else channel.exit_status
+            if not truncated:
+                # What came in with the exit status, after the last pass found nothing.
+                while channel.recv_ready() and len(out) <= max_bytes:
+                    out += channel.recv(65_536)
+                if len(out) > max_bytes:
+                    del out[max_bytes:]
+                    truncated = True
+            # paramiko marks a channel closed by a broken connection "exit status ready" with
+            # status -1; a real exit status (an unsigned int from the server) is never negative.
+            status = None if truncated or channel.exit_status < 0 else channel.exit_status
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise NodeError(
                 node, stage, f"the connection broke: {exc or type(exc).__name__}"
