@@ -874,10 +874,11 @@ def optimize(
     targets: list[str] = []
     if emit:
         targets = [t.strip() for t in emit.split(",") if t.strip()]
-        unknown = [t for t in targets if t not in TARGETS]
+        known = (*TARGETS, *_MONITORING)
+        unknown = [t for t in targets if t not in known]
         if unknown:
             raise InputError(
-                f"unknown target {unknown[0]!r}", key="--emit", hint="targets: " + ",".join(TARGETS)
+                f"unknown target {unknown[0]!r}", key="--emit", hint="targets: " + ",".join(known)
             )
     inv = load_inventory(inventory, ansible=ansible_inventory, group=group)
     prof = load_profile(profile or inv.profile, relative_to=inventory.parent)
@@ -924,7 +925,16 @@ def optimize(
     outputs: list[tuple[Path, str, str | None]] = []  # (path, text, target or None for plan)
     if out is not None:
         outputs.append((out, dump_plan(plan), None))
+    snapshot: Path | None = None  # openmetrics: a snapshot, written but never drift-checked
     for target_kind in targets:
+        if target_kind in _MONITORING:
+            folder = out_dir if out_dir is not None else inventory.parent
+            dest = folder / f"{plan.cluster}{_MONITORING[target_kind]}"
+            if target_kind == "openmetrics":
+                snapshot = dest
+            else:
+                outputs.append((dest, _rules_text(inv, prof, plan), target_kind))
+            continue
         chosen = [b for b in plan.balancers if b.kind == target_kind]
         if not chosen:
             raise InputError(
@@ -954,8 +964,15 @@ def optimize(
             from capplan.files import write_atomic
 
             write_atomic(dest, text)
+        elif kind == "prometheus-rules":
+            _write_rules(dest, text)
         else:
             _write_checked(dest, text, kind)
+    if snapshot is not None and not check:
+        from capplan.monitoring.metrics import write_metrics
+
+        write_metrics(snapshot, _optimize_metrics(opt, fits))
+        outputs.append((snapshot, "", "openmetrics"))
     if json_:
         document = _optimize_document(opt)
         document["files"] = [str(d) for d, _, _ in outputs]
@@ -1039,6 +1056,84 @@ def _diff(old: str, new: str, name: str) -> str:
             fromfile=f"{name} (on disk)",
             tofile=f"{name} (from the plan)",
         )
+    )
+
+
+#: What --emit writes besides balancer configs, and the suffix of the file (after the cluster).
+_MONITORING = {"prometheus-rules": ".rules.yml", "openmetrics": ".prom"}
+
+
+def _rules_text(inv: Any, prof: Any, plan: Any) -> str:
+    from capplan.monitoring.rules import render_rules
+
+    matches = [
+        dict(n.prometheus.match)
+        if n.prometheus is not None and n.prometheus.match is not None
+        else {"instance": n.address}
+        for n in inv.nodes
+    ]
+    return render_rules(
+        plan,
+        inv.prometheus,
+        matches,
+        alert_for_s=prof.alert_for_s,
+        load_alert_for_s=prof.load_alert_for_s,
+        window_s=prof.alert_window_s,
+    )
+
+
+def _write_rules(path: Path, text: str) -> None:
+    """
+    Check with promtool, then write atomically (with a warning when promtool is missing).
+    """
+    from capplan.files import write_atomic
+    from capplan.monitoring.check import check_rules
+
+    try:
+        problems = check_rules(text, str(path))
+    except MissingToolError as exc:
+        write_atomic(path, text)
+        _stderr().print(
+            Text.assemble(("warning", "yellow"), f": {path}: not checked by promtool ({exc})")
+        )
+        return
+    if problems:
+        raise CapplanError(
+            f"{path}: the generated rules failed `promtool check rules`: {'; '.join(problems)}; "
+            "the file was not written (this is a bug in capplan: please report it)"
+        )
+    write_atomic(path, text)
+
+
+def _optimize_metrics(opt: Any, fits: Sequence[Any]) -> Any:
+    import time
+
+    from capplan.monitoring.metrics import NodeMetrics, PoolMetrics
+
+    plan = opt.plan
+    thresholds = {
+        name: value
+        for name, value in (
+            ("alert", plan.pool.thresholds.alert_load_rps),
+            ("scale_out", plan.pool.thresholds.scale_out_load_rps),
+        )
+        if value is not None
+    }
+    intervals = {f.node: f.capacity_interval for f in fits}
+    return PoolMetrics(
+        cluster=plan.cluster,
+        nodes=[
+            NodeMetrics(
+                n.node,
+                n.capacity_rps,
+                intervals.get(n.node, (math.inf, math.inf)),
+                share=n.share,
+                max_conns=n.limits.max_conns,
+            )
+            for n in plan.nodes
+        ],
+        thresholds=thresholds,
+        generated_at=time.time(),
     )
 
 
@@ -1262,6 +1357,16 @@ def plan_cmd(
         str | None,
         typer.Option("--at", help="Plan as of this time (ISO-8601 or epoch; default: now)."),
     ] = None,
+    emit: Annotated[
+        str | None,
+        typer.Option(
+            "--emit", help="openmetrics: write CLUSTER.prom for node_exporter's textfile collector."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out-dir", help="Where --emit writes (default: beside the inventory)."),
+    ] = None,
     ansible_inventory: AnsibleOpt = None,
     group: GroupOpt = None,
     json_: JsonOpt = False,
@@ -1286,6 +1391,8 @@ def plan_cmd(
 
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}", key="--method", hint=" | ".join(METHODS))
+    if emit is not None and emit.strip() != "openmetrics":
+        raise InputError(f"unknown target {emit!r}", key="--emit", hint="openmetrics")
     if growth is not None and history is not None:
         raise InputError(
             "--growth and --history both give the demand's future", hint="give one of them"
@@ -1332,11 +1439,41 @@ def plan_cmd(
         method=method,
         time_limit_s=time_limit,
     )
+    written = None
+    if emit is not None:
+        from capplan.monitoring.metrics import write_metrics
+
+        written = (out_dir if out_dir is not None else inventory.parent) / f"{inv.cluster}.prom"
+        write_metrics(written, _plan_metrics(inv.cluster, fits, result))
     if json_:
-        _print_json(_plan_document(result))
+        document = _plan_document(result)
+        document["files"] = [str(written)] if written is not None else []
+        _print_json(document)
     else:
         _print_plan(result, slo.label, slo.latency_ms)
+        if written is not None:
+            _stderr().print(Text(f"wrote {written}"))
     return ExitStatus.OK
+
+
+def _plan_metrics(cluster: str, fits: Sequence[Any], result: Any) -> Any:
+    from capplan.monitoring.metrics import NodeMetrics, PoolMetrics
+
+    origin = result.forecast.origin
+    ex = result.pool.exhaustion
+    days = {}
+    if ex is not None:
+        for bound in ("early", "median", "late"):
+            when = getattr(ex, bound)
+            if when is not None:
+                days[bound] = (when - origin) / 86400.0
+    return PoolMetrics(
+        cluster=cluster,
+        nodes=[NodeMetrics(f.node, f.capacity_rps, f.capacity_interval) for f in fits if f.success],
+        usable_rps=dict(zip(("low", "point", "high"), result.pool.usable_rps, strict=True)),
+        days_to_exhaustion=days,
+        generated_at=origin,
+    )
 
 
 def _with_note(forecast: Any, note: str) -> Any:

@@ -235,6 +235,9 @@ class Profile(_Strict):
     check_interval_s: float = Field(2.0, ge=0.5, le=600)
     slowstart_s: int = Field(30, ge=0, le=3600)
     idle_nodes: Literal["down", "backup"] = "backup"
+    alert_for_s: int = Field(300, ge=0, le=86400)  # Prometheus `for:` of the SLO alerts
+    load_alert_for_s: int = Field(900, ge=0, le=86400)  # `for:` of the load thresholds' alerts
+    alert_window_s: int = Field(300, ge=10, le=86400)  # the rate() window of the alert rules
 
 
 class Methods(_Strict):

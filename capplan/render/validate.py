@@ -41,7 +41,12 @@ __all__ = [
 ]
 
 #: The Debian package that provides each checker.
-PACKAGES = {"nginx": "nginx", "haproxy": "haproxy", "keepalived": "keepalived"}
+PACKAGES = {
+    "nginx": "nginx",
+    "haproxy": "haproxy",
+    "keepalived": "keepalived",
+    "promtool": "prometheus",
+}
 
 _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 _IPVS_CHECKER = (
