@@ -114,6 +114,7 @@ _KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _PREDICTED_KEY_RE = re.compile(r"mean_ms|p([0-9]{1,2}(\.[0-9]{1,4})?)_ms")
 _UNSAFE_TEXT = frozenset("{};#\"'\\$`")
 _MAX_TEXT = 4096
+_REGENERATE = "correct it, or write the plan again with capplan optimize"
 _MAX_REASON = 500
 _MAX_MESSAGE = 240
 
@@ -552,7 +553,7 @@ def _first_error(exc: ValidationError, located: Located) -> InputError:
         message = message[len("Value error, ") :]
     if len(message) > _MAX_MESSAGE:  # never echo a 10 kB value back
         message = message[: _MAX_MESSAGE - 3] + "..."
-    hint = None
+    hint = _REGENERATE
     if first["type"] == "extra_forbidden":
         message, hint = "unknown key", "check the spelling; the README lists every plan key"
     elif first["type"] == "missing":
@@ -581,7 +582,10 @@ def parse_plan(text: str, file: str) -> Plan:
     data = located.data
     if not isinstance(data, dict):
         raise InputError(
-            "a plan is a mapping (version, cluster, inputs, nodes, ...)", file=file, line=1
+            "a plan is a mapping (version, cluster, inputs, nodes, ...)",
+            file=file,
+            line=1,
+            hint="write the plan with capplan optimize",
         )
     version = data.get("version")
     if version != PLAN_VERSION or isinstance(version, bool):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,26 @@ COLUMNS = (
 )
 REQUIRED_COLUMNS = ("node", "start", "seconds", "requests", "errors")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LATENCY_HINT = "write milliseconds, e.g. 21.5, or leave the cell empty when unknown"
+#: What to write in each column (the hint of an error in it).
+_COLUMN_HINTS = {
+    "node": "write the node's name as in the inventory, e.g. web-1",
+    "start": "write ISO-8601 (2026-11-20T10:00:00Z) or epoch seconds",
+    "seconds": "write the window's length in seconds, e.g. 60",
+    "requests": "write the window's number of requests, a whole number, e.g. 1200",
+    "errors": "write the window's number of failed requests, a whole number",
+    "mean_ms": _LATENCY_HINT,
+    "p50_ms": _LATENCY_HINT,
+    "p95_ms": _LATENCY_HINT,
+    "p99_ms": _LATENCY_HINT,
+    "concurrency": "write the mean number of requests in progress, e.g. 0.43, or leave it empty",
+    "cpu_util": "write utilization as a fraction, e.g. 0.42 for 42%",
+}
+
+
+def _quote(text: str, limit: int = 40) -> str:
+    # A message quotes a bad value, never a whole megabyte of it.
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
 
 
 @dataclass(frozen=True)
@@ -124,17 +145,23 @@ def parse_time(text: str) -> datetime:
         pass
     else:
         if not math.isfinite(seconds) or not 0 <= seconds < 253402300800:
-            raise ValueError(f"{text!r} is not a time between 1970 and 9999 in epoch seconds")
+            raise ValueError(f"{_quote(text)} is not a time between 1970 and 9999 in epoch seconds")
         return _EPOCH + timedelta(seconds=seconds)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(
-            f"{text!r} is not a time: write ISO-8601 (2026-11-20T10:00:00Z) or epoch seconds"
+            f"{_quote(text)} is not a time: write ISO-8601 (2026-11-20T10:00:00Z) or epoch seconds"
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        utc = parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-01:00, 0001-01-01T00:00+01:00
+        utc = None
+    if utc is None or utc < _EPOCH:  # (format_time writes no year before 1000 back readably)
+        raise ValueError(f"{_quote(text)} is not a time between 1970 and 9999")
+    return utc
 
 
 def format_time(moment: datetime) -> str:
@@ -149,13 +176,13 @@ def format_time(moment: datetime) -> str:
 def _number(text: str, column: str, *, integer: bool = False) -> float | int:
     try:
         value: float | int = int(text) if integer else float(text)
-    except ValueError:
+    except ValueError:  # (also an integer of more than 4300 digits)
         kind = "a whole number" if integer else "a number"
-        raise ValueError(f"{text!r} is not {kind}") from None
+        raise ValueError(f"{_quote(text)} is not {kind}") from None
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{text!r} is not a finite number")
+        raise ValueError(f"{_quote(text)} is not a finite number")
     if value < 0:
-        raise ValueError(f"{text} is negative; {column} must be 0 or more")
+        raise ValueError(f"{text[:40]} is negative; {column} must be 0 or more")
     return value
 
 
@@ -164,10 +191,26 @@ def _check_window(w: Window, now: datetime | None) -> None:
     Cross-field checks; raise InputError with the column at fault (file/line added by caller).
     """
     if w.seconds <= 0:
-        raise InputError(f"{w.seconds!r} is not a positive window length", key="seconds")
+        raise InputError(
+            f"{w.seconds!r} is not a positive window length",
+            key="seconds",
+            hint=_COLUMN_HINTS["seconds"],
+        )
+    try:
+        end: datetime | None = w.end
+    except OverflowError:  # timedelta or datetime out of range
+        end = None
+    if end is None:
+        raise InputError(
+            f"the window {format_time(w.start)} + {w.seconds:g}s ends after the year 9999",
+            key="seconds",
+            hint=_COLUMN_HINTS["seconds"],
+        )
     if w.errors > w.requests:
         raise InputError(
-            f"{w.errors} errors is more than the window's {w.requests} requests", key="errors"
+            f"{w.errors} errors is more than the window's {w.requests} requests",
+            key="errors",
+            hint="errors counts the failed requests among requests: check the two columns",
         )
     if w.cpu_util is not None and w.cpu_util > 1:
         raise InputError(
@@ -188,15 +231,37 @@ def _check_window(w: Window, now: datetime | None) -> None:
             raise InputError(
                 f"{value!r} is below {previous[0]} {previous[1]!r}: percentiles must not decrease",
                 key=column,
+                hint="check that the p50_ms, p95_ms and p99_ms cells are not swapped",
             )
         previous = (column, value)
-    if now is not None and w.end > now:
+    if now is not None and end > now:
         raise InputError(
             f"the window {format_time(w.start)} + {w.seconds:g}s has not ended yet "
             f"(now {format_time(now)})",
             key="start",
             hint="only complete windows are stored; check the clock or leave the row out",
         )
+
+
+def _records(text: str, file: str) -> Iterator[tuple[int, list[str]]]:
+    """
+    The CSV records of ``text``, each with the line it ends on; a CSV error is an InputError.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a cell above the csv module's field size limit
+            raise InputError(
+                f"not a CSV line: {exc}",
+                file=file,
+                line=max(1, reader.line_num),
+                hint="check for a double quote that is not closed (a cell holds at most "
+                f"{csv.field_size_limit()} characters)",
+            ) from None
+        yield reader.line_num, cells
 
 
 def _parse_row(row: dict[str, str], now: datetime | None) -> Window:
@@ -207,6 +272,8 @@ def _parse_row(row: dict[str, str], now: datetime | None) -> Window:
             if column == "node":
                 if not text:
                     raise ValueError("empty; every row needs the node's name")
+                if len(text) > 63:
+                    raise ValueError(f"{_quote(text)} is longer than 63 characters")
                 values[column] = check_name(text)
             elif column == "start":
                 if not text:
@@ -219,7 +286,7 @@ def _parse_row(row: dict[str, str], now: datetime | None) -> Window:
             else:
                 values[column] = _number(text, column, integer=column in ("requests", "errors"))
         except ValueError as exc:
-            raise InputError(str(exc), key=column) from None
+            raise InputError(str(exc), key=column, hint=_COLUMN_HINTS[column]) from None
     window = Window(**values)  # type: ignore[arg-type]
     _check_window(window, now)
     return window
@@ -252,20 +319,26 @@ def parse_samples(
             line=1,
             hint="expected a header line: " + ",".join(COLUMNS),
         )
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in next(reader)]
+    records = _records(text, file)
+    header = [h.strip() for h in next(records, (1, [""]))[1]]
     unknown = [h for h in header if h not in COLUMNS]
     if unknown:
         raise InputError(
-            f"unknown column {unknown[0]!r}",
+            f"unknown column {_quote(unknown[0])}",
             file=file,
             line=1,
             key="header",
             hint="the columns are " + ",".join(COLUMNS),
         )
-    seen_twice = sorted({h for h in header if header.count(h) > 1})
+    seen_twice = sorted(h for h, n in Counter(header).items() if n > 1)
     if seen_twice:
-        raise InputError(f"column {seen_twice[0]!r} appears twice", file=file, line=1, key="header")
+        raise InputError(
+            f"column {seen_twice[0]!r} appears twice",
+            file=file,
+            line=1,
+            key="header",
+            hint="keep one of them",
+        )
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise InputError(
@@ -277,8 +350,7 @@ def parse_samples(
         )
     out: list[NumberedWindow] = []
     first_line: dict[tuple[str, datetime], NumberedWindow] = {}
-    for cells in reader:
-        line = reader.line_num
+    for line, cells in records:
         if not cells or all(not c.strip() for c in cells):
             continue
         if len(cells) != len(header):
@@ -367,30 +439,43 @@ def parse_load_table(text: str, file: str = "<stdin>") -> list[LoadPoint]:
         text = text[1:]
     if not text.strip():
         raise InputError("the file is empty", file=file, line=1, hint="expected load,throughput")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in next(reader)]
+    records = _records(text, file)
+    header = [h.strip() for h in next(records, (1, [""]))[1]]
     if sorted(header) != ["load", "throughput"]:
         raise InputError(
-            f"the header is {','.join(header)!r}",
+            f"the header is {_quote(','.join(header), 80)}",
             file=file,
             line=1,
             key="header",
             hint="a load table has exactly the columns load,throughput",
         )
     out: list[LoadPoint] = []
-    for cells in reader:
+    for line, cells in records:
         if not cells or all(not c.strip() for c in cells):
             continue
         if len(cells) != 2:
-            raise InputError(f"{len(cells)} cells, expected 2", file=file, line=reader.line_num)
+            raise InputError(
+                f"{len(cells)} cells, expected 2",
+                file=file,
+                line=line,
+                hint="check for a missing or extra comma",
+            )
         row = dict(zip(header, (c.strip() for c in cells), strict=True))
         values: dict[str, float] = {}
         for column in ("load", "throughput"):
             try:
                 values[column] = float(_number(row[column], column))
             except ValueError as exc:
-                raise InputError(str(exc), file=file, line=reader.line_num, key=column) from None
+                raise InputError(
+                    str(exc), file=file, line=line, key=column, hint="write a number, e.g. 12.5"
+                ) from None
         if values["load"] <= 0:
-            raise InputError("load must be positive", file=file, line=reader.line_num, key="load")
+            raise InputError(
+                "load must be positive",
+                file=file,
+                line=line,
+                key="load",
+                hint="load is the offered load (e.g. the concurrency N), above 0",
+            )
         out.append(LoadPoint(values["load"], values["throughput"]))
     return out

@@ -131,7 +131,10 @@ class TestParseSamples:
     def test_negative_count(self) -> None:
         """A negative count names its line and column."""
         message = error_of(HEADER + ROW + ROW.replace("10:00:00Z,60,1200", "10:01:00Z,60,-3"))
-        assert "s.csv:3: requests: -3 is negative; requests must be 0 or more" == message
+        assert (
+            "s.csv:3: requests: -3 is negative; requests must be 0 or more "
+            "(write the window's number of requests, a whole number, e.g. 1200)"
+        ) == message
 
     def test_cpu_util_above_one(self) -> None:
         """cpu_util above 1 is refused with a hint about fractions."""
@@ -157,7 +160,10 @@ class TestParseSamples:
     def test_errors_above_requests(self) -> None:
         """More errors than requests is refused."""
         message = error_of(HEADER + ROW.replace("1200,1,", "1200,1300,"))
-        assert "s.csv:2: errors: 1300 errors is more than the window's 1200 requests" == message
+        assert (
+            "s.csv:2: errors: 1300 errors is more than the window's 1200 requests "
+            "(errors counts the failed requests among requests: check the two columns)"
+        ) == message
 
     def test_percentiles_must_not_decrease(self) -> None:
         """p99 below p95 is refused."""

@@ -77,9 +77,14 @@ def _integer(text: str, column: str, source: str, number: int) -> int | None:
     if not value:
         return None
     digits = value[1:] if value[0] in "+-" else value
-    if not (digits.isascii() and digits.isdigit()):
+    # HAProxy's counters are 64-bit: at most 20 digits (int() refuses more than 4300)
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 20):
         raise InputError(
-            f"{value[:40]!r} is not a whole number", file=source, line=number, key=column
+            f"{value[:40]!r} is not a whole number",
+            file=source,
+            line=number,
+            key=column,
+            hint=_HINT + ", whose counters are whole numbers",
         )
     return int(value)
 

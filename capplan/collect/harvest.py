@@ -48,6 +48,12 @@ __all__ = [
 #: A window is complete this long after its end on the node's clock (log buffers flush).
 SETTLE_S = 5.0
 _MARK = "@capplan:"
+_MAX_EPOCH = 253402300800  # 10000-01-01
+
+
+def _digits(text: str, most: int = 20) -> bool:
+    # ASCII digits only ("²".isdigit() is true), and few enough for a 64-bit counter.
+    return text.isascii() and text.isdigit() and len(text) <= most
 
 
 def probe_command(proc_dir: str, log_path: str | None) -> str:
@@ -139,7 +145,7 @@ def _sections(text: str) -> dict[str, str]:
 
 def _file_stat(text: str) -> FileStat | None:
     fields = text.split()
-    if len(fields) != 2 or not all(f.isdigit() for f in fields):
+    if len(fields) != 2 or not all(_digits(f) for f in fields):
         return None
     return FileStat(int(fields[0]), int(fields[1]))
 
@@ -162,12 +168,17 @@ def parse_probe(text: str, node: str, proc_dir: str) -> Probe:
             hint="the node's shell must be POSIX sh with coreutils (cat, date, stat)",
         )
     clock = sections["now"].strip().split(".")[0]
-    if not clock.isdigit():
-        raise InputError(f"`date +%s` gave {clock[:40]!r}", file=f"{node}: probe")
+    if not _digits(clock, 12) or int(clock) >= _MAX_EPOCH:
+        raise InputError(
+            f"`date +%s` gave {clock[:40]!r}",
+            file=f"{node}: probe",
+            hint="the node's clock must be set and its `date +%s` must print epoch seconds",
+        )
     fraction = sections["now"].strip().partition(".")[2]
-    now = float(f"{clock}.{fraction}") if fraction.isdigit() else float(clock)
+    now = float(f"{clock}.{fraction}") if _digits(fraction, 30) else float(clock)
     problems: list[str] = []
-    zone = re.fullmatch(r"([+-])(\d\d)(\d\d)", sections.get("tz", "").strip())
+    # ±HHMM within a day (real zones are -1200..+1400); anything else is unreadable: UTC
+    zone = re.fullmatch(r"([+-])([01][0-9]|2[0-3])([0-5][0-9])", sections.get("tz", "").strip())
     utc_offset = 0.0
     if zone is not None:
         utc_offset = (1 if zone[1] == "+" else -1) * (int(zone[2]) * 3600 + int(zone[3]) * 60)

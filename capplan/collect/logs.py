@@ -88,7 +88,9 @@ _VAR_PATTERNS = {
     "body_bytes_sent": r"\d+",
     "bytes_sent": r"\d+",
 }
-_INTEGER = re.compile(r"-?\d+", re.ASCII)
+_STATUS = re.compile(r"-?\d{1,9}", re.ASCII)  # (int() refuses more than 4300 digits)
+#: A duration at or above this (seconds, or ms for a latency_ms group) is no latency: 31 years.
+_MAX_DURATION = 1e9
 _FIELDS = ("time", "status", "request_time", "upstream")  # the groups an nginx line gives
 _NGINX_VAR = re.compile(r"\$(?:\{(\w+)\}|(\w+))", re.ASCII)
 
@@ -190,13 +192,14 @@ def _time_any(text: str) -> float | None:
 
 def _seconds(text: str) -> float | None:
     """
-    A duration in seconds, or None for ``-``, empty or anything that is no finite number.
+    A duration in seconds, or None for ``-``, empty or anything that is no number in
+    ``0 <= value < _MAX_DURATION`` (so that it stays finite in ms, or summed over retries).
     """
     try:
         value = float(text)
     except ValueError:
         return None
-    return value if math.isfinite(value) and value >= 0 else None
+    return value if 0 <= value < _MAX_DURATION else None
 
 
 def _upstream_seconds(text: str) -> float | None:
@@ -348,7 +351,13 @@ class NginxParser(LineParser):
         stamp_at, status_at, request_at, upstream_at, bad_at = self._fields
         convert = self._convert
         out: list[tuple[float, float, bool] | str | None] = []
-        for groups in self._block.findall(text)[: text.count("\n")]:
+        lines = text.count("\n")  # the last match is the empty one after the last newline
+        # finditer, not findall: findall would hold every line's groups at once (100 bytes of
+        # tuples per line: 100 MiB for a block of 1 MiB of blank lines), and is no faster.
+        for match in self._block.finditer(text):
+            if len(out) == lines:
+                break
+            groups = match.groups()
             bad = groups[bad_at]
             if bad or not groups[stamp_at]:
                 out.append(bad)
@@ -387,8 +396,15 @@ def _nginx_regex(fmt: str, groups: dict[str, str]) -> str:
             body = _UPSTREAM_LIST
         elif following is None:
             body = ".*"
-        elif following[0] == "var":
+        elif following[0] == "var" and (
+            following[1] in _VAR_PATTERNS or following[1].startswith("upstream_")
+        ):
             body = ".*?"
+        elif following[0] == "var":
+            # Two variables of unknown shape side by side ("$host$request_uri") cannot be told
+            # apart: the next one matches both.  A lazy ".*?" here would try every split of a
+            # line that does not match: quadratic in its length (cubic for three variables).
+            body = ""
         elif following[1][0] == '"':  # inside quotes: \" is escape=json's quote
             body = r'[^"\\\n]*(?:\\.[^"\\\n]*)*'
         else:  # never a newline: a pattern must not run from one line into the next
@@ -445,6 +461,8 @@ class HaproxyParser(LineParser):
         if m is None:
             return None
         date, ms, tr, ta, status_text = m.group("date", "ms", "tr", "ta", "status")
+        if len(status_text) > 9 or len(ta) > 15:  # no status or timer (ms) is that long
+            return None
         seconds = self._second[date]
         if seconds != seconds:  # nan: not a time
             return None
@@ -523,7 +541,7 @@ class RegexParser(LineParser):
         if self._has_status:
             status = (m.group("status") or "").strip()
             if status and status != "-":
-                if not _INTEGER.fullmatch(status):
+                if not _STATUS.fullmatch(status):
                     return None
                 error = not 0 <= int(status) < 500
         return seconds, math.nan if latency is None else latency, error

@@ -27,6 +27,19 @@ __all__ = [
 # user nice system idle iowait irq softirq steal; guest and guest_nice (fields 9 and 10) are
 # already counted in user and nice, so they are not added again.
 _STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+_STAT_HINT = "expected the text of /proc/stat, whose first line is 'cpu  USER NICE SYSTEM IDLE ...'"
+_MEMINFO_HINT = "expected the text of /proc/meminfo: lines such as 'MemTotal: 16318480 kB'"
+#: A kernel counter is a 64-bit number: at most 20 digits (int() refuses more than 4300).
+_MAX_DIGITS = 20
+
+
+def _count(word: str) -> int | None:
+    """
+    ``word`` as a kernel counter (ASCII digits, at most 20), or None.
+    """
+    if word.isascii() and word.isdigit() and len(word) <= _MAX_DIGITS:
+        return int(word)
+    return None
 
 
 @dataclass(frozen=True)
@@ -84,7 +97,11 @@ def parse_proc_stat(text: str, source: str) -> CpuSnapshot:
         if name == "cpu":
             if aggregate is not None:
                 raise InputError(
-                    "a second aggregate 'cpu' line", file=source, line=number, key="cpu"
+                    "a second aggregate 'cpu' line",
+                    file=source,
+                    line=number,
+                    key="cpu",
+                    hint=_STAT_HINT,
                 )
             aggregate = _cpu_times(words[1:], source, number)
         elif name[3:].isdigit() and name[3:].isascii():
@@ -94,8 +111,7 @@ def parse_proc_stat(text: str, source: str) -> CpuSnapshot:
             "no aggregate 'cpu' line",
             file=source,
             line=1,
-            hint="expected the text of /proc/stat, whose first line is 'cpu  USER NICE SYSTEM "
-            "IDLE ...'",
+            hint=_STAT_HINT,
         )
     busy, total = aggregate
     return CpuSnapshot(busy=busy, total=total, cores=cores)
@@ -112,14 +128,16 @@ def _cpu_times(words: list[str], source: str, line: int) -> tuple[int, int]:
         )
     values: dict[str, int] = dict.fromkeys(_STAT_FIELDS, 0)
     for name, word in zip(_STAT_FIELDS, words, strict=False):
-        if not (word.isascii() and word.isdigit()):
+        value = _count(word)
+        if value is None:
             raise InputError(
-                f"{word!r} is not a whole number of jiffies",
+                f"{word[:40]!r} is not a whole number of jiffies",
                 file=source,
                 line=line,
                 key=f"cpu {name}",
+                hint=_STAT_HINT,
             )
-        values[name] = int(word)
+        values[name] = value
     total = sum(values.values())
     idle = values["idle"] + values["iowait"]
     return total - idle, total
@@ -156,24 +174,23 @@ def parse_meminfo(text: str, source: str) -> MemInfo:
                 f"{line[:80]!r} is not 'Name: value kB'",
                 file=source,
                 line=number,
-                hint="expected the text of /proc/meminfo",
+                hint=_MEMINFO_HINT,
             )
         if key not in wanted:
             continue
         words = rest.split()
-        if (
-            not 1 <= len(words) <= 2
-            or not (words[0].isascii() and words[0].isdigit())
-            or words[1:] not in ([], ["kB"])
-        ):
+        size = _count(words[0]) if words else None
+        if size is None or len(words) > 2 or words[1:] not in ([], ["kB"]):
             raise InputError(
-                f"{rest.strip()[:80]!r} is not a size in kB", file=source, line=number, key=key
+                f"{rest.strip()[:80]!r} is not a size in kB",
+                file=source,
+                line=number,
+                key=key,
+                hint=_MEMINFO_HINT,
             )
-        values[key] = int(words[0])
+        values[key] = size
     if "MemTotal" not in values:
-        raise InputError(
-            "no MemTotal line", file=source, line=1, hint="expected the text of /proc/meminfo"
-        )
+        raise InputError("no MemTotal line", file=source, line=1, hint=_MEMINFO_HINT)
     available = values.get("MemAvailable")
     if available is None:
         missing = [k for k in ("MemFree", "Buffers", "Cached") if k not in values]
@@ -182,7 +199,7 @@ def parse_meminfo(text: str, source: str) -> MemInfo:
                 f"no MemAvailable line and no {missing[0]} line to estimate it",
                 file=source,
                 line=1,
-                hint="expected the text of /proc/meminfo",
+                hint=_MEMINFO_HINT,
             )
         available = values["MemFree"] + values["Buffers"] + values["Cached"]
     return MemInfo(total_kb=values["MemTotal"], available_kb=available)

@@ -370,6 +370,83 @@ def test_hostile_log_path_is_quoted(cli: CLI, pool: Pool, tmp_path: Path) -> Non
     assert not canary.exists()
 
 
+#: Shell metacharacters a path from the inventory may carry: each must reach the remote shell
+#: as one quoted word.  (A canary file is created by any of them that runs.)
+PAYLOADS = (
+    "; touch {c}",
+    "$(touch {c})",
+    "`touch {c}`",
+    "| touch {c}",
+    "&& touch {c}",
+    "' ; touch {c} ; '",
+    '" ; touch {c} ; "',
+    "\\'$(touch {c})",
+    "*; touch {c} #",
+    "{{a,b}} > {c}",
+)
+
+
+def test_every_remote_path_is_quoted(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """
+    Log path, proc_dir and haproxy_socket, each with every payload, in one run against the
+    real sshd: every hostile node fails on its own (or reads nothing), none of the payloads
+    runs, and the healthy nodes are stored.
+    """
+    server = pool.servers["web-1"]
+    extra = []
+    canaries = []
+    for field in ("log", "proc_dir", "haproxy_socket"):
+        for i, payload in enumerate(PAYLOADS):
+            canary = tmp_path / f"pwned-{field}-{i}"
+            canaries.append(canary)
+            path = "/nonexistent/x " + payload.format(c=canary)
+            node = [
+                f"  - name: h-{field.replace('_', '-')}-{i}",
+                f"    host: {server.host}",
+                f"    address: 127.0.0.2:{9000 + len(extra)}",
+                f"    ssh: {{port: {server.port}}}",
+            ]
+            good_log = f"{{path: {pool.log('web-1')}, format: nginx}}"
+            if field == "log":
+                node.append(f"    log: {{path: {json.dumps(path)}}}")
+            else:
+                node.append(f"    log: {good_log}")
+                node.append(f"    {field}: {json.dumps(path)}")
+            extra.append("\n".join(node))
+    result = cli(
+        "collect",
+        "-i",
+        pool.inventory(extra_nodes="\n".join(extra) + "\n"),
+        "--db",
+        tmp_path / "c.db",
+        "--json",
+    )
+    assert ExitStatus.PARTIAL == result.status, result.stderr
+    by_node = {n["node"]: n for n in result.json["nodes"]}
+    failed = {f["node"] for f in result.json["failures"]}
+    for name in pool.servers:
+        assert "ok" == by_node[name]["status"], by_node[name]
+    # a hostile log or /proc path cannot be read; a hostile socket path fails its own probe
+    hostile = [n for n in by_node if n.startswith("h-")]
+    assert 3 * len(PAYLOADS) == len(hostile)
+    assert set(hostile) == failed | {n for n in hostile if by_node[n]["status"] == "partial"}
+    assert [] == [c.name for c in canaries if c.exists()]
+
+
+def test_control_characters_in_paths_are_refused(cli: CLI, pool: Pool, tmp_path: Path) -> None:
+    """A newline (or any control character) in a remote path is refused at the inventory."""
+    server = pool.servers["web-1"]
+    extra = (
+        "  - name: newline\n"
+        f"    host: {server.host}\n    address: 127.0.0.2:8099\n"
+        f"    ssh: {{port: {server.port}}}\n"
+        '    log: {path: "/var/log/x.log\\ntouch /tmp/pwned"}\n'
+    )
+    result = cli("collect", "-i", pool.inventory(extra_nodes=extra), "--db", tmp_path / "c.db")
+    assert ExitStatus.BAD_INPUT == result.status
+    assert "has control characters" in result.stderr
+
+
 def test_proxy_jump_through_a_jump_host(cli: CLI, pool: Pool, lab: SSHLab, tmp_path: Path) -> None:
     """ProxyJump in ssh_config is followed through a direct-tcpip channel of the jump host."""
     jump = lab.start("127.0.0.7", extra="LogLevel DEBUG1\n")
