@@ -291,9 +291,13 @@ def _errors_to_input(exc: ValidationError, located: Located) -> InputError:
         hint = "check the spelling; the README lists every key"
     elif first["type"] == "missing":
         message = "required, but missing"
-        hint = None
+        hint = "add it; the README's inventory section shows every key"
+    elif message.endswith(")") and " (" in message:
+        # a validator's own advice, written as a trailing "(...)": it is the hint
+        message, _, advice = message.rpartition(" (")
+        hint = advice[:-1]
     else:
-        hint = None
+        hint = "the README's inventory section lists every key and its values"
     more = len(exc.errors()) - 1
     if more:
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
@@ -401,7 +405,10 @@ def parse_inventory(text: str, file: str, *, extra_nodes: list[Node] | None = No
     located = load_yaml(text, file)
     if not isinstance(located.data, dict):
         raise InputError(
-            "an inventory is a mapping with at least 'cluster' and 'nodes'", file=file, line=1
+            "an inventory is a mapping with at least 'cluster' and 'nodes'",
+            file=file,
+            line=1,
+            hint="start from examples/web/inventory.yaml",
         )
     data = located.data
     if extra_nodes:
@@ -432,7 +439,9 @@ def parse_profile(text: str, file: str, *, name: str | None = None) -> Profile:
     """
     located = load_yaml(text, file)
     if not isinstance(located.data, dict):
-        raise InputError("a profile is a mapping", file=file, line=1)
+        raise InputError(
+            "a profile is a mapping", file=file, line=1, hint="start from profiles/balanced.yaml"
+        )
     data = dict(located.data)
     if name is not None:
         data.setdefault("name", name)

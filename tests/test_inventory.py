@@ -99,7 +99,10 @@ class TestInventory:
 
     def test_missing_nodes(self) -> None:
         """An inventory without nodes says the key is missing."""
-        assert "inv.yaml:1: nodes: required, but missing" == error_of("cluster: web\n")
+        assert error_of("cluster: web\n") == (
+            "inv.yaml:1: nodes: required, but missing "
+            "(add it; the README's inventory section shows every key)"
+        )
 
     def test_bad_percentile(self) -> None:
         """An SLO percentile of 100 or more is refused."""

@@ -206,10 +206,6 @@ def _first_line_slack(data: str | bytes) -> int:
 
 
 _NGINX = LogSpec(path=LOG_PATH)
-_HINT_GAP = (
-    "inventory.py's own refusals (pydantic validation, not a mapping) carry no hint yet: "
-    "reported to its owner; their location is checked all the same"
-)
 
 TARGETS: dict[str, Target] = {
     t.name: t
@@ -309,7 +305,6 @@ TARGETS: dict[str, Target] = {
             _parse_inventory,
             YAML_FILE,
             "line",
-            hint_gap=_HINT_GAP,
         ),
         Target(
             "profile",
@@ -318,7 +313,6 @@ TARGETS: dict[str, Target] = {
             _parse_profile,
             YAML_FILE,
             "line",
-            hint_gap=_HINT_GAP,
         ),
         Target(
             "plan",
