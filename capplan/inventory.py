@@ -7,6 +7,7 @@ Unknown keys are refused (a typo must not be ignored silently).
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,7 +26,7 @@ from capplan.collect.prometheus import PrometheusNode, PrometheusSettings
 from capplan.errors import InputError
 from capplan.files import read_input
 from capplan.names import check_address, check_host, check_name, check_remote_path
-from capplan.planfile import check_balancer_name
+from capplan.planfile import check_balancer_name, check_output_path
 from capplan.yamlfile import Located, load_yaml
 
 __all__ = [
@@ -149,7 +150,7 @@ class Balancer(_Strict):
 
     kind: Literal["nginx", "haproxy", "keepalived", "ipvsadm"]
     name: str = Field(min_length=1, max_length=253)
-    output: str | None = None
+    output: Annotated[str, AfterValidator(check_output_path)] | None = None
 
     @model_validator(mode="after")
     def _name_fits_kind(self) -> Balancer:
@@ -359,6 +360,18 @@ def _check_planning(located: Located, inventory: Inventory) -> None:
                 ("nodes", i, "zone"),
                 "add it to `zones:` or fix the spelling",
             )
+    if {b.kind for b in inventory.balancers} & {"ipvsadm", "keepalived"}:
+        for i, node in enumerate(inventory.nodes):
+            host = node.address.rsplit(":", 1)[0].strip("[]")
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                fail(
+                    f"{node.address!r}: LVS (ipvsadm, keepalived) needs IP:PORT real servers, "
+                    "not host names",
+                    ("nodes", i, "address"),
+                    "give the node's IP address, or drop the LVS balancers",
+                )
     if inventory.planning.survive == "zone" and len(zones) < 2:
         fail(
             "survive: zone needs at least two zones under `zones:`",

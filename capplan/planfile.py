@@ -62,6 +62,8 @@ __all__ = [
     "Thresholds",
     "check_balancer_name",
     "check_nginx_method",
+    "check_output_path",
+    "check_plan_text",
     "dump_plan",
     "load_plan",
     "parse_plan",
@@ -209,6 +211,38 @@ def _check_text(value: str) -> str:
     return value
 
 
+def check_output_path(value: str) -> str:
+    """
+    Return ``value`` if it can name a config file capplan writes, else raise ValueError.
+
+    Plain text (as ``_check_text``), and relative without ``..``: it is resolved beside the
+    inventory or plan, so neither file can make capplan write anywhere else (``-o`` and
+    ``--out-dir`` are the ways to write elsewhere).
+    """
+    _check_text(value)
+    if value.startswith(("/", "~")):
+        raise ValueError(
+            f"{value[:80]!r} is not relative: an output is written beside the inventory or plan "
+            "(use -o or --out-dir to write elsewhere)"
+        )
+    if ".." in value.replace("\\", "/").split("/"):
+        raise ValueError(f"{value[:80]!r} climbs out with '..': name a file below this folder")
+    return value
+
+
+def check_plan_text(value: str, what: str) -> str:
+    """
+    ``value`` if plan.yaml can record it as ``what``; else an InputError saying what to do.
+    """
+    try:
+        return _check_text(value)
+    except ValueError as exc:
+        raise InputError(
+            f"{what} {exc}",
+            hint="plan.yaml records it and refuses config-syntax characters: rename the file",
+        ) from None
+
+
 def _check_reason(value: str) -> str:
     if not value:
         raise ValueError("must not be empty")
@@ -238,6 +272,7 @@ def _to_utc(value: datetime) -> datetime:
 Name = Annotated[str, AfterValidator(check_name)]
 Address = Annotated[str, AfterValidator(check_address)]
 Text = Annotated[str, AfterValidator(_check_text)]
+OutputPath = Annotated[str, AfterValidator(check_output_path)]
 Reason = Annotated[str, AfterValidator(_check_reason)]
 Key = Annotated[str, AfterValidator(_check_key)]
 PredictedKey = Annotated[str, AfterValidator(_check_predicted_key)]
@@ -415,7 +450,7 @@ class PlanBalancer(_Strict):
 
     kind: Target
     name: str = Field(min_length=1, max_length=300)
-    output: Text | None = None
+    output: OutputPath | None = None
 
     @model_validator(mode="after")
     def _name_fits_kind(self) -> PlanBalancer:

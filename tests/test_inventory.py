@@ -158,3 +158,28 @@ class TestBalancers:
         """An LVS balancer's name must be IP:PORT."""
         text = GOOD + "  - {kind: keepalived, name: not-an-address}\n"
         assert "balancers.1" in error_of(text)
+
+    @pytest.mark.parametrize(
+        ("output", "problem"),
+        [
+            ("/etc/cron.d/capplan", "is not relative"),
+            ("~/nginx.conf", "is not relative"),
+            ("out/../../etc/passwd", "climbs out with '..'"),
+            ("out/#x.conf", "holds #"),
+        ],
+    )
+    def test_output_stays_beside_the_inventory(self, output: str, problem: str) -> None:
+        """A balancer's output is a plain relative path: the inventory cannot aim elsewhere."""
+        text = GOOD.replace("output: out/nginx-web.conf", f"output: {output!r}")
+        message = error_of(text)
+        assert message.startswith("inv.yaml:19: balancers.0.output: "), message
+        assert problem in message
+
+    def test_lvs_needs_ip_real_servers(self) -> None:
+        """With an LVS balancer, a node addressed by host name is refused at its line."""
+        text = GOOD.replace("address: 127.0.0.2:8080", "address: web-1.example:8080")
+        text += '  - {kind: ipvsadm, name: "10.0.0.1:80"}\n'
+        assert error_of(text).startswith(
+            "inv.yaml:9: nodes.0.address: 'web-1.example:8080': LVS (ipvsadm, keepalived) needs "
+            "IP:PORT real servers"
+        )

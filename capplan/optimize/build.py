@@ -33,6 +33,7 @@ from capplan.planfile import (
     TargetShares,
     TargetWeights,
     Thresholds,
+    check_plan_text,
 )
 from capplan.render import inexpressible_keys
 
@@ -225,7 +226,7 @@ def build_plan(
     fields = dict(
         cluster=inventory.cluster,
         inputs=PlanInputs(
-            inventory=inventory_name,
+            inventory=check_plan_text(inventory_name, "the inventory's path"),
             profile=profile.name,
             load_rps=_sig(float(load_rps)),
             slo=PlanSLO(
