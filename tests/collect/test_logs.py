@@ -650,3 +650,22 @@ def test_make_parser_only_input_error(text: str, line: str) -> None:
             continue
         record = parser.parse(line)
         assert record is None or isinstance(record, LogRecord)
+
+
+def test_regex_lines_longer_than_the_cap_are_unparsed_fast() -> None:
+    """A client-made 1 MB line cannot make an unanchored user regex take quadratic time."""
+    import time as clock
+
+    from capplan.collect.logs import REGEX_LINE_MAX, RegexParser
+
+    parser = RegexParser(
+        r"(?P<time>\S+) (?P<status>\d+) (?P<latency_ms>[\d.]+)", path="/x.log", source="inv"
+    )
+    good = "1795392000 200 12.5"
+    assert parser.values(good) is not None
+    hostile = "a " * 500_000
+    start = clock.perf_counter()
+    assert parser.values(hostile) is None
+    assert clock.perf_counter() - start < 0.5
+    assert parser.values(good + " " * (REGEX_LINE_MAX - len(good))) is not None
+    assert parser.values(good + " " * (REGEX_LINE_MAX + 1 - len(good))) is None
