@@ -31,6 +31,7 @@ from capplan.errors import (
     UnstableQueueError,
 )
 from capplan.files import read_input
+from capplan.report.command import report_cmd
 from capplan.status import ExitStatus
 
 if TYPE_CHECKING:
@@ -764,6 +765,13 @@ def fit(
     for f in fits:
         for warning in f.warnings:
             out.print(Text.assemble(("warning", "yellow"), f": {f.node}: {warning}"))
+    if node and len(fits) == 1 and fits[0].success:  # one node: its latency against load
+        from capplan.report.data import node_figure
+        from capplan.report.textplot import text_plot
+
+        out.print()
+        for line in text_plot(node_figure(fits[0], inputs[0].windows, target)):
+            out.print(line, markup=False, highlight=False, emoji=False)
     for f in failed:
         _stderr().print(f"capplan: {f.node}: {f.message}", markup=False)
     return status
@@ -1740,6 +1748,12 @@ def profiles(json_: JsonOpt = False) -> ExitStatus:
     for p in found:
         out.print(Text(f"{p.name}: {' '.join(p.description.split())}"))
     return ExitStatus.OK
+
+
+# --------------------------------------------------------------------------------------------
+# report (the command lives in capplan/report/command.py)
+
+app.command("report")(report_cmd)
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 # 2. The real programs the tests run (Debian packages), when missing: the balancers the render
-#    tests check configs with, the OpenSSH server the collection tests reach, and Prometheus
-#    (with promtool, which backfills the Prometheus collection tests' data).
+#    tests check configs with, the OpenSSH server the collection tests reach, Prometheus
+#    (with promtool, which backfills the Prometheus collection tests' data), and Chromium, which
+#    renders capplan report's page headless in tests/report/test_chromium.py.
 export PATH="$PATH:/usr/sbin:/sbin"
 # One BLAS thread: on two cores, OpenBLAS threads stall each other (and the forecast's ETS fits
 # took 4× longer with other work running).
@@ -23,7 +24,7 @@ export OPENBLAS_NUM_THREADS=1
 # Each program the tests run, and the Debian package it comes from.
 missing=""
 for pair in nginx:nginx haproxy:haproxy keepalived:keepalived sshd:openssh-server \
-            groff:groff-base prometheus:prometheus promtool:prometheus; do
+            groff:groff-base prometheus:prometheus promtool:prometheus chromium:chromium; do
   command -v "${pair%%:*}" >/dev/null || missing="$missing ${pair#*:}"
 done
 if [ -n "$missing" ]; then
