@@ -516,8 +516,10 @@ def parse_answer(answer: object, what: str) -> dict[int, float]:
     if not isinstance(answer, dict):
         raise PrometheusError(f"{what}: not a Prometheus API answer (a JSON object expected)")
     if answer.get("status") == "error":
-        kind = answer.get("errorType") or "error"
-        raise PrometheusError(f"{what}: Prometheus says {kind}: {answer.get('error')}")
+        kind = _shorten(str(answer.get("errorType") or "error"), 40)
+        raise PrometheusError(
+            f"{what}: Prometheus says {kind}: {_shorten(str(answer.get('error')), 500)}"
+        )
     data = answer.get("data")
     if answer.get("status") != "success" or not isinstance(data, dict):
         raise PrometheusError(f"{what}: not a Prometheus API answer (no status and data)")
@@ -529,7 +531,8 @@ def parse_answer(answer: object, what: str) -> dict[int, float]:
     if len(result) > 1:
         labels = result[0].get("metric") if isinstance(result[0], dict) else None
         raise PrometheusError(
-            f"{what}: the query returned {len(result)} series (e.g. {labels}); it must return "
+            f"{what}: the query returned {len(result)} series (e.g. {_shorten(str(labels), 200)}); "
+            "it must return "
             "one per node: aggregate it, e.g. sum(...), or narrow the node's match labels"
         )
     points: dict[int, float] = {}
@@ -923,7 +926,9 @@ class PrometheusClient:
             raise PrometheusError(exc.reason) from None
         if not isinstance(answer, dict) or answer.get("status") != "success":
             error = answer.get("error") if isinstance(answer, dict) else answer
-            raise PrometheusError(f"Prometheus at {self.url} refused a test query: {error}")
+            raise PrometheusError(
+                f"Prometheus at {self.url} refused a test query: {_shorten(str(error), 500)}"
+            )
 
     def query_range(self, query: str, chunk: Chunk, what: str) -> dict[int, float]:
         answer = self.post(
