@@ -37,7 +37,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -1078,37 +1078,33 @@ def _run(
     max_points: int,
     on_state: Callable[[str, str], None],
 ) -> None:
+    from capplan.collect.run import run_until
+
     cancel = threading.Event()
     deadline = time.monotonic() + options.deadline_s
     workers = max(1, min(options.parallel, MAX_PARALLEL))
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prometheus")
 
     def work(plan: _NodePlan) -> _Result:
         on_state(plan.node.name, "querying")
         return _collect_node(client, plan, window_ms, max_points, cancel.is_set)
 
-    futures: dict[Future[_Result], _NodePlan] = {pool.submit(work, p): p for p in plans}
-    pending = set(futures)
-    try:
-        while pending:
-            done, pending = wait(
-                pending, timeout=max(0.0, deadline - time.monotonic()), return_when=FIRST_COMPLETED
-            )
-            if not done:
-                break
-            for future in done:
-                _finish(future, futures[future].node.name, outcomes, store, on_state)
-    finally:
-        cancel.set()
-        for future in pending:
-            name = futures[future].node.name
-            outcome = outcomes[name]
-            outcome.failures = [
-                ("deadline", f"not done within --deadline {options.deadline_s:g} s")
-            ]
-            outcome.status = "failed"
-            on_state(name, "failed")
-        pool.shutdown(wait=False, cancel_futures=True)
+    def late(plan: _NodePlan) -> None:
+        name = plan.node.name
+        outcome = outcomes[name]
+        outcome.failures = [("deadline", f"not done within --deadline {options.deadline_s:g} s")]
+        outcome.status = "failed"
+        on_state(name, "failed")
+
+    run_until(
+        plans,
+        work,
+        workers=workers,
+        deadline=deadline,
+        name="prometheus",
+        finish=lambda future, plan: _finish(future, plan.node.name, outcomes, store, on_state),
+        late=late,
+        cancel=cancel.set,
+    )
 
 
 def _finish(

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from capplan.collect.haproxy import INT_COLUMNS, parse_show_stat
 from capplan.collect.harvest import (
@@ -462,8 +463,49 @@ def collect(
             if connection is not None:
                 connection.close()
 
-    pool = ThreadPoolExecutor(max_workers=max(1, options.parallel), thread_name_prefix="collect")
-    futures: dict[Future[_Harvested], NodePlan] = {pool.submit(work, p): p for p in plans}
+    def late(plan: NodePlan) -> None:
+        name = plan.node.name
+        outcome = outcomes.setdefault(name, NodeOutcome(name, plan.node.host or "?"))
+        outcome.failures = [("deadline", f"not done within --deadline {options.deadline_s:g} s")]
+        outcome.status = "failed"
+        on_state(name, "failed")
+
+    run_until(
+        plans,
+        work,
+        workers=max(1, options.parallel),
+        deadline=deadline,
+        name="collect",
+        finish=lambda future, plan: _finish(future, plan, outcomes, store, on_state, cancel),
+        late=late,
+        cancel=cancel.cancel,
+    )
+    order = [n.name for n in inventory.nodes]
+    return sorted(outcomes.values(), key=lambda o: order.index(o.node))
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def run_until(
+    items: Sequence[_T],
+    work: Callable[[_T], _R],
+    *,
+    workers: int,
+    deadline: float,
+    name: str,
+    finish: Callable[[Future[_R], _T], None],
+    late: Callable[[_T], None],
+    cancel: Callable[[], None],
+) -> None:
+    """
+    Run ``work`` on every item in a thread pool; ``finish`` each result in this thread as it
+    completes (so the store is written from one thread); at ``deadline`` (``time.monotonic``)
+    ``cancel`` the work still running and report each of its items ``late``.
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
+    futures: dict[Future[_R], _T] = {pool.submit(work, item): item for item in items}
     pending = set(futures)
     try:
         while pending:
@@ -473,23 +515,13 @@ def collect(
             if not done:
                 break
             for future in done:
-                _finish(future, futures[future], outcomes, store, on_state, cancel)
+                finish(future, futures[future])
     finally:
         if pending:
-            cancel.cancel()
+            cancel()
             for future in pending:
-                name = futures[future].node.name
-                outcome = outcomes.setdefault(
-                    name, NodeOutcome(name, futures[future].node.host or "?")
-                )
-                outcome.failures = [
-                    ("deadline", f"not done within --deadline {options.deadline_s:g} s")
-                ]
-                outcome.status = "failed"
-                on_state(name, "failed")
+                late(futures[future])
         pool.shutdown(wait=False, cancel_futures=True)
-    order = [n.name for n in inventory.nodes]
-    return sorted(outcomes.values(), key=lambda o: order.index(o.node))
 
 
 def _finish(
