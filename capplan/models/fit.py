@@ -519,6 +519,12 @@ def _finish(plan: _Plan, candidates: list[Candidate], slo: SLOTarget, model: str
         return _empty(plan, f"no model could be fitted ({reasons})", candidates)
     if model == "auto":
         chosen, selection = _select(usable, plan.common)
+        if plan.common == slo.stat:
+            chosen, selection, contradiction = _consistent(
+                chosen, selection, usable, _held_rate(obs, plan.common, slo.latency_ms * 1e-3)
+            )
+            if contradiction:
+                warnings.append(contradiction)
     else:
         chosen = usable[0]
         selection = "asked for"
@@ -556,6 +562,61 @@ def _finish(plan: _Plan, candidates: list[Candidate], slo: SLOTarget, model: str
         success=True,
         message=chosen.message,
     )
+
+
+#: A model whose capacity is below this share of the rate every window up to met the SLO
+#: contradicts the windows (see ``_consistent``).
+CONTRADICTION_SHARE = 0.5
+
+
+def _held_rate(obs: Observations, stat: str, latency_s: float) -> float:
+    """
+    The highest rate up to which every window met the SLO's latency (0 when the lowest did not).
+
+    The windows' own evidence of what the node takes: noisy one by one, but a model that puts
+    capacity far below it contradicts them.
+    """
+    values = obs.latency[stat]
+    ok = np.isfinite(values) & (obs.weight > 0)
+    order = np.argsort(obs.rate[ok], kind="stable")
+    rates, met = obs.rate[ok][order], values[ok][order] <= latency_s
+    held = 0.0
+    for rate, good in zip(rates.tolist(), met.tolist(), strict=True):
+        if not good:
+            break
+        held = rate
+    return held
+
+
+def _consistent(
+    chosen: Candidate, selection: str, usable: Sequence[Candidate], held: float
+) -> tuple[Candidate, str, str | None]:
+    """
+    The chosen model, unless its capacity contradicts the windows: below CONTRADICTION_SHARE of
+    the rate up to which every window met the SLO.  Then the best-AICc model that does not, with
+    a warning (the lab's c = 2 node, fitted M/G/c c = 3 and S = 29 ms on noisy 10 s windows:
+    capacity 0 where windows met the SLO up to 48 rps; the truth was 54.5).
+    """
+    floor = CONTRADICTION_SHARE * held
+    if held <= 0 or chosen.capacity_rps >= floor:
+        return chosen, selection, None
+    rank = {m: i for i, m in enumerate(MODELS)}
+    others = [c for c in usable if c.capacity_rps >= floor and math.isfinite(c.aicc)]
+    if not others:
+        return (
+            chosen,
+            selection,
+            (
+                f"{chosen.model}'s capacity {chosen.capacity_rps:.4g} rps contradicts the windows, "
+                f"which met the SLO up to {held:.4g} rps, and no other model agrees with them"
+            ),
+        )
+    other = min(others, key=lambda c: (c.aicc, rank[c.model]))
+    warning = (
+        f"{chosen.model} put capacity at {chosen.capacity_rps:.4g} rps, below half of the "
+        f"{held:.4g} rps up to which every window met the SLO: {other.model} is used instead"
+    )
+    return other, selection + f"; {chosen.model} contradicted the windows", warning
 
 
 def _select(usable: Sequence[Candidate], common: str) -> tuple[Candidate, str]:

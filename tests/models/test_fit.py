@@ -194,3 +194,23 @@ class TestHonesty:
         """An unknown model name is a ValueError naming it."""
         with pytest.raises(ValueError, match="'nope'"):
             fit_node("n", [], SLO, model="nope")
+
+
+def test_a_capacity_the_windows_contradict_is_not_chosen() -> None:
+    """
+    The lab's c = 2, 20 ms exponential node, 24 noisy 10 s windows of its ramp (captured):
+    M/G/c fits c = 3, S = 29 ms and puts capacity at 0 (its p99 at no load is over the 120 ms
+    SLO), though every window up to 48 rps met the SLO.  The capacity used is the best model
+    that agrees with the windows, near the true 54.5 rps, with a warning that says why.
+    """
+    from pathlib import Path
+
+    from capplan.samples import parse_samples
+
+    text = (Path(__file__).parent / "data" / "lab-n1-exp.csv").read_text()
+    windows = [w.window for w in parse_samples(text, "lab-n1-exp.csv")]
+    fit = fit_node("n1", windows, SLOTarget(percentile=99, latency_ms=120, max_error_rate=0.001))
+    mgc = next(c for c in fit.candidates if c.model == "mgc")
+    assert mgc.capacity_rps < 10  # the contradiction this guards against
+    assert fit.capacity_rps == pytest.approx(54.5, rel=0.15)
+    assert any("below half of the" in w and "every window met the SLO" in w for w in fit.warnings)
