@@ -1043,8 +1043,7 @@ def collect_prometheus(
         outcome = NodeOutcome(node.name, _display_url(url), status="pending")
         outcomes[node.name] = outcome
         if isinstance(planned, InputError):
-            outcome.fail("config", str(planned))
-            outcome.status = "failed"
+            outcome.failed("config", str(planned))
             on_state(node.name, "failed")
             continue
         queries, match = planned
@@ -1091,8 +1090,7 @@ def _run(
     def late(plan: _NodePlan) -> None:
         name = plan.node.name
         outcome = outcomes[name]
-        outcome.failures = [("deadline", f"not done within --deadline {options.deadline_s:g} s")]
-        outcome.status = "failed"
+        outcome.late(options.deadline_s)
         on_state(name, "failed")
 
     run_until(
@@ -1118,13 +1116,11 @@ def _finish(
     try:
         result = future.result()
     except _NodeFailedError as exc:
-        outcome.fail(exc.stage, exc.reason)
-        outcome.status = "failed"
+        outcome.failed(exc.stage, exc.reason)
         on_state(name, "failed")
         return
     except Exception as exc:
-        outcome.fail("collect", f"{type(exc).__name__}: {exc}")
-        outcome.status = "failed"
+        outcome.failed("collect", f"{type(exc).__name__}: {exc}")
         on_state(name, "failed")
         return
     outcome.notes.extend(result.notes)
@@ -1132,8 +1128,7 @@ def _finish(
     try:
         saved = store.save_collection(name, result.windows, cursor=None, snapshot=None)
     except StoreError as exc:
-        outcome.fail("store", str(exc))
-        outcome.status = "failed"
+        outcome.failed("store", str(exc))
         on_state(name, "failed")
         return
     outcome.windows = saved.added

@@ -114,6 +114,20 @@ class NodeOutcome:
     def fail(self, stage: str, reason: str) -> None:
         self.failures.append((stage, reason))
 
+    def failed(self, stage: str, reason: str) -> None:
+        """
+        Record the failure that ends this node's run: the node failed.
+        """
+        self.fail(stage, reason)
+        self.status = "failed"
+
+    def late(self, deadline_s: float) -> None:
+        """
+        The run's deadline passed with this node's work unfinished: that is its only failure.
+        """
+        self.failures.clear()
+        self.failed("deadline", f"not done within --deadline {deadline_s:g} s")
+
 
 def plan_nodes(
     inventory: Inventory, names: Sequence[str] = ()
@@ -466,8 +480,7 @@ def collect(
     def late(plan: NodePlan) -> None:
         name = plan.node.name
         outcome = outcomes.setdefault(name, NodeOutcome(name, plan.node.host or "?"))
-        outcome.failures = [("deadline", f"not done within --deadline {options.deadline_s:g} s")]
-        outcome.status = "failed"
+        outcome.late(options.deadline_s)
         on_state(name, "failed")
 
     run_until(
@@ -538,18 +551,15 @@ def _finish(
         result = future.result()
     except NodeError as exc:
         stage = "deadline" if cancel.cancelled else exc.stage
-        outcome.fail(stage, exc.reason)
-        outcome.status = "failed"
+        outcome.failed(stage, exc.reason)
         on_state(name, "failed")
         return
     except CapplanError as exc:
-        outcome.fail("collect", str(exc))
-        outcome.status = "failed"
+        outcome.failed("collect", str(exc))
         on_state(name, "failed")
         return
     except Exception as exc:
-        outcome.fail("collect", f"{type(exc).__name__}: {exc}")
-        outcome.status = "failed"
+        outcome.failed("collect", f"{type(exc).__name__}: {exc}")
         on_state(name, "failed")
         return
     on_state(name, "storing")
@@ -563,8 +573,7 @@ def _finish(
             stats_at=result.stats_at,
         )
     except StoreError as exc:
-        outcome.fail("store", str(exc))
-        outcome.status = "failed"
+        outcome.failed("store", str(exc))
         on_state(name, "failed")
         return
     outcome.windows = saved.added

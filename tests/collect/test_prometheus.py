@@ -627,11 +627,6 @@ def test_dry_run_lists_the_queries() -> None:
 
 # --- the command line (`capplan collect --from prometheus`) ---------------------------------
 
-_WIRED = "prometheus" in Inventory.model_fields
-needs_wiring = pytest.mark.skipif(
-    not _WIRED, reason="the inventory's prometheus keys and `collect --from` are not wired in"
-)
-
 
 def _inventory_file(tmp_path: Path, url: str | None = None) -> Path:
     import yaml
@@ -657,7 +652,6 @@ def _inventory_file(tmp_path: Path, url: str | None = None) -> Path:
     return path
 
 
-@needs_wiring
 def test_cli_collect_from_prometheus(
     cli: CLI, prometheus: str, fixture: Fixture, tmp_path: Path
 ) -> None:
@@ -703,7 +697,6 @@ def test_cli_collect_from_prometheus(
     assert prometheus in result.stdout
 
 
-@needs_wiring
 def test_cli_errors_and_dry_run(cli: CLI, tmp_path: Path) -> None:
     inv = _inventory_file(tmp_path)
     port = free_port("127.0.0.1")
