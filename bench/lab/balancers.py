@@ -9,7 +9,8 @@ Strategies (the issue's names):
 - ``wlc``: least connections with those weights;
 - ``capplan``: exactly the upstream / backend capplan rendered (its method, weights and limits,
   with the proxy timeouts its plan gives);
-- ``optimum``: weights from the lab's own search (set with :meth:`Balancers.set_optimum`).
+- ``optimum``: least connections with the weights of the lab's own search (set per balancer
+  with :meth:`Balancers.set_optimum`).
 
 Both balancers listen on their own loopback address only; they are started in the foreground
 and stopped by PID.  Between points nothing is reloaded, except nginx's ``optimum`` port while
@@ -201,7 +202,7 @@ class Balancers:
     pool: Pool
     workdir: Path
     capplan: CapplanConfig | None
-    optimum: dict[str, int] = field(default_factory=dict)
+    optimum: dict[str, dict[str, int]] = field(default_factory=dict)  # per balancer
     nginx_ports: dict[str, int] = field(default_factory=dict)
     haproxy_ports: dict[str, int] = field(default_factory=dict)
     _processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -237,12 +238,14 @@ class Balancers:
         _wait_listening(HAPROXY_HOST, first, self._processes["haproxy"], "haproxy")
 
     def _write_nginx(self) -> None:
-        text = nginx_config(self.pool, self.workdir, self.nginx_ports, self.capplan, self.optimum)
+        text = nginx_config(
+            self.pool, self.workdir, self.nginx_ports, self.capplan, self.optimum.get("nginx")
+        )
         (self.workdir / "nginx.conf").write_text(text)
 
     def _write_haproxy(self) -> None:
         text = haproxy_config(
-            self.pool, self.workdir, self.haproxy_ports, self.capplan, self.optimum
+            self.pool, self.workdir, self.haproxy_ports, self.capplan, self.optimum.get("haproxy")
         )
         (self.workdir / "haproxy.cfg").write_text(text)
 
@@ -266,12 +269,19 @@ class Balancers:
         body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
         return hashlib.sha256(body.encode()).hexdigest()[:10]
 
-    def set_optimum(self, weights: Mapping[str, int]) -> None:
+    def set_optimum(self, balancer: str, weights: Mapping[str, int]) -> None:
         """
-        Move the ``optimum`` port of both balancers to ``weights``: HAProxy at run time through
-        its stats socket, nginx by a graceful reload.
+        Move ``balancer``'s ``optimum`` port to ``weights``: HAProxy at run time through its
+        stats socket, nginx by a graceful reload.
         """
-        self.optimum = dict(weights)
+        if self.optimum.get(balancer) == dict(weights):
+            return
+        self.optimum[balancer] = dict(weights)
+        if balancer == "nginx":
+            self._write_nginx()
+            self._processes["nginx"].send_signal(signal.SIGHUP)
+            time.sleep(1.0)  # old workers finish; new ones take the new weights
+            return
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(5)
             sock.connect(str(self.workdir / "haproxy.sock"))
@@ -282,10 +292,6 @@ class Balancers:
                 answer += chunk
         if answer.strip():
             raise RuntimeError(f"HAProxy refused the weights: {answer.decode()[:300]}")
-        self._write_nginx()
-        process = self._processes["nginx"]
-        process.send_signal(signal.SIGHUP)
-        time.sleep(1.0)  # old workers finish; new ones take the new weights
 
     def stop(self) -> None:
         """

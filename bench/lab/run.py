@@ -101,7 +101,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         percentile=99.0,
         quick=quick,
         measure_nodes_min_rps=200.0 if quick else 0.0,
-        search_candidates=0 if quick else 25,
+        search_candidates=0 if quick else args.search,
         refit=bool(args.refit),
     )
 
@@ -192,6 +192,10 @@ def _copy_until(source: Path, dest: Path, end: float) -> None:
                 out.write(line)
 
 
+def _weights_key(weights: dict[str, int]) -> str:
+    return ",".join(f"{name}={weight}" for name, weight in weights.items())
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -280,7 +284,7 @@ class Lab:
         One measured point (or the stored one).
         """
         full = f"{self.prefix}/{key}"
-        found = self.results.point(full)
+        found = self.stored(full, rate)
         if found is not None:
             return found
         (result,) = self._run_points([(target, rate)], seed)
@@ -291,6 +295,16 @@ class Lab:
             f"errors {summary['error_rate']:.4f}"
         )
         return summary
+
+    def stored(self, key: str, rate: float) -> dict[str, Any] | None:
+        """
+        The point stored under ``key`` if it was measured at ``rate``: points are keyed by
+        fractions of a capacity, and a refit that moves the capacity moves their rates.
+        """
+        found = self.results.point(key)
+        if found is None or not math.isclose(found["rate_rps"], rate, rel_tol=0.005):
+            return None
+        return found
 
     def meets(self, summary: dict[str, Any]) -> bool:
         p = summary["p_ms"]
@@ -458,7 +472,7 @@ class Lab:
                 top = high[name] if math.isfinite(high[name]) else 1.3 * predicted[name]
                 rates[name] = 0.5 * (low[name] + top)
             keys = {name: f"{self.prefix}/node/{name}/{kind}{value}" for name in rates}
-            missing = {n: r for n, r in rates.items() if self.results.point(keys[n]) is None}
+            missing = {n: r for n, r in rates.items() if self.stored(keys[n], r) is None}
             if missing:
                 targets = [(nodes.addresses[n], r) for n, r in missing.items()]
                 results = self._run_points(targets, 5000 + 10 * step)
@@ -496,8 +510,14 @@ class Lab:
                     if strategy == "capplan"
                     else name
                 )
+                if strategy == "optimum":
+                    weights = self.search_optimum(balancers, balancer, capacity)
+                    balancers.set_optimum(balancer, weights)
+                    key = f"{name}@{_weights_key(weights)}"
                 target = balancers.target(balancer, strategy)
                 entry: dict[str, Any] = {"p_ms": {}, "error_rate": {}, "spread": {}}
+                if strategy == "optimum":
+                    entry["weights"] = weights
                 for level in self.s.levels:
                     runs = [
                         self.point(f"{key}/{level}/{r}", target, level * capacity, 100 * r + 7)
@@ -518,6 +538,56 @@ class Lab:
                     entry["max_rate_at_slo"] = self.max_rate(key, target, capacity)
                 strategies[name] = entry
         return strategies
+
+    def search_optimum(
+        self, balancers: Balancers, balancer: str, capacity: float
+    ) -> dict[str, int]:
+        """
+        The weights (with least connections) giving the lowest SLO percentile at 90% of the
+        pool's capacity: a coordinate search from the better of the slot weights and capplan's
+        own, each node's weight × 1.25 and ÷ 1.25 in turn, a move kept only when it gains more
+        than 2% — within ``search_candidates`` points. Without a budget: the slot weights.
+        """
+        slots = {n.name: n.slots for n in self.pool.nodes}
+        if self.s.search_candidates <= 0:
+            return slots
+        top = 256 if balancer == "haproxy" else 1000
+        rate = 0.9 * capacity
+        target = balancers.target(balancer, "optimum")
+        tried: dict[str, float] = {}
+
+        def score(weights: dict[str, int]) -> float:
+            label = _weights_key(weights)
+            if label not in tried:
+                balancers.set_optimum(balancer, weights)
+                summary = self.point(f"{balancer}/search/{label}", target, rate, 91)
+                p = summary["p_ms"]
+                failed = p is None or summary["error_rate"] > 0.001
+                tried[label] = math.inf if failed else float(p)
+            return tried[label]
+
+        plan = yaml.safe_load((self.dir / "plan.yaml").read_text())
+        advised = {
+            n["node"]: max(1, int(n.get("weights", {}).get(balancer, 1))) for n in plan["nodes"]
+        }
+        best = min((slots, advised), key=score)
+        names = [n.name for n in self.pool.nodes]
+        improved = True
+        while improved and len(tried) < self.s.search_candidates:
+            improved = False
+            for name in names:
+                for factor in (1.25, 0.8):
+                    if len(tried) >= self.s.search_candidates:
+                        break
+                    moved = dict(best)
+                    moved[name] = min(top, max(1, round(best[name] * factor)))
+                    if moved[name] == best[name] or _weights_key(moved) in tried:
+                        continue
+                    if score(moved) < 0.98 * score(best):
+                        best, improved = moved, True
+                        break
+        self.say(f"  {balancer}/optimum: {_weights_key(best)} (p99 {score(best)} ms at 90%)")
+        return best
 
     def max_rate(self, name: str, target: tuple[str, int], capacity: float) -> float:
         """
@@ -625,6 +695,10 @@ def markdown(variants: dict[str, Any], slo_label: str) -> str:
             cells.append(str(over["refused"]))
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        for name, s in strategies.items():
+            if "weights" in s:
+                lines.append(f"{name} weights found by the search: {_weights_key(s['weights'])}  ")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -643,6 +717,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--point-s", type=float)
     parser.add_argument("--slo-ms", type=float, default=120.0)
+    parser.add_argument(
+        "--search",
+        type=int,
+        default=12,
+        help="points the optimum's weight search may measure per balancer (0: slot weights)",
+    )
     parser.add_argument(
         "--refit",
         action="store_true",

@@ -453,7 +453,7 @@ def _node_limits(
         value = int(k_cap)
         why = (
             f"max_conns {{v}} = {node.servers} slots + {value - node.servers} waiting: at "
-            f"capacity ({_rps(cap)} rps) a balancer refusing above it refuses at most "
+            f"capacity ({_rps(cap)}) a balancer refusing above it refuses at most "
             f"{budget:.2g} of the requests (half the SLO's error budget; the fitted M/G/c's "
             "queue, cut at the limit)"
         )
