@@ -905,7 +905,15 @@ def optimize(
         target,
         utilization_ceiling=prof.utilization_ceiling,
     )
-    load_rps = load if load is not None else inv.load_rps or _observed_peak(windows)
+    capacity = _capacity_of(out, inv.cluster) if out is not None else None
+    load_from = None
+    if load is not None:
+        load_rps = load
+    elif inv.load_rps:
+        load_rps = inv.load_rps
+    else:
+        load_rps = _observed_peak(windows)
+        load_from = "observed peak"
     if not load_rps > 0:
         raise InputError(
             "no load to plan for: the windows carry no requests",
@@ -928,6 +936,8 @@ def optimize(
         windows=sum(len(ws) for ws in windows.values()),
         newest=format_time(max(starts)) if starts else None,
         error_rates=errors,
+        capacity=capacity,
+        load_from=load_from,
     )
     plan = opt.plan
     outputs: list[tuple[Path, str, str | None]] = []  # (path, text, target or None for plan)
@@ -995,6 +1005,40 @@ def optimize(
         _stderr().print("capplan: files differ from what the inventory and windows generate")
         return ExitStatus.DRIFT
     return ExitStatus.OK
+
+
+def _capacity_of(path: Path, cluster: str) -> Any:
+    """
+    The ``capacity:`` section of the plan at ``path`` (written by ``capplan plan --out``), or
+    None when there is no such file or section. A section that does not validate, or belongs
+    to another cluster, is an input error: rewriting the plan would lose it.
+    """
+    import yaml
+
+    from capplan.planfile import PlanCapacity, parse_plan
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None  # not a plan: optimize overwrites it, as it always did
+    if not isinstance(document, dict) or "capacity" not in document:
+        return None
+    plan = parse_plan(text, str(path))
+    if plan.cluster != cluster:
+        raise InputError(
+            f"the plan is for cluster {plan.cluster!r}, the inventory for {cluster!r}",
+            file=str(path),
+            key="cluster",
+            hint="write this cluster's plan to another file",
+        )
+    capacity: PlanCapacity | None = plan.capacity
+    return capacity
 
 
 def _print_optimized(opt: Any, label: str) -> None:
@@ -1375,6 +1419,15 @@ def plan_cmd(
         Path | None,
         typer.Option("--out-dir", help="Where --emit writes (default: beside the inventory)."),
     ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Add this plan as the capacity section of a plan.yaml that `capplan optimize "
+            "--out` wrote; optimize keeps it and says when its forecast crosses the scale-out "
+            "trigger.",
+        ),
+    ] = None,
     ansible_inventory: AnsibleOpt = None,
     group: GroupOpt = None,
     json_: JsonOpt = False,
@@ -1408,6 +1461,28 @@ def plan_cmd(
     _positive(time_limit, "--time-limit")
     if load is not None:
         _positive(load, "--load")
+    what_ifs = [
+        name
+        for name, given in (
+            ("--remove", remove),
+            ("--add", add),
+            ("--slo-ms", slo_ms),
+            ("--percentile", percentile),
+        )
+        if given
+    ]
+    if out is not None and what_ifs:
+        raise InputError(
+            f"{what_ifs[0]} is a what-if, and --out records the plan",
+            key="--out",
+            hint="drop the what-if to record the plan, or --out to try the what-if",
+        )
+    if out is not None and not out.exists():
+        raise InputError(
+            "no plan.yaml to add the capacity plan to",
+            file=str(out),
+            hint=f"write it first: capplan optimize -i {inventory} --out {out}",
+        )
     adds = [parse_add(a) for a in add or ()]
     now = time.time() if at is None else parse_time(at).timestamp()
     override = _slo_override(slo_ms, percentile)
@@ -1447,21 +1522,54 @@ def plan_cmd(
         method=method,
         time_limit_s=time_limit,
     )
-    written = None
+    files: list[Path] = []
+    if out is not None:
+        _record_capacity(out, inventory, inv.cluster, result)
+        files.append(out)
     if emit is not None:
         from capplan.monitoring.metrics import write_metrics
 
         written = (out_dir if out_dir is not None else inventory.parent) / f"{inv.cluster}.prom"
         write_metrics(written, _plan_metrics(inv.cluster, fits, result))
+        files.append(written)
     if json_:
         document = _plan_document(result)
-        document["files"] = [str(written)] if written is not None else []
+        document["files"] = [str(f) for f in files]
         _print_json(document)
     else:
         _print_plan(result, slo.label, slo.latency_ms)
-        if written is not None:
+        for written in files:
             _stderr().print(Text(f"wrote {written}"))
+        if out is not None:
+            _stderr().print(
+                Text(f"run `capplan optimize -i {inventory} --out {out}` to use it in the plan")
+            )
     return ExitStatus.OK
+
+
+def _record_capacity(out: Path, inventory: Path, cluster: str, result: Any) -> None:
+    """
+    Put the capacity plan into the plan.yaml at ``out`` (its other sections unchanged).
+    """
+    from capplan.files import write_atomic
+    from capplan.plan.build import capacity_section
+    from capplan.planfile import dump_plan, load_plan
+
+    if not out.exists():
+        raise InputError(
+            "no plan.yaml to add the capacity plan to",
+            file=str(out),
+            hint=f"write it first: capplan optimize -i {inventory} --out {out}",
+        )
+    existing = load_plan(out)
+    if existing.cluster != cluster:
+        raise InputError(
+            f"the plan is for cluster {existing.cluster!r}, the inventory for {cluster!r}",
+            file=str(out),
+            key="cluster",
+            hint="give this cluster's plan.yaml",
+        )
+    write_atomic(out, dump_plan(existing.model_copy(update={"capacity": capacity_section(result)})))
 
 
 def _plan_metrics(cluster: str, fits: Sequence[Any], result: Any) -> Any:

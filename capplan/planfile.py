@@ -309,6 +309,7 @@ class PlanInputs(_Strict):
     inventory: Text
     profile: Text
     load_rps: float = Field(gt=0)
+    load_from: Text | None = None  # where load_rps came from, when not given
     slo: PlanSLO
     windows: int = Field(0, ge=0)
     newest: Annotated[AwareDatetime, AfterValidator(_to_utc)] | None = Field(None, strict=False)
@@ -461,6 +462,58 @@ class PlanBalancer(_Strict):
         return self
 
 
+class Band(_Strict):
+    """
+    A forecast's interval: its low and high ends around the median.
+    """
+
+    low: float = Field(ge=0)
+    median: float = Field(ge=0)
+    high: float = Field(ge=0)
+
+
+UTCTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+PlanFor = Literal["low", "median", "high"]
+
+
+class Dates(_Strict):
+    """
+    Early, median and late dates (time to exhaustion).
+    """
+
+    early: UTCTime | None = Field(None, strict=False)
+    median: UTCTime | None = Field(None, strict=False)
+    late: UTCTime | None = Field(None, strict=False)
+
+
+class CapacityMonth(_Strict):
+    """
+    One month of the capacity plan: its forecast load, the fleet, its cost and what binds.
+    """
+
+    month: int = Field(ge=1, le=1200)
+    start: UTCTime = Field(strict=False)
+    load_rps: Band
+    nodes: dict[Name, dict[Name, Annotated[int, Field(ge=0, le=1_000_000)]]] | None = None
+    cost_per_month: float | None = Field(None, ge=0)
+    binding: Text | None = None
+
+
+class PlanCapacity(_Strict):
+    """
+    What ``capplan plan --out`` adds to plan.yaml. ``capplan optimize`` keeps it, and its
+    scale-out reason says when the forecast (the ``plan_for`` band) crosses the trigger and by
+    when to order.
+    """
+
+    made: UTCTime = Field(strict=False)
+    plan_for: PlanFor
+    forecast: Text
+    exhaustion: Dates | None = None
+    order_by: UTCTime | None = Field(None, strict=False)
+    months: list[CapacityMonth] = Field(min_length=1, max_length=1200)
+
+
 class Plan(_Strict):
     """
     The whole plan (plan.yaml).
@@ -474,6 +527,7 @@ class Plan(_Strict):
     pool: Pool = Field(default_factory=Pool)
     not_expressible: NotExpressible = Field(default_factory=NotExpressible)
     balancers: list[PlanBalancer] = Field(default_factory=list)
+    capacity: PlanCapacity | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Plan:
@@ -784,4 +838,13 @@ def dump_plan(plan: Plan) -> str:
             lines.append(f"  - {_flow(_fields(bal))}")
     else:
         lines.append("balancers: []")
+    if plan.capacity is not None:
+        lines.append("capacity:")
+        capacity = _fields(plan.capacity)
+        del capacity["months"]
+        months = [_fields(month) for month in plan.capacity.months]
+        _block(lines, "  ", capacity, ("exhaustion",))
+        lines.append("  months:")
+        for month in months:
+            lines.append(f"    - {_flow(month)}")
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ from capplan.inventory import load_inventory
 from capplan.plan.build import policy_of
 from capplan.plan.fleet import surviving
 from capplan.status import ExitStatus
-from tests.conftest import CLI, EXAMPLES
+from tests.conftest import CLI, EXAMPLES, Result
 
 AT = "2026-11-23T00:00:00Z"
 
@@ -179,3 +179,100 @@ class TestErrors:
         assert "after losing zone a the fleet cannot grow (no kind runs outside it)" in (
             result.stderr
         )
+
+
+class TestPlanFile:
+    """
+    `capplan plan --out plan.yaml` adds the capacity section; `capplan optimize` keeps it,
+    uses it in the scale-out reason, and `render` still reads the plan.
+    """
+
+    @staticmethod
+    def _optimize(cli: CLI, example: tuple[Path, Path], *args: str) -> Result:
+        inventory, db = example
+        plan_file = inventory.parent / "plan.yaml"
+        return cli("optimize", "-i", inventory, "--db", db, "--out", plan_file, *args)
+
+    def test_round_trip(self, cli: CLI, example: tuple[Path, Path]) -> None:
+        from capplan.planfile import load_plan
+
+        inventory, _ = example
+        plan_file = inventory.parent / "plan.yaml"
+        assert ExitStatus.OK == self._optimize(cli, example).status
+        before = load_plan(plan_file)
+        assert before.capacity is None
+        doc = plan(cli, example, "--growth", "8%/month", "--horizon", "4", "--out", str(plan_file))
+        assert [str(plan_file)] == doc["files"]
+        after = load_plan(plan_file)
+        assert after.capacity is not None
+        # everything optimize wrote is unchanged; the capacity section is the JSON's months
+        assert before == after.model_copy(update={"capacity": None})
+        months = after.capacity.months
+        assert [m.month for m in months] == [m["month"] for m in doc["months"]]
+        for month, entry in zip(months, doc["months"], strict=True):
+            assert month.load_rps.high == pytest.approx(entry["load_rps"]["high"], rel=1e-5)
+            assert month.nodes == entry["nodes"]
+            assert month.binding == entry["binding"]
+        assert after.capacity.order_by is not None
+        assert after.capacity.order_by.isoformat().startswith(doc["order_by"][:10])
+
+        # the plan changed optimize's inputs: --check sees drift, optimize brings it in
+        check = self._optimize(cli, example, "--check")
+        assert ExitStatus.DRIFT == check.status
+        assert ExitStatus.OK == self._optimize(cli, example).status
+        final = load_plan(plan_file)
+        assert final.capacity == after.capacity, "optimize lost or changed the capacity plan"
+        reason = final.pool.reasons["scale_out_load_rps"]
+        assert "without zone" in reason  # the inventory's planning: survive a zone
+        assert "the capacity plan's high forecast reaches it in the month from 2026-11-23" in (
+            reason
+        )
+        assert ExitStatus.OK == self._optimize(cli, example, "--check").status
+        rendered = cli("render", plan_file, "--target", "nginx", "-o", inventory.parent / "n.conf")
+        assert ExitStatus.OK == rendered.status, rendered.stderr
+
+    def test_needs_a_plan_file(self, cli: CLI, example: tuple[Path, Path]) -> None:
+        inventory, db = example
+        missing = inventory.parent / "plan.yaml"
+        result = cli("plan", "-i", inventory, "--db", db, "--out", missing)
+        assert ExitStatus.BAD_INPUT == result.status
+        assert f"{missing}: no plan.yaml to add the capacity plan to" in result.stderr
+        assert "capplan optimize -i" in result.stderr
+        assert not missing.exists()
+
+    def test_what_ifs_are_not_recorded(self, cli: CLI, example: tuple[Path, Path]) -> None:
+        inventory, db = example
+        assert ExitStatus.OK == self._optimize(cli, example).status
+        plan_file = inventory.parent / "plan.yaml"
+        before = plan_file.read_bytes()
+        result = cli("plan", "-i", inventory, "--db", db, "--remove", "web-1", "--out", plan_file)
+        assert ExitStatus.BAD_INPUT == result.status
+        assert "--remove is a what-if, and --out records the plan" in result.stderr
+        assert before == plan_file.read_bytes()
+
+    def test_another_clusters_plan(self, cli: CLI, example: tuple[Path, Path]) -> None:
+        inventory, db = example
+        assert ExitStatus.OK == self._optimize(cli, example).status
+        plan_file = inventory.parent / "plan.yaml"
+        plan_file.write_text(plan_file.read_text().replace("cluster: web", "cluster: api"))
+        before = plan_file.read_bytes()
+        result = cli("plan", "-i", inventory, "--db", db, "--at", AT, "--out", plan_file)
+        assert ExitStatus.BAD_INPUT == result.status
+        assert "the plan is for cluster 'api', the inventory for 'web'" in result.stderr
+        assert before == plan_file.read_bytes()
+
+    def test_broken_capacity_section_is_not_overwritten(
+        self, cli: CLI, example: tuple[Path, Path]
+    ) -> None:
+        """optimize would lose a capacity section it cannot read: it stops at its line."""
+        inventory, _ = example
+        assert ExitStatus.OK == self._optimize(cli, example).status
+        plan(cli, example, "--out", str(inventory.parent / "plan.yaml"))
+        plan_file = inventory.parent / "plan.yaml"
+        text = plan_file.read_text().replace("plan_for: high", "plan_for: highest")
+        plan_file.write_text(text)
+        line = text.splitlines().index("  plan_for: highest") + 1
+        result = self._optimize(cli, example)
+        assert ExitStatus.BAD_INPUT == result.status
+        assert f"{plan_file}:{line}: capacity.plan_for:" in result.stderr
+        assert text == plan_file.read_text()

@@ -17,7 +17,14 @@ from capplan.inventory import SLO, Inventory, Profile
 from capplan.models.fit import NodeFit
 from capplan.optimize.apportion import weights_for
 from capplan.optimize.curves import NodeCurve, PoolCurves
-from capplan.optimize.thresholds import NodeThresholdInput, ThresholdInputs, derive_thresholds
+from capplan.optimize.thresholds import (
+    ForecastMonth,
+    Loss,
+    NodeThresholdInput,
+    ScaleOutForecast,
+    ThresholdInputs,
+    derive_thresholds,
+)
 from capplan.optimize.weights import Split, split_load
 from capplan.planfile import (
     TARGETS,
@@ -27,6 +34,7 @@ from capplan.planfile import (
     NotExpressible,
     Plan,
     PlanBalancer,
+    PlanCapacity,
     PlanInputs,
     PlanSLO,
     Pool,
@@ -37,7 +45,7 @@ from capplan.planfile import (
 )
 from capplan.render import inexpressible_keys
 
-__all__ = ["Optimized", "build_plan"]
+__all__ = ["Optimized", "build_plan", "planning_losses"]
 
 #: A node whose ideal share is below this fraction of the load gets no traffic.
 IDLE_SHARE = 1e-6
@@ -75,6 +83,46 @@ def _curve(fit: NodeFit) -> NodeCurve | None:
     return NodeCurve(curve=curve) if curve is not None else None
 
 
+def planning_losses(
+    inventory: Inventory, fits: Sequence[NodeFit], usable: Sequence[int]
+) -> tuple[Loss, ...] | None:
+    """
+    The losses the inventory's ``planning:`` asks the pool to survive, over the ``usable``
+    nodes (positions in that list): its ``n_plus`` largest nodes, and each zone when it says
+    ``survive: zone``. ``None`` without a ``planning:`` section (the thresholds' N−1).
+    """
+    if "planning" not in inventory.model_fields_set:
+        return None
+    policy = inventory.planning
+    losses: list[Loss] = []
+    if policy.n_plus > 0:
+        order = sorted(range(len(usable)), key=lambda k: (-fits[usable[k]].capacity_rps, k))
+        taken = order[: policy.n_plus]
+        names = ", ".join(
+            f"{fits[usable[k]].node}, {fits[usable[k]].capacity_rps:.4g} rps" for k in taken
+        )
+        what = "its largest node" if len(taken) == 1 else f"its {len(taken)} largest nodes"
+        losses.append(Loss(f"{what} ({names})", tuple(sorted(taken))))
+    if policy.survive == "zone":
+        zones = inventory.zones or sorted({n.zone for n in inventory.nodes if n.zone})
+        for zone in zones:
+            removed = tuple(k for k, i in enumerate(usable) if inventory.nodes[i].zone == zone)
+            if removed:
+                losses.append(Loss(f"zone {zone}", removed))
+    return tuple(losses)
+
+
+def _scale_out_forecast(capacity: PlanCapacity) -> ScaleOutForecast:
+    return ScaleOutForecast(
+        band=capacity.plan_for,
+        months=tuple(
+            ForecastMonth(m.start.date().isoformat(), getattr(m.load_rps, capacity.plan_for))
+            for m in capacity.months
+        ),
+        order_by=None if capacity.order_by is None else capacity.order_by.date().isoformat(),
+    )
+
+
 def build_plan(
     *,
     inventory: Inventory,
@@ -86,6 +134,8 @@ def build_plan(
     windows: int,
     newest: str | None,
     error_rates: Sequence[float],
+    capacity: PlanCapacity | None = None,
+    load_from: str | None = None,
 ) -> Optimized:
     """
     Solve the split for ``load_rps`` and turn it into a plan.
@@ -100,6 +150,9 @@ def build_plan(
         windows: How many windows the fits rest on.
         newest: The newest window's start (ISO-8601), if any.
         error_rates: Each node's observed error rate (errors / requests).
+        capacity: The capacity plan's section (``capplan plan --out``): kept in the plan,
+            and its forecast told in the scale-out reason.
+        load_from: Where ``load_rps`` came from, when the user did not give it.
 
     Returns:
         The plan, the split and the caps used.
@@ -171,6 +224,8 @@ def build_plan(
         detection_s=profile.detection_s,
         check_interval_s=profile.check_interval_s,
         slowstart_s=profile.slowstart_s,
+        losses=planning_losses(inventory, fits, usable),
+        forecast=None if capacity is None else _scale_out_forecast(capacity),
     )
     derived = derive_thresholds(limit_input)
     nodes = []
@@ -229,6 +284,7 @@ def build_plan(
             inventory=check_plan_text(inventory_name, "the inventory's path"),
             profile=profile.name,
             load_rps=_sig(float(load_rps)),
+            load_from=load_from,
             slo=PlanSLO(
                 percentile=slo.percentile,
                 latency_ms=slo.latency_ms,
@@ -247,6 +303,7 @@ def build_plan(
         balancers=[
             PlanBalancer(kind=b.kind, name=b.name, output=b.output) for b in inventory.balancers
         ],
+        capacity=capacity,
     )
     draft = Plan(**fields)  # type: ignore[arg-type]
     missing = {k: inexpressible_keys(draft, k) or None for k in kinds}

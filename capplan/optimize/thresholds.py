@@ -125,6 +125,40 @@ class NodeThresholdInput:
 
 
 @dataclass(frozen=True)
+class Loss:
+    """
+    A loss the pool must survive: its words ("zone b") and the nodes it takes (positions in
+    the inputs).
+    """
+
+    text: str
+    removed: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ForecastMonth:
+    """
+    One month of a capacity plan's forecast: when it starts (ISO date) and its planned load.
+    """
+
+    start: str
+    load_rps: float
+
+
+@dataclass(frozen=True)
+class ScaleOutForecast:
+    """
+    What a capacity plan (``capplan plan --out``) says of the future: its monthly planned loads
+    (``band`` of the forecast) and the date to order by. The scale-out reason tells when the
+    forecast crosses the trigger.
+    """
+
+    band: str
+    months: tuple[ForecastMonth, ...]
+    order_by: str | None = None
+
+
+@dataclass(frozen=True)
 class ThresholdInputs:
     """
     Everything the limits and thresholds are derived from.
@@ -135,6 +169,10 @@ class ThresholdInputs:
     which the pool without its largest node eats into its headroom.  The scale-out trigger
     ignores them (after a loss, the headroom is what gets spent); without caps the alert is
     ``alert_fraction`` of the trigger.
+
+    ``losses`` are what the pool must survive (the inventory's ``planning``: any ``n_plus``
+    nodes, any one zone); the trigger is the worst of them.  ``None`` means N−1, the loss of
+    the largest node; an empty tuple asks for no redundancy (the trigger is the whole pool's).
     """
 
     pool: PoolCurves
@@ -148,6 +186,8 @@ class ThresholdInputs:
     caps: tuple[float, ...] | None = None
     alert_fraction: float = 0.85
     error_budget: float = 0.001  # the SLO's max_error_rate
+    losses: tuple[Loss, ...] | None = None
+    forecast: ScaleOutForecast | None = None
 
     def __post_init__(self) -> None:
         """
@@ -179,6 +219,9 @@ class ThresholdInputs:
                 raise ValueError(f"caps must be one per pool node ({n}): {len(self.caps)}")
             if not all(math.isfinite(c) and c >= 0 for c in self.caps):
                 raise ValueError(f"caps must be finite numbers >= 0: {self.caps!r}")
+        for loss in self.losses or ():
+            if not loss.removed or not all(0 <= i < n for i in loss.removed):
+                raise ValueError(f"loss {loss.text!r} must remove nodes among 0..{n - 1}")
         sat = self.pool.saturation
         for i, (node, name) in enumerate(zip(self.nodes, _names(self), strict=True)):
             for key in ("rate_rps", "capacity_rps"):
@@ -693,41 +736,95 @@ def _timeouts(
     )
 
 
+def _losses(inputs: ThresholdInputs) -> tuple[Loss, ...]:
+    """
+    The losses to survive: the inputs' own, else the largest node's (N−1).
+    """
+    if inputs.losses is not None:
+        return inputs.losses
+    nodes = inputs.nodes
+    largest = max(range(len(nodes)), key=lambda i: (nodes[i].capacity_rps, -i))
+    return (
+        Loss(
+            f"its largest node ({_names(inputs)[largest]}, {_rps(nodes[largest].capacity_rps)})",
+            (largest,),
+        ),
+    )
+
+
+def _forecast_text(forecast: ScaleOutForecast | None, trigger: float) -> str:
+    """
+    When the capacity plan's forecast reaches ``trigger``, and the date to order by.
+    """
+    if forecast is None or not forecast.months:
+        return ""
+    crossing = next((m for m in forecast.months if m.load_rps >= trigger), None)
+    if crossing is None:
+        last = forecast.months[-1]
+        text = (
+            f"; the capacity plan's {forecast.band} forecast stays below it until {last.start} "
+            f"({_rps(last.load_rps)})"
+        )
+    else:
+        text = (
+            f"; the capacity plan's {forecast.band} forecast reaches it in the month from "
+            f"{crossing.start} ({_rps(crossing.load_rps)})"
+        )
+    if forecast.order_by is not None:
+        text += f"; its fleet must be ordered by {forecast.order_by}"
+    return text
+
+
 def _scale_out(
     inputs: ThresholdInputs, thresholds: dict[str, float | int], reasons: dict[str, str]
 ) -> None:
     """
-    scale_out_load_rps (the N−1 load) and alert_load_rps.
+    scale_out_load_rps (the load the pool carries within the SLO after its worst loss) and
+    alert_load_rps.
     """
     nodes = inputs.nodes
-    names = _names(inputs)
-    if len(nodes) < 2:
+    losses = _losses(inputs)
+    if inputs.losses is None and len(nodes) < 2:
         why = "left out: a single node has no N−1 pool, so losing it loses everything; add a node"
         reasons["scale_out_load_rps"] = "scale_out_load_rps " + why
         reasons["alert_load_rps"] = "alert_load_rps " + why
         return
-    largest = max(range(len(nodes)), key=lambda i: (nodes[i].capacity_rps, -i))
-    keep = [i for i in range(len(nodes)) if i != largest]
-    reduced = PoolCurves([inputs.pool.nodes[i] for i in keep], inputs.pool.tail_quantile)
-    trigger = _sig(max_slo_load(reduced, None, inputs.slo_latency_ms, inputs.quantile))
-    lost = f"{names[largest]}, {_rps(nodes[largest].capacity_rps)}"
     slo = f"p{inputs.quantile * 100:g} ≤ {inputs.slo_latency_ms:.4g} ms"
+    worst: tuple[float, Loss | None, list[int]] | None = None
+    for loss in losses or (None,):
+        gone = set(loss.removed) if loss is not None else set()
+        keep = [i for i in range(len(nodes)) if i not in gone]
+        trigger = 0.0
+        if keep:
+            reduced = PoolCurves([inputs.pool.nodes[i] for i in keep], inputs.pool.tail_quantile)
+            trigger = _sig(max_slo_load(reduced, None, inputs.slo_latency_ms, inputs.quantile))
+        if worst is None or trigger < worst[0]:
+            worst = (trigger, loss, keep)
+    assert worst is not None
+    trigger, loss, keep = worst
+    without = f"the pool without {loss.text}" if loss is not None else "the whole pool"
     if trigger <= 0:
-        why = (
-            f"left out: without its largest node ({lost}) the pool cannot meet {slo} at any "
-            "load; add a node"
-        )
+        why = f"left out: {without} cannot meet {slo} at any load; add a node"
         reasons["scale_out_load_rps"] = "scale_out_load_rps " + why
         reasons["alert_load_rps"] = "alert_load_rps " + why
         return
     load = sum(n.rate_rps for n in nodes)
     thresholds["scale_out_load_rps"] = trigger
-    why = (
-        f"scale_out_load_rps {trigger:.6g}: above it the pool without its largest node "
-        f"({lost}) misses {slo} even with its best split (N−1 redundancy)"
-    )
+    if loss is None:
+        why = (
+            f"scale_out_load_rps {trigger:.6g}: above it the whole pool misses {slo} even with "
+            "its best split (the inventory's planning asks to survive no loss)"
+        )
+    else:
+        kind = "N−1 redundancy" if inputs.losses is None else "the loss planning asks to survive"
+        worst_of = f", the worst of {len(losses)} losses" if len(losses) > 1 else ""
+        why = (
+            f"scale_out_load_rps {trigger:.6g}: above it {without} misses {slo} even with its "
+            f"best split ({kind}{worst_of})"
+        )
     if load >= trigger:
         why += f"; the planned {_rps(load)} is already above it: add a node now"
+    why += _forecast_text(inputs.forecast, trigger)
     reasons["scale_out_load_rps"] = why
 
     headroom_load = math.inf
@@ -736,15 +833,16 @@ def _scale_out(
     if 0 < headroom_load < trigger:
         alert = headroom_load
         why = (
-            f"alert_load_rps {alert:.6g} = the caps of the pool without {names[largest]} "
-            f"(capacity less {inputs.headroom:.0%} headroom): above it, losing that node eats "
-            f"into the headroom; scale out at {trigger:.6g} rps"
+            f"alert_load_rps {alert:.6g} = the caps of {without} (capacity less "
+            f"{inputs.headroom:.0%} headroom): above it, that loss eats into the headroom; "
+            f"scale out at {trigger:.6g} rps"
         )
     else:
         alert = _sig(inputs.alert_fraction * trigger)
+        lost = "N−1 redundancy is lost" if inputs.losses is None else "that loss breaks the SLO"
         why = (
             f"alert_load_rps {alert:.6g} = {inputs.alert_fraction:.0%} of the scale-out trigger "
-            f"{trigger:.6g} rps: time to add capacity before N−1 redundancy is lost"
+            f"{trigger:.6g} rps: time to add capacity before {lost}"
         )
     thresholds["alert_load_rps"] = alert
     reasons["alert_load_rps"] = why

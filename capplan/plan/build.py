@@ -23,6 +23,8 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
 
 from capplan.errors import InputError
 from capplan.inventory import Inventory, Planning
@@ -37,6 +39,7 @@ from capplan.plan.fleet import (
     solve_fleet,
 )
 from capplan.plan.forecast import DAY, MONTH, Exhaustion, Forecast, exhaustion
+from capplan.planfile import Band, CapacityMonth, Dates, PlanCapacity, PlanFor
 
 __all__ = [
     "PLAN_FOR",
@@ -44,6 +47,7 @@ __all__ = [
     "KindCapacity",
     "Order",
     "PoolNow",
+    "capacity_section",
     "parse_add",
     "plan_capacity",
     "policy_of",
@@ -118,6 +122,54 @@ class CapacityPlan:
 
     def month_start(self, month: int) -> float:
         return self.forecast.origin + (month - 1) * MONTH
+
+
+def _sig(value: float) -> float:
+    # six significant digits: plan.yaml is read by people and diffed by CI
+    return float(f"{value:.6g}") if math.isfinite(value) and value != 0 else value
+
+
+def _utc(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(round(epoch), UTC)
+
+
+def capacity_section(result: CapacityPlan) -> PlanCapacity:
+    """
+    The ``capacity:`` section ``capplan plan --out`` writes into plan.yaml.
+    """
+    months = []
+    for m in range(1, result.forecast.horizon_months + 1):
+        low, median, high = (_sig(v) for v in result.forecast.month(m))
+        nodes: dict[str, dict[str, int]] | None = None
+        cost = binding = None
+        if result.fleet is not None:
+            month = result.fleet.months[m - 1]
+            nodes = {}
+            for (kind, zone, _price), n in sorted(month.counts.items()):
+                nodes.setdefault(kind, {})[zone] = nodes.get(kind, {}).get(zone, 0) + n
+            cost = round(month.cost_per_month, 2)
+            binding = month.binding.text
+        months.append(
+            CapacityMonth(
+                month=m,
+                start=_utc(result.month_start(m)),
+                load_rps=Band(low=low, median=median, high=high),
+                nodes=nodes,
+                cost_per_month=cost,
+                binding=binding,
+            )
+        )
+    ex = result.pool.exhaustion
+    return PlanCapacity(
+        made=_utc(result.forecast.origin),
+        plan_for=cast(PlanFor, result.plan_for),
+        forecast=result.forecast.method,
+        exhaustion=None
+        if ex is None
+        else Dates(early=_utc(ex.early), median=_utc(ex.median), late=_utc(ex.late)),
+        order_by=_utc(result.order_by),
+        months=months,
+    )
 
 
 def policy_of(planning: Planning) -> Policy:

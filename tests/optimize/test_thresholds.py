@@ -17,7 +17,10 @@ from capplan.models.station_fit import station_capacity
 from capplan.optimize.curves import NodeCurve, PoolCurves
 from capplan.optimize.thresholds import (
     FALSE_ALARM,
+    ForecastMonth,
+    Loss,
     NodeThresholdInput,
+    ScaleOutForecast,
     ThresholdInputs,
     derive_thresholds,
     fall_for,
@@ -331,6 +334,104 @@ class TestScaleOut:
         )
         result = derive_thresholds(ThresholdInputs(pool=stations(*[(c, s, v)] * 2), nodes=nodes))
         assert "add a node now" in result.pool_reasons["scale_out_load_rps"]
+
+
+class TestLosses:
+    """
+    The scale-out trigger after the losses an inventory's ``planning`` asks to survive.
+    """
+
+    @staticmethod
+    def _pool() -> tuple[PoolCurves, tuple[NodeThresholdInput, ...], list[float]]:
+        params = [(2.0, 0.02, 1.0), (4.0, 0.02, 1.0), (8.0, 0.02, 1.0), (8.0, 0.02, 1.0)]
+        caps = [
+            float(station_capacity(np.array([c]), np.array([s]), np.array([v]), 0.25, 0.99)[0])
+            for c, s, v in params
+        ]
+        nodes = tuple(
+            NodeThresholdInput(name=f"n{i}", rate_rps=0.3 * cap, capacity_rps=cap)
+            for i, cap in enumerate(caps)
+        )
+        return stations(*params), nodes, caps
+
+    def test_worst_loss_binds(self) -> None:
+        """Zones {n0, n2} and {n1, n3}: the trigger is the weaker zone's survivors' SLO load."""
+        pool, nodes, _ = self._pool()
+        losses = (Loss("zone a", (0, 2)), Loss("zone b", (1, 3)))
+        result = derive_thresholds(ThresholdInputs(pool=pool, nodes=nodes, losses=losses))
+        survivors = {
+            name: max_slo_load(PoolCurves([pool.nodes[i] for i in keep]), None, 250.0, 0.99)
+            for name, keep in (("zone a", (1, 3)), ("zone b", (0, 2)))
+        }
+        worst = min(survivors, key=lambda k: survivors[k])
+        assert worst == "zone b"  # 2 + 8 slots survive it, against 4 + 8 for zone a
+        assert pytest.approx(survivors[worst], rel=1e-5) == result.pool["scale_out_load_rps"]
+        reason = result.pool_reasons["scale_out_load_rps"]
+        assert "without zone b" in reason
+        assert "worst of 2 losses" in reason
+        assert_reasons_ok(result.pool_reasons)
+
+    def test_two_largest_nodes(self) -> None:
+        """n_plus 2 removes both 8-slot nodes: what is left is n0 and n1."""
+        pool, nodes, _ = self._pool()
+        loss = (Loss("its 2 largest nodes (n2, n3)", (2, 3)),)
+        result = derive_thresholds(ThresholdInputs(pool=pool, nodes=nodes, losses=loss))
+        left = max_slo_load(PoolCurves(list(pool.nodes[:2])), None, 250.0, 0.99)
+        assert pytest.approx(left, rel=1e-5) == result.pool["scale_out_load_rps"]
+
+    def test_no_loss_asked(self) -> None:
+        """An empty loss list: the trigger is the whole pool's SLO load."""
+        pool, nodes, _ = self._pool()
+        result = derive_thresholds(ThresholdInputs(pool=pool, nodes=nodes, losses=()))
+        whole = max_slo_load(pool, None, 250.0, 0.99)
+        assert pytest.approx(whole, rel=1e-5) == result.pool["scale_out_load_rps"]
+        assert "survive no loss" in result.pool_reasons["scale_out_load_rps"]
+
+    def test_losing_everything(self) -> None:
+        """A loss that takes every node leaves no trigger, and says so."""
+        pool, nodes, _ = self._pool()
+        loss = (Loss("zone a", (0, 1, 2, 3)),)
+        result = derive_thresholds(ThresholdInputs(pool=pool, nodes=nodes, losses=loss))
+        assert "scale_out_load_rps" not in result.pool
+        assert "without zone a cannot meet" in result.pool_reasons["scale_out_load_rps"]
+
+    def test_default_is_n_minus_1(self) -> None:
+        """No losses given: the same trigger as losing the largest node by name."""
+        pool, nodes, _ = self._pool()
+        default = derive_thresholds(ThresholdInputs(pool=pool, nodes=nodes))
+        explicit = derive_thresholds(
+            ThresholdInputs(pool=pool, nodes=nodes, losses=(Loss("n2", (2,)),))
+        )
+        assert default.pool["scale_out_load_rps"] == explicit.pool["scale_out_load_rps"]
+        assert "N−1 redundancy" in default.pool_reasons["scale_out_load_rps"]
+
+    @pytest.mark.parametrize("removed", [(), (4,), (-1,)])
+    def test_bad_loss(self, removed: tuple[int, ...]) -> None:
+        pool, nodes, _ = self._pool()
+        with pytest.raises(ValueError, match=r"loss 'x' must remove nodes among 0\.\.3"):
+            ThresholdInputs(pool=pool, nodes=nodes, losses=(Loss("x", removed),))
+
+    def test_forecast_crossing(self) -> None:
+        """The capacity plan's forecast: the first month at or above the trigger is named."""
+        pool, nodes, _ = self._pool()
+        trigger = derive_thresholds(ThresholdInputs(pool=pool, nodes=nodes)).pool[
+            "scale_out_load_rps"
+        ]
+        months = tuple(
+            ForecastMonth(f"2027-0{m}-01", trigger * (0.8 + 0.1 * m)) for m in range(1, 5)
+        )
+        forecast = ScaleOutForecast("high", months, order_by="2027-01-15")
+        reason = derive_thresholds(
+            ThresholdInputs(pool=pool, nodes=nodes, forecast=forecast)
+        ).pool_reasons["scale_out_load_rps"]
+        assert "high forecast reaches it in the month from 2027-02-01" in reason
+        assert reason.endswith("ordered by 2027-01-15")
+
+        below = ScaleOutForecast("median", months[:1])
+        reason = derive_thresholds(
+            ThresholdInputs(pool=pool, nodes=nodes, forecast=below)
+        ).pool_reasons["scale_out_load_rps"]
+        assert "median forecast stays below it until 2027-01-01" in reason
 
 
 class TestInputs:

@@ -217,6 +217,49 @@ class TestDumpPlan:
         assert plan == again
         assert text == dump_plan(again)
 
+    def test_capacity_section_round_trip(self, plan: Plan) -> None:
+        """
+        A capacity section (with and without a fleet) and ``load_from`` dump and parse back to
+        the same plan, and the same bytes; a month is one flow line.
+        """
+        from capplan.planfile import Band, CapacityMonth, Dates, PlanCapacity
+
+        when = datetime(2026, 11, 23, tzinfo=UTC)
+        capacity = PlanCapacity(
+            made=when,
+            plan_for="high",
+            forecast="ets",
+            exhaustion=Dates(early=when, median=None, late=None),
+            order_by=None,
+            months=[
+                CapacityMonth(
+                    month=1,
+                    start=when,
+                    load_rps=Band(low=590.5, median=600.0, high=648.25),
+                    nodes={"large": {"a": 1, "b": 2}},
+                    cost_per_month=503.31,
+                    binding="loss of zone a",
+                ),
+                CapacityMonth(month=2, start=when, load_rps=Band(low=1.0, median=2.0, high=3.0)),
+            ],
+        )
+        inputs = plan.inputs.model_copy(update={"load_from": "observed peak"})
+        full = plan.model_copy(update={"capacity": capacity, "inputs": inputs})
+        text = dump_plan(full)
+        assert full == parse_plan(text, "dump")
+        assert text == dump_plan(parse_plan(text, "dump"))
+        assert '  load_from: "observed peak"\n' in text
+        assert (
+            "    - {month: 1, start: 2026-11-23T00:00:00Z, load_rps: {low: 590.5, median: 600.0, "
+            "high: 648.25}, nodes: {large: {a: 1, b: 2}}, cost_per_month: 503.31, "
+            'binding: "loss of zone a"}\n'
+        ) in text
+        assert text.startswith(
+            dump_plan(plan)
+            .split("capacity:")[0]
+            .replace("  load_rps: 1800.0\n", '  load_rps: 1800.0\n  load_from: "observed peak"\n')
+        )
+
     def test_golden(self, plan: Plan) -> None:
         """
         The dump of the fixed plan is the golden plan.yaml (fixed key order, floats by repr).
