@@ -295,7 +295,7 @@ class Harvest:
     cursor: LogCursor
     lines: int
     bad_lines: int
-    bad_examples: tuple[tuple[int, str], ...]
+    bad_examples: tuple[tuple[str, str], ...]  # (where: "line N" or "byte N", text)
     untimed_windows: int = 0
 
 
@@ -337,7 +337,9 @@ def harvest(
             # A start inside the file is inside a line: begin after its end.
             newline = raw.find(b"\n")
             skip = len(raw) if newline < 0 else newline + 1
-        chunks.append(parse_chunk(raw[skip:], parser, source=f"{node}:{step.path}"))
+        chunks.append(
+            parse_chunk(raw[skip:], parser, source=f"{node}:{step.path}", offset=step.offset + skip)
+        )
         starts.append(step.offset + skip)
     merged = _merge(chunks) if chunks else None
     times = merged.time if merged is not None else np.empty(0)
@@ -382,7 +384,12 @@ def harvest(
         cursor=LogCursor(log_path, position[0], position[1], done),
         lines=sum(c.lines for c in chunks),
         bad_lines=sum(c.bad_lines for c in chunks),
-        bad_examples=tuple(e for c in chunks for e in c.bad_examples)[:3],
+        bad_examples=tuple(
+            # a block read from the file's start knows its line numbers; others their bytes
+            (f"line {n}" if start == 0 else f"byte {at}", text)
+            for c, start in zip(chunks, starts, strict=True)
+            for (n, text), at in zip(c.bad_examples, c.bad_offsets, strict=True)
+        )[:3],
         untimed_windows=len(cut) - len(windows),
     )
 

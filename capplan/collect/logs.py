@@ -589,7 +589,8 @@ class Chunk:
     offset of the line in the block) have one entry per parsed line.  ``consumed`` is the
     number of bytes through the last newline: a trailing piece without one is left for the
     next read.  ``lines`` counts the complete non-blank lines, ``bad_lines`` those that did
-    not parse, and ``bad_examples`` gives the first few as (line number in the block, text).
+    not parse, and ``bad_examples`` gives the first few as (line number in the block, text),
+    ``bad_offsets`` their byte offsets in the file (the block's ``offset`` added).
     """
 
     time: FloatArray
@@ -600,14 +601,17 @@ class Chunk:
     lines: int
     bad_lines: int
     bad_examples: tuple[tuple[int, str], ...]
+    bad_offsets: tuple[int, ...] = ()
 
 
 _COMBINED_REGEX = re.compile(_nginx_regex(NGINX_COMBINED, {}), re.ASCII)
 
 
-def parse_chunk(data: bytes, parser: LineParser, *, source: str, max_examples: int = 3) -> Chunk:
+def parse_chunk(
+    data: bytes, parser: LineParser, *, source: str, offset: int = 0, max_examples: int = 3
+) -> Chunk:
     """
-    Parse the complete lines of a block of log bytes.
+    Parse the complete lines of a block of log bytes, read from byte ``offset`` of the file.
 
     Lines are split on ``\\n`` and decoded as UTF-8 (bad bytes replaced); blank lines are
     skipped.  A line that does not parse is counted in ``bad_lines``.
@@ -636,6 +640,7 @@ def parse_chunk(data: bytes, parser: LineParser, *, source: str, max_examples: i
     records: list[tuple[float, float, bool]] = []
     parsed: list[int] = []
     bad_examples: list[tuple[int, str]] = []
+    bad_offsets: list[int] = []
     lines = bad = 0
     first: tuple[int, str] | None = None
     for index, item in enumerate(items):
@@ -652,11 +657,13 @@ def parse_chunk(data: bytes, parser: LineParser, *, source: str, max_examples: i
             line = raw.decode("utf-8", errors="replace").removesuffix("\r")
             if first is None:
                 first = (index + 1, line)
+                first_offset = offset + start
             if len(bad_examples) < max_examples:
                 bad_examples.append((index + 1, line[:_EXAMPLE_CHARS]))
+                bad_offsets.append(offset + start)
     lines = len(records) + bad
     if lines and not records and first is not None:
-        _refuse(first, parser, source)
+        _refuse(first, parser, source, first_offset if offset else None)
     table = np.array(records, dtype=np.float64).reshape(-1, 3)
     return Chunk(
         time=table[:, 0].copy(),
@@ -667,11 +674,20 @@ def parse_chunk(data: bytes, parser: LineParser, *, source: str, max_examples: i
         lines=lines,
         bad_lines=bad,
         bad_examples=tuple(bad_examples),
+        bad_offsets=tuple(bad_offsets),
     )
 
 
-def _refuse(first: tuple[int, str], parser: LineParser, source: str) -> None:
+def _refuse(first: tuple[int, str], parser: LineParser, source: str, at_byte: int | None) -> None:
+    """
+    Refuse a block no line of which parses. ``at_byte``: where the first line starts when the
+    block was read from inside the file (its line number there is not known).
+    """
+    number: int | None
     number, line = first
+    if at_byte is not None:
+        number = None
+        source = f"{source} (the line at byte {at_byte})"
     if _COMBINED_REGEX.fullmatch(line):
         raise InputError(
             "the log has no timing fields: its lines are nginx 'combined', which has no "

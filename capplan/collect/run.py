@@ -403,7 +403,7 @@ def _collect_node(
             "request aborted or without timing) and were not stored"
         )
     if harvested.bad_lines:
-        examples = "; ".join(f"line {n}: {text!r}" for n, text in harvested.bad_examples)
+        examples = "; ".join(f"{where}: {text!r}" for where, text in harvested.bad_examples)
         outcome.fail(
             "log",
             f"{harvested.bad_lines} of {harvested.lines} lines of {log.path} do not match its "

@@ -178,6 +178,46 @@ def test_first_run_mid_file_skips_the_partial_line_and_window() -> None:
     assert windows == expected(times, math.ceil(first_seen / W) * W, cursor.done_until)
 
 
+def test_bad_lines_are_located_in_the_file() -> None:
+    """
+    A bad line in a block read from the file's start is named by its line number; in a block
+    read from a cursor inside the file, by its byte offset in the file (its line number there
+    is not known), which points at exactly that line.
+    """
+    base = 2_000_000_000.0 - 2_000_000_000.0 % W
+    head = log_of([base + 1 + i for i in range(100)])
+    data = head + b"garbage one\n" + log_of([base + 101 + i for i in range(50)])
+    plan = plan_reads("/l", None, FileStat(7, len(data)), None, 1 << 30)
+    result = harvest(
+        "n", "/l", plan, [data], PARSER, cursor=None, now=base + 400, window_s=W, current_inode=7
+    )
+    assert (("line 101", "garbage one"),) == result.bad_examples
+
+    cursor = LogCursor("/l", 7, 40 * len(line(base)), base)
+    plan = plan_reads("/l", cursor, FileStat(7, len(data)), None, 1 << 30)
+    chunks = [data[s.offset : s.offset + s.length] for s in plan.steps]
+    result = harvest(
+        "n", "/l", plan, chunks, PARSER, cursor=cursor, now=base + 400, window_s=W, current_inode=7
+    )
+    ((where, text),) = result.bad_examples
+    assert where == f"byte {len(head)}"
+    assert data[len(head) :].startswith(b"garbage one\n")
+    assert text == "garbage one"
+
+
+def test_a_block_of_nothing_but_garbage_names_its_byte() -> None:
+    """No line of a block read from inside the file parses: the error gives the byte."""
+    from capplan.collect.logs import parse_chunk
+
+    with pytest.raises(InputError) as info:
+        parse_chunk(b"junk\nmore junk\n", PARSER, source="n:/l", offset=5000)
+    assert "n:/l (the line at byte 5000)" in str(info.value)
+    assert info.value.line is None
+    with pytest.raises(InputError) as info:
+        parse_chunk(b"junk\nmore junk\n", PARSER, source="n:/l")
+    assert info.value.line == 1
+
+
 def snapshot(at: float, busy: int, total: int) -> NodeSnapshot:
     return NodeSnapshot(at=at, cpu_busy=busy, cpu_total=total, cores=2)
 
