@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
+import time
 from pathlib import Path
 
 from capplan.errors import InputError
 
 __all__ = ["read_input", "write_atomic"]
+
+#: A temporary file of ours older than this was left by a writer that was killed between the
+#: write and the rename (a write takes milliseconds): the next write of its target removes it.
+STALE_TEMP_S = 600.0
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -21,7 +27,9 @@ def write_atomic(path: str | Path, text: str) -> None:
 
     The temporary file is flushed and fsynced before the rename, and the folder after it,
     so a crash leaves either the old file or the new one.  The file keeps the mode of the
-    file it replaces; a new one gets 0666 less the umask, as ``open()`` would make it.
+    file it replaces; a new one gets 0666 less the umask, as ``open()`` would make it.  A
+    temporary file of the same target left by a killed writer (older than ``STALE_TEMP_S``)
+    is removed once the new file is in place.
 
     Args:
         path: The file to write.
@@ -52,6 +60,22 @@ def write_atomic(path: str | Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    _remove_stale_temps(folder, target.name)
+
+
+def _remove_stale_temps(folder: Path, name: str) -> None:
+    """
+    Remove ``.NAME.RANDOM.tmp`` files (exactly ours) older than ``STALE_TEMP_S``; a younger
+    one may be another writer's, mid-write.
+    """
+    pattern = re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp")
+    old = time.time() - STALE_TEMP_S
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime < old:
+                        os.unlink(entry.path)
 
 
 def _create_temp(folder: Path, name: str, mode: int) -> tuple[int, str]:

@@ -364,6 +364,40 @@ def test_crash_while_rendering_keeps_the_old_config(tmp_path: Path, target: str,
     assert len(list(tmp_path.glob(".lb.conf.*.tmp"))) == 1
 
 
+def test_next_write_removes_a_killed_writers_temp(cli: CLI, tmp_path: Path) -> None:
+    """
+    A temporary file left by a killed render is removed by the next write of that target once
+    it is older than any write takes; a young one (perhaps another writer's) and look-alikes
+    that are not ours stay.
+    """
+    from capplan.files import STALE_TEMP_S
+
+    plan = tmp_path / "plan.yaml"
+    shutil.copy(GOLDEN / "plan.yaml", plan)
+    config = tmp_path / "lb.conf"
+    note = tmp_path / "crash.json"
+    status, _, err = finish(
+        crashing("replace:1", note, "render", plan, "-t", "nginx", "-o", config, cwd=tmp_path)
+    )
+    assert status == -signal.SIGKILL, err
+    (stale,) = tmp_path.glob(".lb.conf.*.tmp")
+    young = tmp_path / ".lb.conf.0123456789ab.tmp"
+    young.write_text("another writer, mid-write")
+    foreign = [tmp_path / ".lb.conf.backup.tmp", tmp_path / ".other.conf.0123456789ab.tmp"]
+    past = time.time() - 2 * STALE_TEMP_S
+    for path in foreign:
+        path.write_text("not ours")
+    for path in (stale, *foreign):
+        os.utime(path, (past, past))
+
+    result = cli("render", plan, "-t", "nginx", "-o", config)
+    assert result.status == ExitStatus.OK, result.stderr
+    assert not stale.exists()
+    assert young.exists()
+    assert all(path.exists() for path in foreign)
+    assert "upstream" in config.read_text()
+
+
 def test_crash_while_optimize_writes_the_plan_keeps_old_files(cli: CLI, tmp_path: Path) -> None:
     """optimize --out --emit killed renaming plan.yaml: the old plan and config stay."""
     db = tmp_path / "c.db"
