@@ -158,9 +158,21 @@ def _from_us(us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=us)
 
 
-def _row(window: Window) -> tuple[object, ...]:
-    values = astuple(window)
-    return (values[0], _to_us(window.start), *values[2:])
+def _row(w: Window) -> tuple[object, ...]:
+    # the fields in table order, by name: dataclasses.astuple deep-copies, 5× slower
+    return (
+        w.node,
+        _to_us(w.start),
+        w.seconds,
+        w.requests,
+        w.errors,
+        w.mean_ms,
+        w.p50_ms,
+        w.p95_ms,
+        w.p99_ms,
+        w.concurrency,
+        w.cpu_util,
+    )
 
 
 def _window(row: Sequence[object]) -> Window:

@@ -92,3 +92,24 @@ class TestStore:
         with pytest.raises(StoreError, match="not a usable capplan sample store"):
             Store.open(path)
         assert b"this is not sqlite" * 100 == path.read_bytes()
+
+
+def test_row_has_every_window_field_in_table_order(tmp_path: Path) -> None:
+    """The row written for a window names each of its fields, in the table's column order."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from capplan.samples import Window
+    from capplan.store import _row
+
+    window = Window(
+        "n", datetime(2026, 1, 1, tzinfo=UTC), 60.0, 7, 1, 1.5, 2.5, 3.5, 4.5, 0.5, 0.25
+    )
+    row = _row(window)
+    assert len(row) == len(dataclasses.fields(Window))
+    with Store.open(tmp_path / "s.db") as store:
+        columns = [c[1] for c in store._db.execute("PRAGMA table_info(windows)")]
+    assert columns[0] == "node"
+    assert columns[1] == "start_us"
+    named = dict(zip(columns[2:], row[2:], strict=True))
+    assert named == {f.name: getattr(window, f.name) for f in dataclasses.fields(Window)[2:]}
