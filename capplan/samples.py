@@ -264,6 +264,41 @@ def _records(text: str, file: str) -> Iterator[tuple[int, list[str]]]:
         yield reader.line_num, cells
 
 
+def csv_table(
+    text: str, file: str, *, expected: str
+) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+    """
+    The header (cells stripped) and the rows of a CSV text, each row with the line it ends on.
+
+    A byte-order mark is dropped; blank rows are skipped.  An empty file, broken quoting and a
+    row whose cell count is not the header's are InputErrors at their line (``expected``
+    names the header in the empty file's hint).
+    """
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip():
+        raise InputError(
+            "the file is empty", file=file, line=1, hint=f"expected a header line: {expected}"
+        )
+    records = _records(text, file)
+    header = [h.strip() for h in next(records, (1, [""]))[1]]
+
+    def rows() -> Iterator[tuple[int, list[str]]]:
+        for line, cells in records:
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                raise InputError(
+                    f"{len(cells)} cells where the header has {len(header)}",
+                    file=file,
+                    line=line,
+                    hint="check for a missing or extra comma",
+                )
+            yield line, cells
+
+    return header, rows()
+
+
 def _parse_row(row: dict[str, str], now: datetime | None) -> Window:
     values: dict[str, object] = {}
     for column in COLUMNS:
@@ -310,17 +345,7 @@ def parse_samples(
     Returns:
         The windows in file order, each with its line number.
     """
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if not text.strip():
-        raise InputError(
-            "the file is empty",
-            file=file,
-            line=1,
-            hint="expected a header line: " + ",".join(COLUMNS),
-        )
-    records = _records(text, file)
-    header = [h.strip() for h in next(records, (1, [""]))[1]]
+    header, records = csv_table(text, file, expected=",".join(COLUMNS))
     unknown = [h for h in header if h not in COLUMNS]
     if unknown:
         raise InputError(
@@ -351,15 +376,6 @@ def parse_samples(
     out: list[NumberedWindow] = []
     first_line: dict[tuple[str, datetime], NumberedWindow] = {}
     for line, cells in records:
-        if not cells or all(not c.strip() for c in cells):
-            continue
-        if len(cells) != len(header):
-            raise InputError(
-                f"{len(cells)} cells where the header has {len(header)}",
-                file=file,
-                line=line,
-                hint="check for a missing or extra comma",
-            )
         try:
             window = _parse_row(dict(zip(header, cells, strict=True)), now)
         except InputError as exc:
@@ -435,12 +451,7 @@ def parse_load_table(text: str, file: str = "<stdin>") -> list[LoadPoint]:
     Returns:
         The rows in file order.
     """
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if not text.strip():
-        raise InputError("the file is empty", file=file, line=1, hint="expected load,throughput")
-    records = _records(text, file)
-    header = [h.strip() for h in next(records, (1, [""]))[1]]
+    header, records = csv_table(text, file, expected="load,throughput")
     if sorted(header) != ["load", "throughput"]:
         raise InputError(
             f"the header is {_quote(','.join(header), 80)}",
@@ -451,15 +462,6 @@ def parse_load_table(text: str, file: str = "<stdin>") -> list[LoadPoint]:
         )
     out: list[LoadPoint] = []
     for line, cells in records:
-        if not cells or all(not c.strip() for c in cells):
-            continue
-        if len(cells) != 2:
-            raise InputError(
-                f"{len(cells)} cells, expected 2",
-                file=file,
-                line=line,
-                hint="check for a missing or extra comma",
-            )
         row = dict(zip(header, (c.strip() for c in cells), strict=True))
         values: dict[str, float] = {}
         for column in ("load", "throughput"):

@@ -75,8 +75,6 @@ statsmodels is imported only when a history is fitted (it pulls pandas: seconds 
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 import warnings
@@ -89,7 +87,7 @@ import numpy.typing as npt
 
 from capplan.errors import InputError
 from capplan.files import read_input
-from capplan.samples import parse_time
+from capplan.samples import csv_table, parse_time
 
 __all__ = [
     "DAY",
@@ -266,12 +264,7 @@ def parse_history_csv(text: str, file: str = "<stdin>") -> History:
     Returns:
         The history, sorted by time; at least 2 points.
     """
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if not text.strip():
-        raise InputError("the file is empty", file=file, line=1, hint="expected a header: time,rps")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in next(reader)]
+    header, records = csv_table(text, file, expected="time,rps")
     if sorted(header) != sorted(_HISTORY_COLUMNS):
         raise InputError(
             f"the header is {','.join(header)!r}",
@@ -282,17 +275,8 @@ def parse_history_csv(text: str, file: str = "<stdin>") -> History:
         )
     seen: dict[float, tuple[int, float]] = {}
     last_line = 1
-    for cells in reader:
-        line = last_line = reader.line_num
-        if not cells or all(not c.strip() for c in cells):
-            continue
-        if len(cells) != len(header):
-            raise InputError(
-                f"{len(cells)} cells where the header has {len(header)}",
-                file=file,
-                line=line,
-                hint="check for a missing or extra comma",
-            )
+    for line, cells in records:
+        last_line = line
         row = dict(zip(header, (c.strip() for c in cells), strict=True))
         try:
             if not row["time"]:

@@ -153,6 +153,8 @@ def test_read_history_csv(tmp_path: Path) -> None:
         ("time,rps\n0,1\n", 2, None, "only one row of demand; a history needs at least 2"),
         ("time,rps\n0,1\n0,1\n", 3, None, "only one row of demand"),
         ("time,rps\n", 1, None, "no rows of demand"),
+        ('time,rps\n0,1\n"' + "9" * 200_000 + '",2\n', 3, None, "not a CSV line"),
+        ("\ufeff\n \n", 1, None, "the file is empty (expected a header line: time,rps)"),
     ],
 )
 def test_read_history_csv_errors(
