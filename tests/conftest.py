@@ -18,6 +18,9 @@ from capplan.status import ExitStatus
 REFERENCE = Path(__file__).resolve().parent / "models" / "data"  # copies, see its README
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
+# the real-sshd fixtures (`lab`, `pool`) of the collection and security tests
+pytest_plugins = ("tests.collect.sshd",)
+
 
 @dataclass
 class Result:

@@ -48,18 +48,18 @@ import shutil
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from capplan.status import ExitStatus
-from tests.collect.sshd import SSHLab, free_port
-from tests.collect.test_collect_ssh import (
+from tests.collect.sshd import (
     PROC,
     WINDOW,
     Pool,
+    SSHLab,
     expected_windows,
+    free_port,
     nginx_line,
     requests_between,
     tarpit,
@@ -103,25 +103,6 @@ FAKE_DATE = """#!/bin/sh
 now=$(/bin/date +%s.%N)
 exec /bin/date -d "@$((${{now%.*}} {shift:+d})).${{now#*.}}" "$@"
 """
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHLab]:
-    lab = SSHLab(tmp_path_factory.mktemp("sshd"))
-    try:
-        yield lab
-    finally:
-        lab.close()
-
-
-@pytest.fixture
-def pool(tmp_path: Path, lab: SSHLab) -> Iterator[Pool]:
-    pool = Pool(tmp_path, lab)
-    try:
-        yield pool
-    finally:
-        for server in pool.servers.values():
-            server.stop()
 
 
 def node_entry(name: str, host: str, port: int, root: Path, service: int, extra: str = "") -> str:

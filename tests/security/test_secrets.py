@@ -33,8 +33,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from capplan.files import write_atomic
-from tests.collect.sshd import Server, SSHLab
-from tests.collect.test_collect_ssh import PROC, WINDOW, nginx_line, requests_between
+from tests.collect.sshd import PROC, WINDOW, Server, SSHLab, nginx_line, requests_between
 from tests.security.test_durability import samples_csv, wait_for
 
 GOLDEN = Path(__file__).parents[1] / "render" / "golden"
@@ -64,15 +63,6 @@ def capplan(
 
 def mode(path: Path) -> str:
     return oct(path.stat().st_mode & 0o777)
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHLab]:
-    lab = SSHLab(tmp_path_factory.mktemp("sshd"))
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 @pytest.fixture
