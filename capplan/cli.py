@@ -1029,16 +1029,22 @@ def _capacity_of(path: Path, cluster: str) -> Any:
         return None  # not a plan: optimize overwrites it, as it always did
     if not isinstance(document, dict) or "capacity" not in document:
         return None
-    plan = parse_plan(text, str(path))
+    capacity: PlanCapacity | None = _of_cluster(parse_plan(text, str(path)), path, cluster).capacity
+    return capacity
+
+
+def _of_cluster(plan: Any, path: Path, cluster: str) -> Any:
+    """
+    ``plan`` (read from ``path``) when it is ``cluster``'s; an input error otherwise.
+    """
     if plan.cluster != cluster:
         raise InputError(
             f"the plan is for cluster {plan.cluster!r}, the inventory for {cluster!r}",
             file=str(path),
             key="cluster",
-            hint="write this cluster's plan to another file",
+            hint="give this cluster's plan.yaml",
         )
-    capacity: PlanCapacity | None = plan.capacity
-    return capacity
+    return plan
 
 
 def _print_optimized(opt: Any, label: str) -> None:
@@ -1524,7 +1530,7 @@ def plan_cmd(
     )
     files: list[Path] = []
     if out is not None:
-        _record_capacity(out, inventory, inv.cluster, result)
+        _record_capacity(out, inv.cluster, result)
         files.append(out)
     if emit is not None:
         from capplan.monitoring.metrics import write_metrics
@@ -1547,7 +1553,7 @@ def plan_cmd(
     return ExitStatus.OK
 
 
-def _record_capacity(out: Path, inventory: Path, cluster: str, result: Any) -> None:
+def _record_capacity(out: Path, cluster: str, result: Any) -> None:
     """
     Put the capacity plan into the plan.yaml at ``out`` (its other sections unchanged).
     """
@@ -1555,20 +1561,7 @@ def _record_capacity(out: Path, inventory: Path, cluster: str, result: Any) -> N
     from capplan.plan.build import capacity_section
     from capplan.planfile import dump_plan, load_plan
 
-    if not out.exists():
-        raise InputError(
-            "no plan.yaml to add the capacity plan to",
-            file=str(out),
-            hint=f"write it first: capplan optimize -i {inventory} --out {out}",
-        )
-    existing = load_plan(out)
-    if existing.cluster != cluster:
-        raise InputError(
-            f"the plan is for cluster {existing.cluster!r}, the inventory for {cluster!r}",
-            file=str(out),
-            key="cluster",
-            hint="give this cluster's plan.yaml",
-        )
+    existing = _of_cluster(load_plan(out), out, cluster)
     write_atomic(out, dump_plan(existing.model_copy(update={"capacity": capacity_section(result)})))
 
 
