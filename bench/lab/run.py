@@ -43,6 +43,7 @@ from bench.lab.balancers import STRATEGIES, Balancers, CapplanConfig
 from bench.lab.loadgen import LoadResult, run_load_async
 from bench.lab.node import log_path, start_node_process
 from bench.lab.pool import DEFAULT_POOL, Pool, load_pool
+from bench.lab.results import markdown, plot
 
 __all__ = ["Lab", "Settings", "main"]
 
@@ -515,7 +516,7 @@ class Lab:
                     balancers.set_optimum(balancer, weights)
                     key = f"{name}@{_weights_key(weights)}"
                 target = balancers.target(balancer, strategy)
-                entry: dict[str, Any] = {"p_ms": {}, "error_rate": {}, "spread": {}}
+                entry: dict[str, Any] = {"p99_ms": {}, "error_rate": {}, "spread": {}}
                 if strategy == "optimum":
                     entry["weights"] = weights
                 for level in self.s.levels:
@@ -524,13 +525,13 @@ class Lab:
                         for r in range(self.s.repeats)
                     ]
                     ps = [x["p_ms"] if x["p_ms"] is not None else math.inf for x in runs]
-                    entry["p_ms"][str(level)] = _json_safe(sorted(ps)[len(ps) // 2])
+                    entry["p99_ms"][str(level)] = _json_safe(sorted(ps)[len(ps) // 2])
                     entry["error_rate"][str(level)] = max(x["error_rate"] for x in runs)
                     entry["spread"][str(level)] = _json_safe([min(ps), max(ps)])
                 over = self.point(f"{key}/1.2/0", target, 1.2 * capacity, 77)
                 entry["overload"] = {
                     "goodput_rps": over["goodput_rps"],
-                    "p_ok_ms": over["p_ok_ms"],
+                    "p99_ms": over["p_ok_ms"],  # the admitted requests' p99
                     "refused": over["scheduled"] - over["ok"],
                     "refused_p99_ms": over["refused_p99_ms"],
                 }
@@ -620,6 +621,7 @@ class Lab:
         try:
             self.measure(nodes)
             fit, config = self.advise()
+            plan = yaml.safe_load((self.dir / "plan.yaml").read_text())
             measured = self.node_capacities(nodes, fit)
             predicted = {n["node"]: n for n in fit["nodes"]}
             known = [v for v in measured.values() if v is not None]
@@ -654,52 +656,11 @@ class Lab:
                 for n in self.pool.nodes
             ],
             "strategies": strategies,
+            "capplan": {
+                "methods": plan["methods"],
+                "queue_timeout_ms": plan["pool"]["thresholds"].get("queue_timeout_ms"),
+            },
         }
-
-
-# --- output --------------------------------------------------------------------------------------
-
-
-def markdown(variants: dict[str, Any], slo_label: str) -> str:
-    """
-    The README table: per variant and balancer, each strategy's figures and capplan's ratios.
-    """
-    lines: list[str] = []
-    for variant, result in variants.items():
-        lines.append(f"### {variant}\n")
-        lines.append("| node | predicted rps [95% interval] | measured rps | error |")
-        lines.append("|---|---|---|---|")
-        for n in result["nodes"]:
-            measured = n["measured_rps"]
-            error = f"{n['predicted_rps'] / measured - 1:+.0%}" if measured else "-"
-            lo, hi = (math.inf if x is None else x for x in n["predicted_interval"])
-            interval = f"{n['predicted_rps']:.0f} [{lo:.0f}, {hi:.0f}]"
-            shown = f"{measured:.0f}" if measured else "-"
-            lines.append(f"| {n['node']} | {interval} | {shown} | {error} |")
-        lines.append("")
-        strategies = result["strategies"]
-        levels = sorted({lv for s in strategies.values() for lv in s["p_ms"]}, key=float)
-        header = ["strategy"] + [f"{slo_label} @{float(lv):.0%} (ms)" for lv in levels]
-        header += ["max rps at SLO", "120%: goodput rps", "120%: admitted p99 ms", "120%: refused"]
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "---|" * len(header))
-        for name, s in strategies.items():
-            cells = [name]
-            for lv in levels:
-                p = s["p_ms"].get(lv)
-                cells.append("∞" if p is None else f"{p:.0f}")
-            cells.append(f"{s['max_rate_at_slo']:.0f}" if "max_rate_at_slo" in s else "-")
-            over = s["overload"]
-            cells.append(f"{over['goodput_rps']:.0f}")
-            cells.append("-" if over["p_ok_ms"] is None else f"{over['p_ok_ms']:.0f}")
-            cells.append(str(over["refused"]))
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-        for name, s in strategies.items():
-            if "weights" in s:
-                lines.append(f"{name} weights found by the search: {_weights_key(s['weights'])}  ")
-        lines.append("")
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -762,6 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.save()
     table = markdown(variants, slo_label)
     (settings.out / "results.md").write_text(table)
+    plot(variants, settings.out / "results.svg", settings.slo_ms)
     print(table)
     say("done")
     return 0

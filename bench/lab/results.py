@@ -1,0 +1,305 @@
+"""
+What the lab's ``results.json`` says, for people: the tables (with capplan's ratios against each
+alternative), the issue's targets checked one by one, and a plot — pure functions of the
+document, so a finished or interrupted run can be reported again without measuring anything.
+
+A variant's strategies are keyed ``BALANCER/STRATEGY``; each holds ``p99_ms`` and
+``error_rate`` per load level (fractions of the pool's capacity, as strings), ``spread`` (the
+repeats' lowest and highest p99), ``max_rate_at_slo`` and ``overload`` (at 120%: ``goodput_rps``,
+``p99_ms`` of the admitted requests, ``refused``, ``refused_p99_ms``).  A p99 of None is a
+failed point (more than the SLO's error budget failed, counted as infinitely slow).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ALTERNATIVES", "Target", "markdown", "plot", "targets"]
+
+#: The configurations capplan must beat (``optimum`` is the limit, not an alternative).
+ALTERNATIVES = ("rr", "lc", "wrr", "wlc")
+
+
+@dataclass(frozen=True)
+class Target:
+    """
+    One of the issue's targets on one variant and balancer: what, whether met, the figures.
+    """
+
+    variant: str
+    balancer: str
+    what: str
+    met: bool | None  # None: not measured (e.g. a strategy missing from a quick run)
+    figures: str
+
+
+def _p(entry: Mapping[str, Any], level: str) -> float:
+    value = entry.get("p99_ms", {}).get(level)
+    return math.inf if value is None else float(value)
+
+
+def _balancers(strategies: Mapping[str, Any]) -> list[str]:
+    return sorted({name.split("/")[0] for name in strategies})
+
+
+def _ratio(a: float, b: float) -> str:
+    if not (math.isfinite(a) and math.isfinite(b)) or b == 0:
+        return "-"
+    return f"{a / b:.2f}×"
+
+
+def _ms(value: float | None) -> str:
+    return "∞" if value is None or not math.isfinite(value) else f"{value:.0f}"
+
+
+def targets(variant: str, result: Mapping[str, Any]) -> list[Target]:
+    """
+    The issue's targets for one variant (a pool with one service law), per balancer.
+    """
+    out: list[Target] = []
+    nodes = [n for n in result["nodes"] if n.get("measured_rps")]
+    if nodes:
+        errors = [abs(n["predicted_rps"] / n["measured_rps"] - 1) for n in nodes]
+        covered = [
+            lo is not None and hi is not None and lo <= n["measured_rps"] <= hi
+            for n in nodes
+            for lo, hi in [n["predicted_interval"]]
+        ]
+        median = statistics.median(errors)
+        out.append(
+            Target(
+                variant,
+                "-",
+                "predicted node capacity within ±10% of measured (median over nodes)",
+                median <= 0.10,
+                f"median error {median:.1%}",
+            )
+        )
+        out.append(
+            Target(
+                variant,
+                "-",
+                "the 95% interval covers the measured capacity for most nodes",
+                sum(covered) > len(covered) / 2,
+                f"{sum(covered)} of {len(covered)} nodes",
+            )
+        )
+    strategies = result["strategies"]
+    capacity = result["pool"].get("measured_rps") or result["pool"].get("predicted_rps")
+    queue_timeout = (result.get("capplan") or {}).get("queue_timeout_ms")
+    for balancer in _balancers(strategies):
+        ours = strategies.get(f"{balancer}/capplan")
+        if ours is None:
+            continue
+        others = {
+            s: strategies[f"{balancer}/{s}"]
+            for s in ALTERNATIVES
+            if f"{balancer}/{s}" in strategies
+        }
+        rate = ours.get("max_rate_at_slo")
+        rates = {s: e.get("max_rate_at_slo") for s, e in others.items()}
+        known = {s: r for s, r in rates.items() if r is not None}
+        if rate is not None and known:
+            best = max(known, key=lambda s: known[s])
+            out.append(
+                Target(
+                    variant,
+                    balancer,
+                    "max rate at the SLO ≥ 1.0× the best of rr, lc, wrr, wlc",
+                    rate >= known[best],
+                    f"{rate:.0f} vs {best} {known[best]:.0f} rps ({_ratio(rate, known[best])})",
+                )
+            )
+        optimum = strategies.get(f"{balancer}/optimum", {}).get("max_rate_at_slo")
+        if rate is not None and optimum:
+            out.append(
+                Target(
+                    variant,
+                    balancer,
+                    "max rate at the SLO ≥ 0.95× optimum",
+                    rate >= 0.95 * optimum,
+                    f"{rate:.0f} vs {optimum:.0f} rps ({_ratio(rate, optimum)})",
+                )
+            )
+        if "0.8" in ours.get("p99_ms", {}) and others:
+            best = min(others, key=lambda s: _p(others[s], "0.8"))
+            mine, theirs = _p(ours, "0.8"), _p(others[best], "0.8")
+            out.append(
+                Target(
+                    variant,
+                    balancer,
+                    "p99 at 80% ≤ the best alternative's",
+                    mine <= theirs,
+                    f"{_ms(mine)} vs {best} {_ms(theirs)} ms",
+                )
+            )
+        over = ours.get("overload")
+        if over and capacity:
+            goodput = over["goodput_rps"]
+            out.append(
+                Target(
+                    variant,
+                    balancer,
+                    "120%: goodput ≥ 95% of capacity",
+                    goodput >= 0.95 * capacity,
+                    f"{goodput:.0f} of {capacity:.0f} rps ({goodput / capacity:.1%})",
+                )
+            )
+            admitted = over.get("p99_ms")
+            at80 = _p(ours, "0.8")
+            out.append(
+                Target(
+                    variant,
+                    balancer,
+                    "120%: admitted p99 ≤ 1.5× capplan's p99 at 80%",
+                    admitted is not None and admitted <= 1.5 * at80,
+                    f"{_ms(admitted)} vs 1.5 × {_ms(at80)} ms",
+                )
+            )
+            refused = over.get("refused_p99_ms")
+            if queue_timeout is not None:
+                out.append(
+                    Target(
+                        variant,
+                        balancer,
+                        "120%: the excess refused within the queue timeout (p99)",
+                        None if refused is None else refused <= queue_timeout,
+                        "nothing refused"
+                        if refused is None
+                        else f"{refused:.0f} ms vs {queue_timeout} ms",
+                    )
+                )
+    return out
+
+
+def markdown(variants: Mapping[str, Any], slo_label: str) -> str:
+    """
+    Per variant: the nodes' predicted and measured capacities, each strategy's figures, capplan's
+    ratios against each alternative, and the targets.
+    """
+    lines: list[str] = []
+    for variant, result in variants.items():
+        lines.append(f"### {variant}\n")
+        lines.append("| node | predicted rps [95% interval] | measured rps | error |")
+        lines.append("|---|---|---|---|")
+        for n in result["nodes"]:
+            measured = n["measured_rps"]
+            error = f"{n['predicted_rps'] / measured - 1:+.0%}" if measured else "-"
+            lo, hi = (math.inf if x is None else x for x in n["predicted_interval"])
+            interval = f"{n['predicted_rps']:.0f} [{lo:.0f}, {hi:.0f}]"
+            shown = f"{measured:.0f}" if measured else "-"
+            lines.append(f"| {n['node']} | {interval} | {shown} | {error} |")
+        lines.append("")
+        strategies = result["strategies"]
+        levels = sorted({lv for s in strategies.values() for lv in s["p99_ms"]}, key=float)
+        header = ["strategy"] + [f"{slo_label} @{float(lv):.0%} (ms)" for lv in levels]
+        header += ["max rps at SLO", "120%: goodput rps", "120%: admitted p99 ms", "120%: refused"]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for name, s in strategies.items():
+            cells = [name]
+            for lv in levels:
+                spread = s.get("spread", {}).get(lv)
+                cell = _ms(s["p99_ms"].get(lv))
+                if spread and spread[0] != spread[1]:
+                    cell += f" ({_ms(spread[0])}–{_ms(spread[1])})"
+                cells.append(cell)
+            cells.append(f"{s['max_rate_at_slo']:.0f}" if "max_rate_at_slo" in s else "-")
+            over = s["overload"]
+            cells.append(f"{over['goodput_rps']:.0f}")
+            cells.append(_ms(over["p99_ms"]))
+            cells.append(str(over["refused"]))
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        for name, s in strategies.items():
+            if "weights" in s:
+                weights = ", ".join(f"{k} {v}" for k, v in s["weights"].items())
+                lines.append(f"`{name}` weights found by the search: {weights}  ")
+        lines.append("")
+        for balancer in _balancers(strategies):
+            ours = strategies.get(f"{balancer}/capplan")
+            if ours is None:
+                continue
+            compared = [s for s in (*ALTERNATIVES, "optimum") if f"{balancer}/{s}" in strategies]
+            lines.append(f"capplan on {balancer}, as a ratio to each alternative:\n")
+            lines.append("| | " + " | ".join(compared) + " |")
+            lines.append("|---|" + "---|" * len(compared))
+            rate = ours.get("max_rate_at_slo")
+            row = ["max rps at SLO (higher is better)"]
+            for s in compared:
+                theirs = strategies[f"{balancer}/{s}"].get("max_rate_at_slo")
+                row.append(_ratio(rate, theirs) if rate is not None and theirs else "-")
+            lines.append("| " + " | ".join(row) + " |")
+            row = [f"{slo_label} at 80% (lower is better)"]
+            for s in compared:
+                row.append(_ratio(_p(ours, "0.8"), _p(strategies[f"{balancer}/{s}"], "0.8")))
+            lines.append("| " + " | ".join(row) + " |")
+            lines.append("")
+        found = targets(variant, result)
+        if found:
+            lines.append("| target | balancer | met | figures |")
+            lines.append("|---|---|---|---|")
+            for t in found:
+                met = "-" if t.met is None else ("yes" if t.met else "**no**")
+                lines.append(f"| {t.what} | {t.balancer} | {met} | {t.figures} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def plot(variants: Mapping[str, Any], path: Path, slo_ms: float) -> None:
+    """
+    One row per variant and balancer: each strategy's p99 against the load (failed points at
+    the top edge), the SLO line, and the largest rate meeting the SLO per strategy.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    rows = [
+        (variant, balancer, result)
+        for variant, result in variants.items()
+        for balancer in _balancers(result["strategies"])
+    ]
+    if not rows:
+        return
+    figure = Figure(figsize=(11, 3.2 * len(rows)), layout="constrained")
+    axes = figure.subplots(len(rows), 2, squeeze=False)
+    for (variant, balancer, result), (curve, bars) in zip(rows, axes, strict=True):
+        strategies = {
+            name.split("/")[1]: s
+            for name, s in result["strategies"].items()
+            if name.startswith(f"{balancer}/")
+        }
+        top = 10 * slo_ms
+        for name, s in strategies.items():
+            levels = sorted(s["p99_ms"], key=float)
+            xs = [float(lv) for lv in levels]
+            ys = [min(_p(s, lv), top) for lv in levels]
+            over = s.get("overload")
+            if over:
+                xs.append(1.2)
+                ys.append(top if over["p99_ms"] is None else min(float(over["p99_ms"]), top))
+            style = "-" if name == "capplan" else "--"
+            curve.plot(
+                xs, ys, style, marker="o", label=name, linewidth=2 if name == "capplan" else 1
+            )
+        curve.axhline(slo_ms, color="black", linewidth=0.8, linestyle=":")
+        curve.set_yscale("log")
+        curve.set_ylim(top=top * 1.2)
+        curve.set_xlabel("load, fraction of the pool's capacity (1.2: admitted requests)")
+        curve.set_ylabel("p99 (ms)")
+        curve.set_title(f"{variant}, {balancer}")
+        curve.legend(fontsize="small", ncols=2)
+        names = [n for n in strategies if "max_rate_at_slo" in strategies[n]]
+        values = [strategies[n]["max_rate_at_slo"] for n in names]
+        colours = ["tab:red" if n == "capplan" else "tab:gray" for n in names]
+        bars.bar(names, values, color=colours)
+        bars.set_ylabel("largest rate meeting the SLO (rps)")
+        bars.set_title(f"{variant}, {balancer}: max rate at the SLO")
+    figure.savefig(path)
