@@ -186,8 +186,9 @@ class LoadResult:
             included), in send order.
         request_sent_s: every request's actual send time, seconds from the start (its
             lateness is ``request_sent_s - schedule_s``), aligned with ``schedule_s``.
-        request_latency_ms: every request's latency from its intended send time (nan: it did
-            not end ok), aligned with ``schedule_s``.
+        request_latency_ms: every request's latency from its intended send time to its
+            response, whatever its status (a 5xx too: how fast a limit refuses); nan when no
+            response came (timeout, connection error, overflow); aligned with ``schedule_s``.
         request_status: every request's HTTP status, or ``TIMEOUT``, ``OVERFLOW``,
             ``CONN_ERROR`` (negative), aligned with ``schedule_s``.
         refusal: why the point is refused (None when ``held_rate``).
@@ -770,9 +771,7 @@ def _result(
         held_rate=refusal is None,
         schedule_s=run.offsets,
         request_sent_s=run.sent_at - t0,
-        request_latency_ms=np.where(
-            (run.status >= 1) & (run.status < 500), (run.done_at - run.intended) * 1000.0, np.nan
-        ),
+        request_latency_ms=np.where(run.status >= 1, (run.done_at - run.intended) * 1000.0, np.nan),
         request_status=run.status,
         refusal=refusal,
     )
