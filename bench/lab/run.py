@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -696,6 +697,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="collect, fit and optimize again (after a capplan change)",
     )
     args = parser.parse_args(argv)
+
+    def stop(signum: int, _frame: object) -> None:
+        # Python's default for SIGTERM ends the process at once: the balancers and the node
+        # process would outlive it. SystemExit runs every `finally`, which stops them by PID.
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     settings = _settings(args)
     settings.out.mkdir(parents=True, exist_ok=True)
     for program in ("nginx", "haproxy"):
