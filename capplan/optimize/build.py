@@ -98,11 +98,14 @@ def planning_losses(
     if policy.n_plus > 0:
         order = sorted(range(len(usable)), key=lambda k: (-fits[usable[k]].capacity_rps, k))
         taken = order[: policy.n_plus]
-        names = ", ".join(
-            f"{fits[usable[k]].node}, {fits[usable[k]].capacity_rps:.4g} rps" for k in taken
-        )
-        what = "its largest node" if len(taken) == 1 else f"its {len(taken)} largest nodes"
-        losses.append(Loss(f"{what} ({names})", tuple(sorted(taken))))
+        first = fits[usable[taken[0]]]
+        if len(taken) == 1:
+            text = f"its largest node ({first.node}, {first.capacity_rps:.4g} rps)"
+        else:  # a reason is one line: name two, count the rest
+            names = ", ".join(fits[usable[k]].node for k in taken[:2])
+            more = f" and {len(taken) - 2} more" if len(taken) > 2 else ""
+            text = f"its {len(taken)} largest nodes ({names}{more})"
+        losses.append(Loss(text, tuple(sorted(taken))))
     if policy.survive == "zone":
         zones = inventory.zones or sorted({n.zone for n in inventory.nodes if n.zone})
         for zone in zones:

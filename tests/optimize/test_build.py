@@ -1,0 +1,60 @@
+"""
+What optimize takes from the inventory's ``planning:``: the losses the scale-out trigger must
+survive.
+"""
+
+from __future__ import annotations
+
+from capplan.inventory import parse_inventory
+from capplan.models.fit import NodeFit
+from capplan.optimize.build import planning_losses
+
+NODES = """nodes:
+  - {name: web-1, host: 127.0.0.2, address: 127.0.0.2:8080, zone: a}
+  - {name: web-2, host: 127.0.0.3, address: 127.0.0.3:8080, zone: b}
+  - {name: web-3, host: 127.0.0.4, address: 127.0.0.4:8080, zone: a}
+  - {name: web-4, host: 127.0.0.5, address: 127.0.0.5:8080, zone: c}
+"""
+
+
+def fit(node: str, capacity: float) -> NodeFit:
+    return NodeFit(
+        node, "mgc", {}, {}, capacity, (capacity, capacity), (), 10, capacity, "", (), True, ""
+    )
+
+
+FITS = [fit("web-1", 100.0), fit("web-2", 400.0), fit("web-3", 300.0), fit("web-4", 400.0)]
+
+
+def test_no_planning_section_means_n_minus_1() -> None:
+    inventory = parse_inventory("cluster: web\n" + NODES, "inv.yaml")
+    assert planning_losses(inventory, FITS, [0, 1, 2, 3]) is None
+
+
+def test_n_plus_and_zones() -> None:
+    text = "cluster: web\nzones: [a, b, c, d]\nplanning: {n_plus: 3, survive: zone}\n" + NODES
+    inventory = parse_inventory(text, "inv.yaml")
+    # web-1 has no usable model: positions count the usable nodes web-2, web-3, web-4 only
+    losses = planning_losses(inventory, FITS, [1, 2, 3])
+    assert losses is not None
+    texts = [(loss.text, loss.removed) for loss in losses]
+    assert texts == [
+        ("its 3 largest nodes (web-2, web-4 and 1 more)", (0, 1, 2)),
+        ("zone a", (1,)),  # web-3; web-1 is not in the pool
+        ("zone b", (0,)),
+        ("zone c", (2,)),
+    ]  # zone d holds no node: no loss
+
+
+def test_one_largest_node_is_named_with_its_capacity() -> None:
+    text = "cluster: web\nplanning: {n_plus: 1}\n" + NODES
+    losses = planning_losses(parse_inventory(text, "inv.yaml"), FITS, [0, 1, 2, 3])
+    assert losses is not None
+    assert [(loss.text, loss.removed) for loss in losses] == [
+        ("its largest node (web-2, 400 rps)", (1,))
+    ]
+
+
+def test_planning_without_losses() -> None:
+    text = "cluster: web\nplanning: {target_utilization: 0.6}\n" + NODES
+    assert planning_losses(parse_inventory(text, "inv.yaml"), FITS, [0, 1, 2, 3]) == ()
