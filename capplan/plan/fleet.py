@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -371,6 +371,8 @@ def solve_fleet(
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}")
     _check_feasible(problem)
+    if not problem.policy.survive_zone and len(problem.zones) > 1:
+        return _zones_apart(problem, method, time_limit_s)
     policy, kinds = problem.policy, problem.kinds
     cells = _cells(problem)
     n_cells = len(cells)
@@ -432,6 +434,58 @@ def solve_fleet(
             raise InfeasibleError(f"no fleet found in {time_limit_s:g} s (try a longer limit)")
     plans = [_plan(problem, cells, counts, current, name, bound) for name, counts in candidates]
     return min(plans, key=lambda p: (p.total_cost, p.method != "horizon"))
+
+
+#: The one zone of a program whose zones do not matter.
+_ANYWHERE = "*"
+
+
+def _zones_apart(problem: FleetProblem, method: str, time_limit_s: float) -> FleetPlan:
+    """
+    Solve a plan that need not survive a zone's loss with zones set apart, then place its nodes.
+
+    Without zone survival a node serves the same wherever it runs, so a program with a count
+    per zone holds as many equal plans as there are ways to deal the nodes out to zones, and
+    the solver spends its time proving that they are equal.  The program is solved once per
+    kind and price model; today's nodes stay where they are, and each month's additions of a
+    kind go, one by one, to the zone among the kind's where it has the fewest nodes (ties: the
+    kind's first zone), which keeps each kind spread over its zones.
+    """
+    merged: dict[tuple[str, str], int] = {}
+    for (name, _zone), n in problem.current.items():
+        merged[(name, _ANYWHERE)] = merged.get((name, _ANYWHERE), 0) + n
+    flat = FleetProblem(
+        kinds=tuple(
+            replace(kind, zones=(_ANYWHERE,) if kind.zones else ()) for kind in problem.kinds
+        ),
+        zones=(_ANYWHERE,),
+        demand=problem.demand,
+        current=merged,
+        policy=problem.policy,
+    )
+    solved = solve_fleet(flat, method=method, time_limit_s=time_limit_s)
+    kinds = problem.kinds
+    cells = _cells(problem)
+    index = {(kinds[k].name, zone, price): c for c, (k, zone, price) in enumerate(cells)}
+    current = np.array(
+        [
+            problem.current.get((kinds[k].name, zone), 0) if price != "spot" else 0
+            for k, zone, price in cells
+        ],
+        dtype=np.float64,
+    )
+    counts = np.zeros((len(solved.months), len(cells)), dtype=np.int64)
+    placed = current.astype(np.int64)
+    offers = {kind.name: kind for kind in kinds}
+    for m, month in enumerate(solved.months):
+        for (name, _zone, price), total in sorted(month.counts.items()):
+            cells_of = [index[(name, z, price)] for z in offers[name].zones]
+            here = [c for (n, _z, p), c in index.items() if n == name and p == price]
+            for _ in range(total - int(placed[here].sum())):
+                cell = min(cells_of, key=lambda c: (placed[c], cells_of.index(c)))
+                placed[cell] += 1
+        counts[m] = placed
+    return _plan(problem, cells, counts, current, solved.method, solved.bound)
 
 
 def _plan(

@@ -185,6 +185,38 @@ class TestHorizon:
                 assert n - before.get(key, 0) == month.added.get(key, 0)
             before = dict(month.counts)
 
+    @pytest.mark.parametrize("policy", [Policy(n_plus=1), Policy(max_spot_share=0.3)])
+    def test_without_zone_survival_nodes_are_spread_over_their_kinds_zones(
+        self, policy: Policy
+    ) -> None:
+        """
+        Solved with zones set apart, then placed: today's nodes stay, additions go only to
+        the kind's zones, a kind's nodes of one price stay within one of each other across its
+        zones, and counts never fall from month to month.
+        """
+        problem = self.problem(policy)
+        plan = solve_fleet(problem)
+        assert plan.optimal
+        assert_serves(plan, problem)
+        zones_of = {kind.name: kind.zones for kind in problem.kinds}
+        before: dict[tuple[str, str, str], int] = {}
+        for month in plan.months:
+            assert month.counts.get(("small", "a", "on_demand"), 0) >= 2
+            for (kind, zone, _price), n in month.added.items():
+                assert zone in zones_of[kind], (kind, zone, n)
+            for key, n in month.counts.items():
+                assert n >= before.get(key, 0)
+            for kind, zones in zones_of.items():
+                for price in ("on_demand", "spot"):
+                    counts = [month.counts.get((kind, z, price), 0) for z in zones]
+                    start = [problem.current.get((kind, z), 0) for z in zones]
+                    if price == "on_demand" and sum(counts) > sum(start):
+                        # additions fill the emptiest zone first: no zone lags by 2 or more
+                        assert max(counts) - min(counts) <= max(1, max(start) - min(start))
+                    elif price == "spot":
+                        assert max(counts) - min(counts) <= 1
+            before = dict(month.counts)
+
     def test_binding_names_the_loss(self) -> None:
         """With zone survival on a two-zone kind, a zone loss binds and is said in words."""
         kinds = (KindOffer("k", 100.0, {"on_demand": 0.1}, ("a", "b")),)
