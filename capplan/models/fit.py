@@ -594,8 +594,8 @@ def _consistent(
     """
     The chosen model, unless its capacity contradicts the windows: below CONTRADICTION_SHARE of
     the rate up to which every window met the SLO.  Then the best-AICc model that does not, with
-    a warning (the lab's c = 2 node, fitted M/G/c c = 3 and S = 29 ms on noisy 10 s windows:
-    capacity 0 where windows met the SLO up to 48 rps; the truth was 54.5).
+    a warning.  A guard: the lab's c = 2 node was once fitted M/G/c c = 3, S = 29 ms on noisy
+    10 s windows (capacity 0 where the windows met the SLO up to 48 rps; the truth was 54.5).
     """
     floor = CONTRADICTION_SHARE * held
     if held <= 0 or chosen.capacity_rps >= floor:

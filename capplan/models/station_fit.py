@@ -475,12 +475,17 @@ def _round_servers(
     out_x = start.copy()
     out_j: FloatArray | None = None
     for candidate in (np.maximum(np.floor(c), 1.0), np.maximum(np.ceil(c), 1.0)):
+        # Also start from the S that keeps the continuous fit's utilization at the highest
+        # rate (S·candidate/c): rounding c down at the continuous S can put that rate past
+        # saturation, where the fit cannot move (a c = 2 node was refitted as c = 3 for that).
+        kept = start.copy()
+        kept[:, 0] += np.log(candidate / c)
         x, cost, jac, _ = _solve(
             packed,
             candidate,
             False,
             scv_free,
-            [start],
+            [start, kept],
             best_of=1,
             whiten=whiten,
             newton_steps=_NEWTON_STEPS,

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from capplan.models.fit import SLOTarget, fit_node
+from capplan.models.fit import Candidate, SLOTarget, fit_node
 from capplan.models.queueing import Station
 from capplan.samples import Window
 
@@ -196,12 +196,13 @@ class TestHonesty:
             fit_node("n", [], SLO, model="nope")
 
 
-def test_a_capacity_the_windows_contradict_is_not_chosen() -> None:
+def test_a_slot_count_rounded_down_is_refitted_inside_stability() -> None:
     """
-    The lab's c = 2, 20 ms exponential node, 24 noisy 10 s windows of its ramp (captured):
-    M/G/c fits c = 3, S = 29 ms and puts capacity at 0 (its p99 at no load is over the 120 ms
-    SLO), though every window up to 48 rps met the SLO.  The capacity used is the best model
-    that agrees with the windows, near the true 54.5 rps, with a warning that says why.
+    The lab's c = 2, 20 ms exponential node, 24 noisy 10 s windows of its ramp (captured). The
+    continuous fit put c at 2.6 with S = 23.8 ms; refitted at c = 2 from that S, the highest
+    window's rate (95 rps) was past saturation (2 / 23.8 ms = 84 rps) and the fit could not
+    move, so c = 3 and S = 29 ms won, whose p99 at no load is over the 120 ms SLO: capacity 0.
+    Refitted from the S that keeps the continuous fit's utilization, c = 2 wins.
     """
     from pathlib import Path
 
@@ -211,6 +212,39 @@ def test_a_capacity_the_windows_contradict_is_not_chosen() -> None:
     windows = [w.window for w in parse_samples(text, "lab-n1-exp.csv")]
     fit = fit_node("n1", windows, SLOTarget(percentile=99, latency_ms=120, max_error_rate=0.001))
     mgc = next(c for c in fit.candidates if c.model == "mgc")
-    assert mgc.capacity_rps < 10  # the contradiction this guards against
-    assert fit.capacity_rps == pytest.approx(54.5, rel=0.15)
-    assert any("below half of the" in w and "every window met the SLO" in w for w in fit.warnings)
+    truth = Station(2, 0.020, 1.0).max_rate_for(0.120, 99)  # 54.4 rps
+    assert mgc.params["servers"] == 2
+    assert mgc.params["service_ms"] == pytest.approx(20, rel=0.1)
+    assert mgc.params["scv"] == pytest.approx(1, abs=0.25)
+    low, high = mgc.capacity_interval
+    assert low <= truth <= high
+    assert fit.capacity_rps == pytest.approx(truth, rel=0.15)
+
+
+def _candidate(model: str, capacity: float, aicc: float) -> Candidate:
+    return Candidate(model, {}, {}, 3, 20, 1.0, aicc, capacity, (capacity, capacity), True, "")
+
+
+def test_a_capacity_the_windows_contradict_is_not_chosen() -> None:
+    """
+    A chosen capacity below half the rate up to which every window met the SLO contradicts the
+    windows: the best-AICc model that agrees is used, with a warning; when none agrees the
+    chosen one stays, and the warning says so.
+    """
+    from capplan.models.fit import _consistent
+
+    zero = _candidate("mgc", 0.0, -60.0)
+    usl = _candidate("usl", 58.0, 90.0)
+    hyperbola = _candidate("hyperbolic", 53.8, -50.0)
+    chosen, selection, warning = _consistent(zero, "AICc", [zero, usl, hyperbola], 47.9)
+    assert chosen is hyperbola
+    assert selection == "AICc; mgc contradicted the windows"
+    assert warning == (
+        "mgc put capacity at 0 rps, below half of the 47.9 rps up to which every window met "
+        "the SLO: hyperbolic is used instead"
+    )
+    assert _consistent(usl, "AICc", [zero, usl], 47.9) == (usl, "AICc", None)
+    chosen, _, warning = _consistent(zero, "AICc", [zero], 47.9)
+    assert chosen is zero
+    assert warning is not None
+    assert "no other model agrees with them" in warning
