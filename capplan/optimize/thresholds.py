@@ -10,7 +10,11 @@ Per node (``Limits`` in plan.yaml):
   spreading wide at high load.  For another model,
   ⌈λ·R·(1 + margin)⌉ at capacity (Little's law, the margin the profile's headroom).  Within
   [1, 65535].
-- ``min_conns`` = ⌈λ·R⌉ at the planned rate (HAProxy ``minconn``), within [1, max_conns].
+- No ``min_conns``: HAProxy's ``minconn``/``fullconn`` would hold a node below its limit while
+  the backend is not busy, and a limit at the planned concurrency (the mean at the planned
+  rate) queues requests whenever a node's concurrency rises above its mean: in the lab a c = 2
+  node was held to 1 connection at 70% load, and HAProxy refused requests at 102% of the
+  pool's capacity that nginx, with the same ``max_conns``, served within the SLO at 110%.
 - ``maxqueue`` = ⌊(SLO latency − R at capacity) × capacity⌋: the requests that can wait ahead
   of a new one and still let it finish within the SLO latency on average.  At least 1: HAProxy
   reads ``maxqueue 0`` as unlimited.
@@ -475,7 +479,6 @@ def max_slo_load(
 def _node_limits(
     node: NodeThresholdInput,
     r_cap: float,
-    r_plan: float,
     k_cap: float,
     inputs: ThresholdInputs,
     reasons: dict[str, str],
@@ -519,24 +522,6 @@ def _node_limits(
     max_conns = max(value, 1)
     limits["max_conns"] = max_conns
     reasons["max_conns"] = why.replace("{v}", str(max_conns))
-
-    # min_conns: Little's law at the planned rate
-    planned = node.rate_rps * r_plan if node.rate_rps > 0 else 0.0
-    value = math.ceil(round(planned, 9))
-    why = (
-        f"min_conns {{v}} = ⌈{_rps(node.rate_rps)} × {_ms(r_plan)}⌉ "
-        "(Little's law at the planned rate)"
-    )
-    if node.rate_rps <= 0:
-        why = "min_conns {v}: the node has no planned traffic"
-    if value < 1:
-        value = 1
-        why += "; at least 1"
-    if value > max_conns:
-        value = max_conns
-        why += "; at most max_conns"
-    limits["min_conns"] = value
-    reasons["min_conns"] = why.replace("{v}", str(value))
 
     # maxqueue: what the SLO budget left at capacity can absorb
     budget = slo_s - r_cap if cap > 0 else 0.0
@@ -871,9 +856,7 @@ def derive_thresholds(inputs: ThresholdInputs) -> DerivedThresholds:
     node_reasons: list[dict[str, str]] = []
     for i, node in enumerate(nodes):
         reasons: dict[str, str] = {}
-        limits.append(
-            _node_limits(node, float(r_cap[i]), float(r_plan[i]), float(k_cap[i]), inputs, reasons)
-        )
+        limits.append(_node_limits(node, float(r_cap[i]), float(k_cap[i]), inputs, reasons))
         node_reasons.append(_lines(reasons))
     thresholds: dict[str, float | int] = {}
     pool_reasons: dict[str, str] = {}
