@@ -452,7 +452,12 @@ class Lab:
         """
         Each node's measured capacity at the SLO, all nodes bisected at the same time.
         """
-        predicted = {n["node"]: float(n["capacity_rps"]) for n in fit["nodes"]}
+        # The probes start from the first fit's predictions, kept: a node's measured capacity
+        # is the node's, and a refit (a newer capplan) must not move it, nor every rate after.
+        bases = self.results.data.setdefault("probe_basis", {})
+        predicted = bases.setdefault(
+            self.prefix, {n["node"]: float(n["capacity_rps"]) for n in fit["nodes"]}
+        )
         todo = [
             n.name
             for n in self.pool.nodes
