@@ -1027,8 +1027,8 @@ def _capacity_of(path: Path, cluster: str) -> Any:
         document = yaml.safe_load(text)
     except yaml.YAMLError:
         return None  # not a plan: optimize overwrites it, as it always did
-    if not isinstance(document, dict) or "capacity" not in document:
-        return None
+    if not isinstance(document, dict) or not {"version", "capacity"} <= document.keys():
+        return None  # not a plan with a capacity section (optimize overwrites it)
     capacity: PlanCapacity | None = _of_cluster(parse_plan(text, str(path)), path, cluster).capacity
     return capacity
 
