@@ -151,6 +151,7 @@ CASES = {
     "method": 100,
     "comment_only": 100,
     "never_rendered": 150,
+    "capacity": 100,
     "typed": 150,
     "inventory": 300,
     "grammar": 400,
@@ -954,6 +955,64 @@ class TestPlanEntryPoints:
         for target in TARGETS:
             assert render(base_plan("full"), target) == render(plan, target), target
 
+    @_property("capacity")
+    @given(
+        st.one_of(
+            st.tuples(
+                st.sampled_from(
+                    [
+                        ("inputs", "load_from"),
+                        ("capacity", "forecast"),
+                        ("capacity", "plan_for"),
+                        ("capacity", "months", 0, "binding"),
+                    ]
+                ),
+                mixed(TEXTS),
+                st.just("value"),
+            ),
+            st.tuples(
+                st.sampled_from([("capacity", "months", 0, "nodes")]),
+                hostile(NAMES),
+                st.sampled_from(["kind", "zone"]),
+            ),
+        )
+    )
+    @example((("inputs", "load_from"), "observed peak\n}\nserver 192.0.2.66:80;", "value"))
+    @example((("capacity", "months", 0, "nodes"), "a: {b: 1}} include /x", "kind"))
+    def test_capacity_plan_is_never_rendered(self, case: tuple[Any, ...]) -> None:
+        """
+        ``inputs.load_from`` and the capacity section (``capplan plan --out``): refused at
+        their key, or the render byte for byte as without them.
+        """
+        path, value, how = case
+        data = base_data("full")
+        data["capacity"] = {
+            "made": "2026-11-23T00:00:00Z",
+            "plan_for": "high",
+            "forecast": "growth",
+            "months": [
+                {
+                    "month": 1,
+                    "start": "2026-11-23T00:00:00Z",
+                    "load_rps": {"low": 1.0, "median": 2.0, "high": 3.0},
+                    "nodes": {"large": {"a": 1}},
+                    "binding": "loss of zone a",
+                }
+            ],
+        }
+        content: Any = {"value": value, "kind": {value: {"a": 1}}, "zone": {"large": {value: 1}}}
+        here = data
+        for key in path[:-1]:
+            here = here[key]
+        here[path[-1]] = content[how]
+        try:
+            plan = parse_plan(dump(data), "plan.yaml")
+        except InputError as exc:
+            assert_names_key(exc, ".".join(map(str, path)))
+            return
+        for target in TARGETS:
+            assert render(base_plan("full"), target) == render(plan, target), target
+
     @_property("typed")
     @given(
         st.sampled_from(
@@ -1143,6 +1202,11 @@ COVERED = {
     "balancers.kind": "test_numbers_and_enums",
     "balancers.name": "test_balancer_name",
     "balancers.output": "test_never_rendered",
+    "inputs.load_from": "test_capacity_plan_is_never_rendered",
+    "capacity.forecast": "test_capacity_plan_is_never_rendered",
+    "capacity.plan_for": "test_capacity_plan_is_never_rendered",
+    "capacity.months.binding": "test_capacity_plan_is_never_rendered",
+    "capacity.months.nodes": "test_capacity_plan_is_never_rendered",
 }
 
 
