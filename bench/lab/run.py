@@ -42,13 +42,18 @@ import yaml
 from bench.lab._loop import loop_factory
 from bench.lab.balancers import STRATEGIES, Balancers, CapplanConfig
 from bench.lab.loadgen import LoadResult, run_load_async
-from bench.lab.node import log_path, start_node_process
+from bench.lab.node import fetch_stats, log_path, start_node_process
 from bench.lab.pool import DEFAULT_POOL, Pool, load_pool
 from bench.lab.results import markdown, plot
 
 __all__ = ["Lab", "Settings", "main"]
 
 REPO = Path(__file__).resolve().parents[2]
+#: Before a point, the longest wait for the nodes to work off an earlier point's backlog.
+SETTLE_MAX_S = 120.0
+#: nginx's default fail_timeout (10 s) and a second: how long a balancer may hold a node down
+#: after the timeouts of an overloaded point.
+FAIL_TIMEOUT_S = 11.0
 CAPPLAN = [sys.executable, "-m", "capplan"]
 
 
@@ -236,6 +241,29 @@ class Lab:
         self.dir = settings.out / f"{pool.name}-{pool.service}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.prefix = f"{pool.name}/{pool.service}"
+        self.node_addresses: dict[str, tuple[str, int]] = {}
+        self.after_failures = False  # the last point had failures (see settle)
+
+    def settle(self) -> None:
+        """
+        Wait until no node has a request queued or in service, then, after a point with
+        failures, out nginx's fail_timeout: a node works off every request it took, even one
+        whose client has gone (as real servers do), so an overloaded point leaves a backlog,
+        and a balancer may still hold a node down for its timeouts — either would weigh on the
+        next point, whichever strategy it measures.
+        """
+        deadline = time.monotonic() + SETTLE_MAX_S
+        while self.node_addresses:
+            stats = [fetch_stats(address) for address in self.node_addresses.values()]
+            if all(s["queued"] == 0 and s["busy"] == 0 for s in stats):
+                break
+            if time.monotonic() > deadline:
+                self.say(f"    nodes still busy after {SETTLE_MAX_S:g} s; going on")
+                break
+            time.sleep(0.5)
+        if self.after_failures:
+            time.sleep(FAIL_TIMEOUT_S)
+            self.after_failures = False
 
     # -- load ----------------------------------------------------------------------------------
 
@@ -270,8 +298,10 @@ class Lab:
             )
 
         for attempt in range(3):
+            self.settle()
             with asyncio.Runner(loop_factory=loop_factory()) as runner:
                 results = runner.run(all_points())
+            self.after_failures = any(r.scheduled > r.ok for r in results)
             if all(r.held_rate for r in results):
                 return results
             self.say(f"    generator could not hold its rate (attempt {attempt + 1}); again")
@@ -629,6 +659,7 @@ class Lab:
         )
         (self.dir / "logs").mkdir(exist_ok=True)
         nodes = start_node_process(pool_file, self.dir / "logs", duration_s=4 * 3600)
+        self.node_addresses = dict(nodes.addresses)
         balancers: Balancers | None = None
         try:
             self.measure(nodes)
