@@ -122,3 +122,14 @@ def test_plot(variant: dict[str, Any], tmp_path: Path) -> None:
     assert svg.startswith("<?xml")
     for title in ("default/exp, nginx", "default/exp, haproxy: max rate at the SLO"):
         assert title in svg
+
+
+def test_a_quick_run_claims_nothing_it_did_not_measure(variant: dict[str, Any]) -> None:
+    """Without an 80% level or a max rate, neither their target nor their ratios appear."""
+    for s in variant["strategies"].values():
+        s["p99_ms"].pop("0.8")
+        s.pop("max_rate_at_slo")
+    found = {t.what for t in targets("default/exp", variant)}
+    assert "120%: admitted p99 ≤ 1.5× capplan's p99 at 80%" not in found
+    assert "120%: goodput ≥ 95% of capacity" in found
+    assert "as a ratio to each alternative" not in markdown({"default/exp": variant}, "p99")
