@@ -62,6 +62,14 @@ def report_cmd(
         typer.Option("--growth", help="Compound growth for the plan, e.g. 8%/month or 60%/year."),
     ] = None,
     horizon: Annotated[int, typer.Option("--horizon", help="Months to plan.")] = 12,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="The fleet solver, as `capplan plan --method`: auto | rolling | horizon "
+            "(rolling gives the same plan on every run; the others stop at a time limit).",
+        ),
+    ] = "auto",
     output: Annotated[
         Path | None,
         typer.Option(
@@ -108,12 +116,15 @@ def report_cmd(
     # optimize's and plan's (imported here: capplan.cli imports this module).
     from capplan.cli import _db_path, _observed_peak, _positive, _print_json, _stderr
     from capplan.inventory import effective_slo, load_inventory, load_profile
+    from capplan.plan.fleet import METHODS
     from capplan.plan.forecast import growth_forecast, parse_growth
     from capplan.planfile import load_plan
     from capplan.report.build import build_report
     from capplan.samples import format_time, parse_time
     from capplan.store import Store
 
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}", key="--method", hint=" | ".join(METHODS))
     if load is not None:
         _positive(load, "--load")
     now = time.time() if at is None else parse_time(at).timestamp()
@@ -155,6 +166,7 @@ def report_cmd(
         as_of=format_time(datetime.fromtimestamp(now, UTC)),
         before=shares,
         before_label=label,
+        method=method,
     )
     try:
         from capplan.report.figures import make_figures, to_png, to_svg
