@@ -237,6 +237,20 @@ def _cells(problem: FleetProblem) -> list[tuple[int, str, str]]:
     return cells
 
 
+def _today(problem: FleetProblem, cells: list[tuple[int, str, str]]) -> npt.NDArray[np.float64]:
+    """
+    Today's nodes per cell (billed at the base price model: none is counted as spot).
+    """
+    kinds = problem.kinds
+    return np.array(
+        [
+            problem.current.get((kinds[k].name, zone), 0) if price != "spot" else 0
+            for k, zone, price in cells
+        ],
+        dtype=np.float64,
+    )
+
+
 @dataclass(frozen=True)
 class _Program:
     """
@@ -376,13 +390,7 @@ def solve_fleet(
     policy, kinds = problem.policy, problem.kinds
     cells = _cells(problem)
     n_cells = len(cells)
-    current = np.array(
-        [
-            problem.current.get((kinds[k].name, zone), 0) if price != "spot" else 0
-            for k, zone, price in cells
-        ],
-        dtype=np.float64,
-    )
+    current = _today(problem, cells)
     allowed = {(k, z) for k, kind in enumerate(kinds) for z in kind.zones}
     peak = max(problem.demand) / policy.target_utilization
     # no cell needs more nodes than would serve the peak alone after its losses (doubled, to
@@ -467,13 +475,7 @@ def _zones_apart(problem: FleetProblem, method: str, time_limit_s: float) -> Fle
     kinds = problem.kinds
     cells = _cells(problem)
     index = {(kinds[k].name, zone, price): c for c, (k, zone, price) in enumerate(cells)}
-    current = np.array(
-        [
-            problem.current.get((kinds[k].name, zone), 0) if price != "spot" else 0
-            for k, zone, price in cells
-        ],
-        dtype=np.float64,
-    )
+    current = _today(problem, cells)
     counts = np.zeros((len(solved.months), len(cells)), dtype=np.int64)
     placed = current.astype(np.int64)
     offers = {kind.name: kind for kind in kinds}
