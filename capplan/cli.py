@@ -1059,6 +1059,7 @@ def _print_optimized(opt: Any, label: str) -> None:
         "capacity",
         *kinds,
         "max conns",
+        "max active",
         title=f"Split of {plan.inputs.load_rps:.6g} rps ({opt.split.objective} "
         f"objective, {plan.inputs.profile} profile)",
     )
@@ -1072,6 +1073,7 @@ def _print_optimized(opt: Any, label: str) -> None:
             _fmt(n.capacity_rps),
             *[str(w[k]) for k in kinds],
             str(n.limits.max_conns) if n.limits.max_conns else "—",
+            str(n.limits.max_active) if n.limits.max_active else "—",
         )
     out.print(table)
     out.print(

@@ -361,6 +361,8 @@ class Limits(_Strict):
 
     # At most 65535: one cap serves every target, and LVS thresholds stop there.
     max_conns: int | None = Field(None, ge=1, le=65535)
+    # What a queueing balancer (HAProxy) sends the node at once; the rest wait in its queue.
+    max_active: int | None = Field(None, ge=1, le=65535)
     maxqueue: PositiveInt | None = None
     min_conns: PositiveInt | None = None
     slowstart_s: PositiveInt | None = None
@@ -372,6 +374,11 @@ class Limits(_Strict):
         low, high = self.min_conns, self.max_conns
         if low is not None and high is not None and low > high:
             raise ValueError(f"min_conns {low} is above max_conns {high}")
+        active = self.max_active
+        if active is not None and high is not None and active > high:
+            raise ValueError(f"max_active {active} is above max_conns {high}")
+        if active is not None and low is not None and low > active:
+            raise ValueError(f"min_conns {low} is above max_active {active}")
         if self.lthreshold is not None:
             cap = self.uthreshold if self.uthreshold is not None else self.max_conns
             if cap is None:

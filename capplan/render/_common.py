@@ -59,6 +59,7 @@ EXPRESSIBLE: dict[str, frozenset[str]] = {
     "haproxy": frozenset(
         {
             "max_conns",
+            "max_active",
             "uthreshold",
             "maxqueue",
             "min_conns",
@@ -81,6 +82,7 @@ _MONITORING = frozenset({"alert_load_rps", "scale_out_load_rps"})
 
 _LABELS = {
     "max_conns": "connection limit",
+    "max_active": "requests at once",
     "maxqueue": "queue",
     "min_conns": "minimum connections",
     "slowstart_s": "slow start",
@@ -173,12 +175,14 @@ def connection_cap(node: NodePlan, target: str) -> int | None:
     """
     The node's connection cap as ``target`` spells it.
 
-    nginx and HAProxy use ``max_conns`` (else ``uthreshold``); LVS uses ``uthreshold`` (else
-    ``max_conns``).
+    nginx uses ``max_conns`` (else ``uthreshold``); HAProxy ``max_active`` (its ``maxconn``
+    holds the rest in its queue), else the same; LVS ``uthreshold`` (else ``max_conns``).
     """
     limits = node.limits
     if target in ("ipvsadm", "keepalived"):
         return limits.uthreshold if limits.uthreshold is not None else limits.max_conns
+    if target == "haproxy" and limits.max_active is not None:
+        return limits.max_active
     return limits.max_conns if limits.max_conns is not None else limits.uthreshold
 
 
@@ -207,6 +211,13 @@ def inexpressible_keys(plan: Plan, target: str) -> list[str]:
         for n in plan.nodes
     ):
         can.discard(other)
+    if target == "haproxy" and all(
+        n.limits.max_active is not None
+        for n in plan.nodes
+        if n.limits.max_conns is not None or n.limits.uthreshold is not None
+    ):
+        # HAProxy holds what is above max_active in its queue: it refuses at no count
+        can.discard("max_conns")
     used = [k for k in LIMIT_KEYS if any(getattr(n.limits, k) is not None for n in plan.nodes)]
     used += [k for k in THRESHOLD_KEYS if getattr(plan.pool.thresholds, k) is not None]
     return [k for k in used if k not in can and k not in _MONITORING]

@@ -30,6 +30,10 @@ def render_haproxy(plan: Plan, balancer: PlanBalancer) -> str:
     """
     Render the plan's nodes as the HAProxy backend named by ``balancer``.
 
+    A server's ``maxconn`` is the node's ``max_active`` (its slots) when the plan has it: the
+    rest wait in the backend's one queue for the first slot free anywhere, at most ``timeout
+    queue``; else its ``max_conns``.
+
     ``max_fails`` becomes ``observe layer4 error-limit N on-error mark-down`` (the server is
     marked down after N consecutive connection errors and comes back after ``rise`` good
     checks).  When a server has ``minconn``, the backend's ``fullconn`` is set to the sum of

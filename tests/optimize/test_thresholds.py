@@ -80,12 +80,31 @@ class TestLimits:
         assert 23 == cap
         assert cap == limits["max_conns"]
         assert "min_conns" not in limits  # HAProxy's minconn would hold the node back
-        assert math.floor((0.5 - r_cap) * 15.0) == limits["maxqueue"]  # ⌊4.07⌋ = 4
+        # HAProxy sends the station no more than its slots and queues the rest itself; a
+        # server queue (maxqueue) would split that one queue per server
+        assert 2 == limits["max_active"]
+        assert "maxqueue" not in limits
+        assert "left out" in result.node_reasons[0]["maxqueue"]
         assert cap == limits["uthreshold"]
         assert math.ceil(0.75 * cap) == limits["lthreshold"]
         assert 30 == limits["slowstart_s"]
         assert math.floor(500 - r_plan * 1e3) == result.pool["queue_timeout_ms"]
         assert "max_conns 23 = 2 slots + 21 waiting" in result.node_reasons[0]["max_conns"]
+
+        # Without a slot count (a model that is not a station): Little's law with the
+        # headroom as margin, and the queue the SLO budget left at capacity can absorb
+        inputs = ThresholdInputs(
+            pool=stations((2.0, 0.1, 1.0)),
+            nodes=(NodeThresholdInput(name="web-1", rate_rps=10.0, capacity_rps=15.0),),
+            slo_latency_ms=500.0,
+            headroom=0.2,
+        )
+        result = derive_thresholds(inputs)
+        limits = result.limits[0]
+        assert math.ceil(15.0 * r_cap * 1.2) == limits["max_conns"]  # ⌈4.11⌉ = 5
+        assert "max_active" not in limits
+        assert math.floor((0.5 - r_cap) * 15.0) == limits["maxqueue"]  # ⌊4.07⌋ = 4
+        assert math.ceil(0.75 * 5) == limits["lthreshold"]
 
     def test_cap_refuses_at_most_the_budget(self) -> None:
         """Simulated M/M/4 at capacity: max_conns refuses about the budget; two less, more."""

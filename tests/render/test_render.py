@@ -171,6 +171,52 @@ class TestEdges:
         assert "max_conns=34" in render(odd, "nginx")
         assert "uthreshold" not in inexpressible_keys(plan, "nginx")
 
+    def test_max_active_is_haproxy_maxconn(self, plan: Plan) -> None:
+        """
+        With max_active (a station's slots) HAProxy's maxconn is it, and the rest wait in
+        HAProxy's queue: max_conns is then a refusal only nginx and LVS write.
+        """
+        nodes = []
+        for node, active in zip(plan.nodes, (8, 16, 4, None), strict=True):
+            update = {"max_active": active, "maxqueue": None}
+            limits = node.limits.model_copy(update=update)
+            nodes.append(node.model_copy(update={"limits": limits}))
+        slots = plan.model_copy(update={"nodes": nodes})
+        text = render(slots, "haproxy")
+        assert "server web-1 203.0.113.11:8080 weight 64 maxconn 8 minconn 4 slowstart" in text
+        assert "server web-3 203.0.113.13:8080 weight 1 maxconn 4 backup" in text
+        assert "maxqueue" not in text
+        assert "fullconn 24" in text  # the active servers' maxconn: 8 + 16
+        missing = inexpressible_keys(slots, "haproxy")
+        assert "max_conns" in missing
+        assert "uthreshold" not in missing  # equal to max_conns: one cap
+        assert "connection limit (web-1 34, web-2 96, web-3 17)" in text
+        assert "max_active" in inexpressible_keys(slots, "nginx")
+        assert "requests at once (web-1 8, web-2 16, web-3 4)" in render(slots, "nginx")
+        assert "max_conns=34" in render(slots, "nginx")
+        assert "-x 34 -y 20" in render(slots, "ipvsadm")
+        # A node without max_active keeps its max_conns as maxconn, so max_conns is written
+        mixed = slots.model_copy(update={"nodes": [plan.nodes[0], *nodes[1:]]})
+        assert "max_conns" not in inexpressible_keys(mixed, "haproxy")
+        assert "server web-1 203.0.113.11:8080 weight 64 maxconn 34 maxqueue 12" in render(
+            mixed, "haproxy"
+        )
+
+    def test_max_active_above_max_conns_refused(self) -> None:
+        """
+        A plan whose max_active is above max_conns (or below min_conns) is refused.
+        """
+        base = (DATA / "plan.yaml").read_text()
+        line = "{max_conns: 34, maxqueue: 12, min_conns: 4, slowstart_s: 30"
+        assert line in base
+        for limits, words in (
+            ("{max_conns: 34, max_active: 40", "max_active 40 is above max_conns 34"),
+            ("{max_conns: 34, max_active: 2, min_conns: 4", "min_conns 4 is above max_active 2"),
+        ):
+            text = base.replace(line, limits + ", slowstart_s: 30")
+            with pytest.raises(InputError, match=words):
+                parse_plan(text, "plan.yaml")
+
     def test_round_robin(self, plan: Plan) -> None:
         """
         nginx's default method writes no directive, HAProxy's is explicit.
