@@ -15,6 +15,7 @@ import numpy as np
 from capplan.errors import InfeasibleError, InputError
 from capplan.inventory import SLO, Inventory, Profile
 from capplan.models.fit import NodeFit
+from capplan.numbers import sig
 from capplan.optimize.apportion import weights_for
 from capplan.optimize.curves import NodeCurve, PoolCurves
 from capplan.optimize.thresholds import (
@@ -49,16 +50,6 @@ __all__ = ["Optimized", "build_plan", "planning_losses"]
 
 #: A node whose ideal share is below this fraction of the load gets no traffic.
 IDLE_SHARE = 1e-6
-
-
-def _sig(value: float, digits: int = 6) -> float:
-    """
-    ``value`` to ``digits`` significant digits: a plan is read by people and diffed by CI,
-    and the last bits of a float are noise there (they may differ between NumPy builds).
-    """
-    if value == 0 or not math.isfinite(value):
-        return value
-    return float(f"{value:.{digits}g}")
 
 
 @dataclass(frozen=True)
@@ -267,12 +258,12 @@ def build_plan(
             NodePlan(
                 node=node.name,
                 address=node.address,
-                share=_sig(float(shares[i])),
-                rate_rps=_sig(float(rates[i])),
-                capacity_rps=_sig(float(fit.capacity_rps)) if fit.success else 0.0,
+                share=sig(float(shares[i])),
+                rate_rps=sig(float(rates[i])),
+                capacity_rps=sig(float(fit.capacity_rps)) if fit.success else 0.0,
                 weights=TargetWeights(**target_weights),
                 realized_share=TargetShares(
-                    **{k: _sig(realized[k][i]) for k in kinds if state == "active"}
+                    **{k: sig(realized[k][i]) for k in kinds if state == "active"}
                 ),
                 state=state,
                 limits=limits,
@@ -286,7 +277,7 @@ def build_plan(
         inputs=PlanInputs(
             inventory=check_plan_text(inventory_name, "the inventory's path"),
             profile=profile.name,
-            load_rps=_sig(float(load_rps)),
+            load_rps=sig(float(load_rps)),
             load_from=load_from,
             slo=PlanSLO(
                 percentile=slo.percentile,
@@ -301,7 +292,7 @@ def build_plan(
         pool=Pool(
             thresholds=Thresholds.model_validate(derived.pool),
             reasons=derived.pool_reasons,
-            predicted={k: _sig(v, 4) for k, v in predicted.items() if math.isfinite(v)},
+            predicted={k: sig(v, 4) for k, v in predicted.items() if math.isfinite(v)},
         ),
         balancers=[
             PlanBalancer(kind=b.kind, name=b.name, output=b.output) for b in inventory.balancers

@@ -21,11 +21,11 @@ Per node (``Limits`` in plan.yaml):
   ``queue_timeout_ms``.  The nodes' own queues would add to the balancer's: in the lab, HAProxy
   with ``maxconn`` at ``max_conns`` let admitted requests wait in both (p99 246 ms at 120% of
   capacity, against nginx's 168 ms with the same limits).
-- ``maxqueue`` = ⌊(SLO latency − R at capacity) × capacity⌋, for a node without
-  ``max_active``: the requests that can wait ahead of a new one and still let it finish within
-  the SLO latency on average.  At least 1: HAProxy reads ``maxqueue 0`` as unlimited.  Left
-  out with ``max_active``: HAProxy's leastconn queues requests at a server up to its
-  ``maxqueue`` instead of in the backend's one queue.
+- No ``maxqueue``: HAProxy's leastconn queues requests at a server up to its ``maxqueue``
+  (when set) instead of in the backend's one queue.  In the lab one node without
+  ``max_active`` but with a ``maxqueue`` drew the overflow into its own queue: p99 163 ms at
+  1,013 rps, where the nodes' queues alone had given 112 ms.  A plan that states ``maxqueue``
+  is still rendered.
 - ``uthreshold`` = max_conns; ``lthreshold`` = ⌈0.75 × uthreshold⌉, kept below uthreshold
   (LVS hysteresis), and left out when uthreshold < 2.
 - ``slowstart_s`` from the profile (left out when 0).
@@ -63,6 +63,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import binom
 
+from capplan.numbers import sig
 from capplan.optimize.curves import PoolCurves
 
 __all__ = [
@@ -297,13 +298,6 @@ def _lines(reasons: dict[str, str]) -> dict[str, str]:
     return {key: _line(text) for key, text in reasons.items()}
 
 
-def _sig(value: float, digits: int = 6) -> float:
-    """
-    ``value`` rounded to ``digits`` significant digits (plan values that read well).
-    """
-    return float(f"{value:.{digits}g}")
-
-
 # ----------------------------------------------------------------------------- failure detection
 
 
@@ -499,7 +493,6 @@ def _node_limits(
     limits: dict[str, int] = {}
     margin = inputs.headroom
     cap = node.capacity_rps
-    slo_s = inputs.slo_latency_ms / 1e3
 
     # max_conns: the queue tail at capacity for a station; Little's law, with a margin, else
     budget = max(inputs.error_budget / 2, MIN_BUDGET)
@@ -540,30 +533,11 @@ def _node_limits(
             "(HAProxy's maxconn) sends it no more at once and keeps the rest in one queue for "
             "the pool, where a request takes the first slot free on any node"
         )
-        reasons["maxqueue"] = (
-            "maxqueue left out: with max_active, requests wait in the balancer's one queue "
-            "(HAProxy's leastconn would queue them at a server up to its maxqueue)"
-        )
-        _lvs_limits(max_conns, limits, reasons)
-        _slowstart(inputs, limits, reasons)
-        return limits
-
-    # maxqueue: what the SLO budget left at capacity can absorb
-    budget = slo_s - r_cap if cap > 0 else 0.0
-    value = math.floor(round(budget * cap, 9)) if budget > 0 else 0
-    if value >= 1:
-        why = (
-            f"maxqueue {value} = ⌊({inputs.slo_latency_ms:.4g} ms − {_ms(r_cap)}) × {_rps(cap)}⌋ "
-            "(the requests the SLO budget left at capacity can absorb)"
-        )
-    else:
-        value = 1
-        why = (
-            "maxqueue 1: the SLO leaves no budget for queueing at capacity; 1 is the least "
-            "HAProxy takes (0 means unlimited)"
-        )
-    limits["maxqueue"] = min(value, 10_000_000)
-    reasons["maxqueue"] = why
+    reasons["maxqueue"] = (
+        "maxqueue left out: requests wait in the balancer's one queue, at most "
+        "queue_timeout_ms, for the first slot free on any node (HAProxy's leastconn would "
+        "queue them at a server up to its maxqueue)"
+    )
     _lvs_limits(max_conns, limits, reasons)
     _slowstart(inputs, limits, reasons)
     return limits
@@ -813,7 +787,7 @@ def _scale_out(
         trigger = 0.0
         if keep:
             reduced = PoolCurves([inputs.pool.nodes[i] for i in keep], inputs.pool.tail_quantile)
-            trigger = _sig(max_slo_load(reduced, None, inputs.slo_latency_ms, inputs.quantile))
+            trigger = sig(max_slo_load(reduced, None, inputs.slo_latency_ms, inputs.quantile))
         if worst is None or trigger < worst[0]:
             worst = (trigger, loss, keep)
     assert worst is not None
@@ -845,7 +819,7 @@ def _scale_out(
 
     headroom_load = math.inf
     if inputs.caps is not None:
-        headroom_load = _sig(math.fsum(inputs.caps[i] for i in keep))
+        headroom_load = sig(math.fsum(inputs.caps[i] for i in keep))
     if 0 < headroom_load < trigger:
         alert = headroom_load
         why = (
@@ -854,7 +828,7 @@ def _scale_out(
             f"scale out at {trigger:.6g} rps"
         )
     else:
-        alert = _sig(inputs.alert_fraction * trigger)
+        alert = sig(inputs.alert_fraction * trigger)
         lost = "N−1 redundancy is lost" if inputs.losses is None else "that loss breaks the SLO"
         why = (
             f"alert_load_rps {alert:.6g} = {inputs.alert_fraction:.0%} of the scale-out trigger "

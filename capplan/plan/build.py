@@ -29,6 +29,7 @@ from typing import cast
 from capplan.errors import InputError
 from capplan.inventory import Inventory, Planning
 from capplan.models.fit import NodeFit
+from capplan.numbers import sig
 from capplan.plan.fleet import (
     Binding,
     FleetPlan,
@@ -124,11 +125,6 @@ class CapacityPlan:
         return self.forecast.origin + (month - 1) * MONTH
 
 
-def _sig(value: float) -> float:
-    # six significant digits: plan.yaml is read by people and diffed by CI
-    return float(f"{value:.6g}") if math.isfinite(value) and value != 0 else value
-
-
 def _utc(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(round(epoch), UTC)
 
@@ -139,7 +135,7 @@ def capacity_section(result: CapacityPlan) -> PlanCapacity:
     """
     months = []
     for m in range(1, result.forecast.horizon_months + 1):
-        low, median, high = (_sig(v) for v in result.forecast.month(m))
+        low, median, high = (sig(v) for v in result.forecast.month(m))
         nodes: dict[str, dict[str, int]] | None = None
         cost = binding = None
         if result.fleet is not None:

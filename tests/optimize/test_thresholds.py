@@ -80,8 +80,7 @@ class TestLimits:
         assert 23 == cap
         assert cap == limits["max_conns"]
         assert "min_conns" not in limits  # HAProxy's minconn would hold the node back
-        # HAProxy sends the station no more than its slots and queues the rest itself; a
-        # server queue (maxqueue) would split that one queue per server
+        # HAProxy sends the station no more than its slots and queues the rest itself
         assert 2 == limits["max_active"]
         assert "maxqueue" not in limits
         assert "left out" in result.node_reasons[0]["maxqueue"]
@@ -103,7 +102,7 @@ class TestLimits:
         limits = result.limits[0]
         assert math.ceil(15.0 * r_cap * 1.2) == limits["max_conns"]  # ⌈4.11⌉ = 5
         assert "max_active" not in limits
-        assert math.floor((0.5 - r_cap) * 15.0) == limits["maxqueue"]  # ⌊4.07⌋ = 4
+        assert "maxqueue" not in limits  # it would queue requests at this one node
         assert math.ceil(0.75 * 5) == limits["lthreshold"]
 
     def test_cap_refuses_at_most_the_budget(self) -> None:
@@ -146,18 +145,6 @@ class TestLimits:
         limits, reasons = result.limits[0], result.node_reasons[0]
         assert 16 == limits["max_conns"]
         assert "16 slots" in reasons["max_conns"]
-
-    def test_no_queue_budget(self) -> None:
-        """When the SLO leaves no budget at capacity, maxqueue is 1 (0 means unlimited)."""
-        inputs = ThresholdInputs(
-            pool=stations((1.0, 0.2, 1.0)),
-            nodes=(NodeThresholdInput(name="web-1", rate_rps=1.0, capacity_rps=4.0),),
-            slo_latency_ms=250.0,
-        )
-        result = derive_thresholds(inputs)
-        limits, reasons = result.limits[0], result.node_reasons[0]
-        assert 1 == limits["maxqueue"]
-        assert "unlimited" in reasons["maxqueue"]
 
     @settings(max_examples=80, deadline=None)
     @given(
