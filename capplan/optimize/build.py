@@ -51,6 +51,40 @@ __all__ = ["Optimized", "build_plan", "planning_losses"]
 #: A node whose ideal share is below this fraction of the load gets no traffic.
 IDLE_SHARE = 1e-6
 
+#: The models that are stations: a slot count, a service time and its variability.
+STATIONS = ("mgc", "mmc")
+
+#: A station fit that was not chosen still gives the node's slot count when its capacity is
+#: within this fraction of the chosen model's: both read the node alike.
+SLOTS_AGREEMENT = 0.1
+
+
+def node_slots(fit: NodeFit) -> tuple[int | None, str]:
+    """
+    The node's slot count and where it comes from ("" when from its chosen model).
+
+    From its chosen model when that is a station (M/G/c, M/M/c).  Otherwise from its station
+    candidate when that fitted and its capacity is within ``SLOTS_AGREEMENT`` of the chosen
+    model's: a USL or the empirical hyperbola may fit a node's curve a little better and still
+    say nothing of its slots, which HAProxy needs (``max_active``).  None when neither holds.
+    """
+    if fit.model in STATIONS:
+        return round(fit.params["servers"]), ""
+    chosen = fit.capacity_rps
+    for c in fit.candidates:
+        if (
+            c.model in STATIONS
+            and c.success
+            and math.isfinite(c.capacity_rps)
+            and chosen > 0
+            and abs(c.capacity_rps - chosen) <= SLOTS_AGREEMENT * chosen
+        ):
+            return round(c.params["servers"]), (
+                f"its {c.model} fit, whose capacity {c.capacity_rps:.4g} rps agrees with "
+                f"the {fit.model}'s {chosen:.4g}"
+            )
+    return None, ""
+
 
 @dataclass(frozen=True)
 class Optimized:
@@ -67,7 +101,7 @@ class Optimized:
 def _curve(fit: NodeFit) -> NodeCurve | None:
     if not fit.success:
         return None
-    if fit.model in ("mgc", "mmc"):
+    if fit.model in STATIONS:
         p = fit.params
         return NodeCurve(station=(p["servers"], p["service_ms"] * 1e-3, p["scv"]))
     curve = fit.curve
@@ -196,15 +230,15 @@ def build_plan(
         result = weights_for(kind, [float(shares[i]) for i in active])
         weights[kind] = dict(zip(active, result.weights, strict=True))
         realized[kind] = dict(zip(active, result.realized, strict=True))
+    slots = {i: node_slots(fits[i]) for i in usable}
     limit_input = ThresholdInputs(
         nodes=tuple(
             NodeThresholdInput(
                 rate_rps=float(rates[i]),
                 capacity_rps=float(fits[i].capacity_rps),
                 error_rate=float(error_rates[i]),
-                servers=round(fits[i].params["servers"])
-                if fits[i].model in ("mgc", "mmc")
-                else None,
+                servers=slots[i][0],
+                servers_from=slots[i][1],
                 name=fits[i].node,
             )
             for i in usable

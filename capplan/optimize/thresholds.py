@@ -111,9 +111,10 @@ class NodeThresholdInput:
     """
     One node as the thresholds see it.
 
-    ``servers`` is the node's slot count when its model is a station, else None;
-    ``error_rate`` its observed fraction of failed requests; ``name`` is for the reasons
-    (``node #i`` when empty).
+    ``servers`` is the node's slot count (None when unknown); ``servers_from`` says where it
+    comes from when its latency curve in ``ThresholdInputs.pool`` is not that station (e.g.
+    "its mgc fit, ..."), for the reasons.  ``error_rate`` is its observed fraction of failed
+    requests; ``name`` is for the reasons (``node #i`` when empty).
     """
 
     rate_rps: float
@@ -121,6 +122,7 @@ class NodeThresholdInput:
     error_rate: float = 0.0
     servers: int | None = None
     name: str = ""
+    servers_from: str = ""
 
     def __post_init__(self) -> None:
         """
@@ -528,10 +530,11 @@ def _node_limits(
     if cap > 0 and node.servers is not None:
         active = min(node.servers, max_conns)
         limits["max_active"] = active
+        source = f" (from {node.servers_from})" if node.servers_from else ""
         reasons["max_active"] = (
-            f"max_active {active} = the node's {node.servers} slots: a balancer that queues "
-            "(HAProxy's maxconn) sends it no more at once and keeps the rest in one queue for "
-            "the pool, where a request takes the first slot free on any node"
+            f"max_active {active} = the node's {node.servers} slots{source}: a balancer that "
+            "queues (HAProxy's maxconn) sends it no more at once and keeps the rest in one "
+            "queue for the pool, where a request takes the first slot free on any node"
         )
     reasons["maxqueue"] = (
         "maxqueue left out: requests wait in the balancer's one queue, at most "

@@ -6,8 +6,10 @@ survive.
 from __future__ import annotations
 
 from capplan.inventory import parse_inventory
-from capplan.models.fit import NodeFit
-from capplan.optimize.build import planning_losses
+from capplan.models.fit import Candidate, NodeFit
+from capplan.optimize.build import node_slots, planning_losses
+from capplan.optimize.curves import NodeCurve, PoolCurves
+from capplan.optimize.thresholds import NodeThresholdInput, ThresholdInputs, derive_thresholds
 
 NODES = """nodes:
   - {name: web-1, host: 127.0.0.2, address: 127.0.0.2:8080, zone: a}
@@ -58,3 +60,43 @@ def test_one_largest_node_is_named_with_its_capacity() -> None:
 def test_planning_without_losses() -> None:
     text = "cluster: web\nplanning: {target_utilization: 0.6}\n" + NODES
     assert planning_losses(parse_inventory(text, "inv.yaml"), FITS, [0, 1, 2, 3]) == ()
+
+
+def candidate(model: str, capacity: float, servers: float | None = None) -> Candidate:
+    params = {"servers": servers, "service_ms": 20.0, "scv": 1.0} if servers else {}
+    return Candidate(model, params, {}, 3, 20, 1.0, 0.0, capacity, (capacity, capacity), True, "")
+
+
+def test_slots_from_the_chosen_station() -> None:
+    chosen = NodeFit(
+        "web-1", "mgc", {"servers": 8.0}, {}, 350.0, (340.0, 360.0), (), 20, 300.0, "", (), True, ""
+    )
+    assert (8, "") == node_slots(chosen)
+
+
+def test_slots_from_an_agreeing_station_candidate() -> None:
+    """
+    A USL chosen by a little: the M/G/c candidate, whose capacity agrees within 10%, still
+    gives the node's slots (HAProxy's max_active); one that disagrees does not.
+    """
+    candidates = (candidate("mgc", 375.0, 8.0), candidate("usl", 372.8))
+    usl = NodeFit(
+        "n4", "usl", {}, {}, 372.8, (362.0, 384.0), (), 24, 367.0, "", candidates, True, ""
+    )
+    servers, source = node_slots(usl)
+    assert 8 == servers
+    assert "its mgc fit, whose capacity 375 rps agrees with the usl's 372.8" == source
+    far = (candidate("mgc", 420.0, 9.0), candidate("usl", 372.8))
+    usl = NodeFit("n4", "usl", {}, {}, 372.8, (362.0, 384.0), (), 24, 367.0, "", far, True, "")
+    assert (None, "") == node_slots(usl)
+
+
+def test_slots_source_in_the_reason() -> None:
+    """The max_active reason says where a borrowed slot count comes from."""
+    pool = PoolCurves([NodeCurve(station=(8.0, 0.02, 1.0))])
+    node = NodeThresholdInput(
+        rate_rps=200.0, capacity_rps=350.0, servers=8, name="n4", servers_from="its mgc fit"
+    )
+    result = derive_thresholds(ThresholdInputs(pool=pool, nodes=(node,)))
+    assert 8 == result.limits[0]["max_active"]
+    assert "8 slots (from its mgc fit)" in result.node_reasons[0]["max_active"]
