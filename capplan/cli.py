@@ -595,7 +595,9 @@ def _params_text(model: str, p: dict[str, float]) -> str:
     """
     A model's parameters in a few characters, for the table.
     """
-    if model in ("mgc", "mmc"):
+    from capplan.models.fit import STATIONS  # loaded already: the fit made the table
+
+    if model in STATIONS:
         return f"c={p['servers']:g} S={p['service_ms']:.3g}ms scv={p['scv']:.2g}"
     if model == "usl":
         return f"σ={p['sigma']:.3g} κ={p['kappa']:.3g} λ={p['lambda']:.4g}"

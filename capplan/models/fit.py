@@ -56,6 +56,9 @@ BoolArray = npt.NDArray[np.bool_]
 #: The models ``fit_node`` knows, in the order they are tried.
 MODELS = ("mgc", "mmc", "usl", "demand", "hyperbolic")
 
+#: The models that are stations: a slot count, a service time and its variability.
+STATIONS = ("mgc", "mmc")
+
 #: The hyperbola replaces the best mechanistic model only when this F test rejects it.
 FALLBACK_ALPHA = 0.01
 
@@ -417,7 +420,7 @@ def fit_nodes(
         raise ValueError(f"model must be 'auto' or one of {', '.join(MODELS)}: {model!r}")
     plans = [_plan(item, slo, model) for item in nodes]
     station: dict[tuple[int, str], Candidate] = {}
-    for name in ("mgc", "mmc"):
+    for name in STATIONS:
         wanted = [i for i, p in enumerate(plans) if p.obs.n >= 4 and name in p.wanted]
         if name == "mgc":
             usable = [i for i in wanted if plans[i].has_percentiles]

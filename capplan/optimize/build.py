@@ -14,7 +14,7 @@ import numpy as np
 
 from capplan.errors import InfeasibleError, InputError
 from capplan.inventory import SLO, Inventory, Profile
-from capplan.models.fit import NodeFit
+from capplan.models.fit import STATIONS, NodeFit
 from capplan.numbers import sig
 from capplan.optimize.apportion import weights_for
 from capplan.optimize.curves import NodeCurve, PoolCurves
@@ -46,13 +46,10 @@ from capplan.planfile import (
 )
 from capplan.render import inexpressible_keys
 
-__all__ = ["Optimized", "build_plan", "planning_losses"]
+__all__ = ["Optimized", "build_plan", "node_curve", "node_slots", "planning_losses"]
 
 #: A node whose ideal share is below this fraction of the load gets no traffic.
 IDLE_SHARE = 1e-6
-
-#: The models that are stations: a slot count, a service time and its variability.
-STATIONS = ("mgc", "mmc")
 
 #: A station fit that was not chosen still gives the node's slot count when its capacity is
 #: within this fraction of the chosen model's: both read the node alike.
@@ -98,7 +95,11 @@ class Optimized:
     warnings: tuple[str, ...]
 
 
-def _curve(fit: NodeFit) -> NodeCurve | None:
+def node_curve(fit: NodeFit) -> NodeCurve | None:
+    """
+    The node's model as the optimizer sees it: a station by its parameters, else its curve;
+    None when it has no usable model.
+    """
     if not fit.success:
         return None
     if fit.model in STATIONS:
@@ -191,7 +192,7 @@ def build_plan(
         InputError: when no node has a usable model.
     """
     warnings: list[str] = []
-    curves = [_curve(f) for f in fits]
+    curves = [node_curve(f) for f in fits]
     usable = [i for i, c in enumerate(curves) if c is not None and fits[i].capacity_rps > 0]
     position = {i: k for k, i in enumerate(usable)}  # node index → its place in the pool
     for i, fit in enumerate(fits):

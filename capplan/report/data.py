@@ -25,7 +25,8 @@ import numpy.typing as npt
 from capplan.inventory import SLO
 from capplan.models.fit import Candidate, LatencyCurve, NodeFit, SLOTarget, observations
 from capplan.models.station_fit import STAT_QUANTILES
-from capplan.optimize.curves import NodeCurve, PoolCurves
+from capplan.optimize.build import node_curve
+from capplan.optimize.curves import PoolCurves
 from capplan.optimize.weights import pool_quantile
 from capplan.samples import Window
 
@@ -261,20 +262,6 @@ def _predict(curve: LatencyCurve, rates: FloatArray, stat: str) -> FloatArray:
     return np.asarray(out, dtype=np.float64)
 
 
-def _node_curve(fit: NodeFit) -> NodeCurve | None:
-    """
-    The node's model as the optimizer sees it (stations by their parameters, as
-    ``capplan.optimize.build`` does, so the pool's percentile matches the plan's).
-    """
-    if not fit.success:
-        return None
-    if fit.model in ("mgc", "mmc"):
-        p = fit.params
-        return NodeCurve(station=(p["servers"], p["service_ms"] * 1e-3, p["scv"]))
-    curve = fit.curve
-    return NodeCurve(curve=curve) if curve is not None else None
-
-
 def iso_day(epoch: float) -> str:
     """
     An epoch time as its UTC day, ``YYYY-MM-DD``.
@@ -412,7 +399,7 @@ def split_figure(
     rates_after = np.array([float(n.rate_rps) for n in plan.nodes])
     shares_after = np.array([float(n.share) for n in plan.nodes])
     q = slo.percentile / 100.0
-    curves = [_node_curve(f) for f in fits]
+    curves = [node_curve(f) for f in fits]
     modelled = [i for i, c in enumerate(curves) if c is not None]
     pool = PoolCurves([c for c in curves if c is not None], tail_quantile=q)
 
