@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, overload
 
 import numpy as np
@@ -42,6 +42,7 @@ from scipy import special
 from capplan.errors import UnstableQueueError
 
 __all__ = [
+    "PooledQueue",
     "QueueMetrics",
     "Station",
     "erlang_b",
@@ -1195,6 +1196,27 @@ class Station:
         p_wait, _ = self._wait_parameters(rates)
         return _result(p_wait, shape, scalar)
 
+    def wait_isf(self, probability: float, rate: float) -> float:
+        """
+        The wait exceeded with ``probability``: ``P(W > t) = C·e^(−θt)``, so ``t = ln(C/p)/θ``
+        (0 when P(wait) is at most ``probability``).
+
+        Args:
+            probability: in (0, 1).
+            rate: arrival rate ``λ`` (a scalar), at least 0 and below :attr:`max_rate`.
+
+        Raises:
+            UnstableQueueError: when ``rate >= max_rate``.
+        """
+        if not (isinstance(probability, int | float) and 0.0 < probability < 1.0):
+            raise ValueError(f"probability must be in (0, 1), got {probability!r}")
+        if not _is_scalar(rate):
+            raise ValueError(f"rate must be a single number, got {rate!r}")
+        _, (rates,) = _flatten(self._rates(rate))
+        p_wait, theta = self._wait_parameters(rates)
+        c, th = float(p_wait[0]), float(theta[0])
+        return math.log(c / probability) / th if c > probability else 0.0
+
     @overload
     def mean_wait(self, rate: float) -> float: ...
     @overload
@@ -1454,3 +1476,112 @@ class Station:
             lo = np.where(ok, mid, lo)
             hi = np.where(ok, hi, mid)
         return _result(np.where(feasible, lo, 0.0), shape, scalar)
+
+
+@dataclass(frozen=True)
+class PooledQueue:
+    """
+    One FCFS queue feeding several stations' slots: a balancer that holds each node to its
+    slots (HAProxy's ``maxconn``) and queues the rest, a request taking the first slot free.
+
+    The wait is that of one M/G/c (:attr:`wait_station`): ``Σ slotsᵢ`` servers, the nodes'
+    service rates ``μᵢ = serversᵢ / service_timeᵢ`` added up (so the mean service time is
+    ``Σ slotsᵢ / Σ μᵢ``), and the throughput-weighted scv ``Σ (μᵢ/Σμ)·scvᵢ``: while every
+    slot is busy the queue drains through the nodes' own departure processes, whose variance
+    adds up, so the spread of the nodes' mean service times adds no variability to the wait.
+    A request's own service is its node's, node i taking the share ``μᵢ / Σμ`` (the share
+    while every slot is busy, the loads that matter for a tail).  Exact for identical
+    exponential nodes; for the unequal pool of ``tests/models/test_queueing.py`` the wait tail
+    is within its simulation's noise up to 90% utilization.
+
+    Attributes:
+        stations: per node ``(servers, service_time, scv)``, as for :class:`Station`.
+        slots: per node, the slots the balancer lets it use (at least 1).
+    """
+
+    stations: tuple[tuple[float, float, float], ...]
+    slots: tuple[int, ...]
+    _rates: FloatArray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.stations or len(self.stations) != len(self.slots):
+            raise ValueError(
+                f"one slot count per station, at least one: {len(self.slots)} for "
+                f"{len(self.stations)}"
+            )
+        if any(n < 1 for n in self.slots):
+            raise ValueError(f"slots must be at least 1: {list(self.slots)!r}")
+        rates = np.array([Station(*station).max_rate for station in self.stations])
+        object.__setattr__(self, "_rates", rates)
+
+    @property
+    def max_rate(self) -> float:
+        """
+        The pool's service capacity ``Σ μᵢ``.
+        """
+        return float(np.sum(self._rates))
+
+    @property
+    def shares(self) -> FloatArray:
+        """
+        Per node, its share of the requests while every slot is busy: ``μᵢ / Σ μ``.
+        """
+        out: FloatArray = self._rates / self.max_rate
+        return out
+
+    @property
+    def wait_station(self) -> Station:
+        """
+        The M/G/c whose wait is the pool's.
+        """
+        slots = float(sum(self.slots))
+        scv = float(np.dot(self.shares, [v for _, _, v in self.stations]))
+        return Station(slots, slots / self.max_rate, scv)
+
+    def wait_isf(self, probability: float, rate: float) -> float:
+        """
+        The wait exceeded with ``probability`` at ``rate`` (see :meth:`Station.wait_isf`).
+        """
+        return self.wait_station.wait_isf(probability, rate)
+
+    def response_sf(self, t: float, rate: float) -> float:
+        """
+        ``P(T > t)`` at ``rate``: the pool's wait plus the serving node's service time.
+        """
+        station = self.wait_station
+        rates = station._rates(rate)
+        _, (rates,) = _flatten(rates)
+        p_wait, theta = station._wait_parameters(rates)
+        service = np.array(self.slots, dtype=np.float64) / self._rates
+        scv = np.array([v for _, _, v in self.stations], dtype=np.float64)
+        times = np.full(len(self.slots), float(t))
+        tails = _response_sf(
+            times,
+            np.broadcast_to(p_wait, times.shape),
+            np.broadcast_to(theta, times.shape),
+            service,
+            scv,
+        )
+        return float(np.dot(self.shares, tails))
+
+    def max_rate_for(self, latency: float, percentile: float) -> float:
+        """
+        The largest rate at which ``P(T > latency) ≤ 1 − percentile/100`` (bisection to 1e-12
+        of :attr:`max_rate`, the rate returned meets it); 0 when service alone misses it.
+        """
+        if not (math.isfinite(latency) and latency > 0):
+            raise ValueError(f"latency must be a finite time > 0, got {latency!r}")
+        if not (0.0 < percentile < 100.0):
+            raise ValueError(f"percentile must be a percent in (0, 100), got {percentile!r}")
+        q = 1.0 - percentile / 100.0
+        top = self.max_rate
+        if self.response_sf(latency, 0.0) > q:
+            return 0.0
+        lo, hi = 0.0, top
+        while hi - lo > _RATE_RTOL * top:
+            mid = 0.5 * (lo + hi)
+            if mid >= top or self.response_sf(latency, mid) > q:
+                hi = mid
+            else:
+                lo = mid
+        return lo

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from capplan.planfile import (
 )
 from capplan.render import inexpressible_keys
 
-__all__ = ["Optimized", "build_plan", "node_curve", "node_slots", "planning_losses"]
+__all__ = ["Optimized", "Slots", "build_plan", "node_curve", "node_slots", "planning_losses"]
 
 #: A node whose ideal share is below this fraction of the load gets no traffic.
 IDLE_SHARE = 1e-6
@@ -56,9 +56,24 @@ IDLE_SHARE = 1e-6
 SLOTS_AGREEMENT = 0.1
 
 
-def node_slots(fit: NodeFit) -> tuple[int | None, str]:
+class Slots(NamedTuple):
     """
-    The node's slot count and where it comes from ("" when from its chosen model).
+    A node's slot count (None when unknown), where it comes from ("" when from its chosen
+    model), and the station model that gives it: (servers, mean service time in s, scv).
+    """
+
+    servers: int | None
+    source: str = ""
+    station: tuple[float, float, float] | None = None
+
+
+def _station(params: dict[str, float]) -> tuple[float, float, float]:
+    return (params["servers"], params["service_ms"] * 1e-3, params["scv"])
+
+
+def node_slots(fit: NodeFit) -> Slots:
+    """
+    The node's slot count, where it comes from and the station that gives it.
 
     From its chosen model when that is a station (M/G/c, M/M/c).  Otherwise from its station
     candidate when that fitted and its capacity is within ``SLOTS_AGREEMENT`` of the chosen
@@ -66,7 +81,7 @@ def node_slots(fit: NodeFit) -> tuple[int | None, str]:
     say nothing of its slots, which HAProxy needs (``max_active``).  None when neither holds.
     """
     if fit.model in STATIONS:
-        return round(fit.params["servers"]), ""
+        return Slots(round(fit.params["servers"]), "", _station(fit.params))
     chosen = fit.capacity_rps
     for c in fit.candidates:
         if (
@@ -76,11 +91,12 @@ def node_slots(fit: NodeFit) -> tuple[int | None, str]:
             and chosen > 0
             and abs(c.capacity_rps - chosen) <= SLOTS_AGREEMENT * chosen
         ):
-            return round(c.params["servers"]), (
+            source = (
                 f"its {c.model} fit, whose capacity {c.capacity_rps:.4g} rps agrees with "
                 f"the {fit.model}'s {chosen:.4g}"
             )
-    return None, ""
+            return Slots(round(c.params["servers"]), source, _station(c.params))
+    return Slots(None)
 
 
 @dataclass(frozen=True)
@@ -103,8 +119,7 @@ def node_curve(fit: NodeFit) -> NodeCurve | None:
     if not fit.success:
         return None
     if fit.model in STATIONS:
-        p = fit.params
-        return NodeCurve(station=(p["servers"], p["service_ms"] * 1e-3, p["scv"]))
+        return NodeCurve(station=_station(fit.params))
     curve = fit.curve
     return NodeCurve(curve=curve) if curve is not None else None
 
@@ -238,8 +253,9 @@ def build_plan(
                 rate_rps=float(rates[i]),
                 capacity_rps=float(fits[i].capacity_rps),
                 error_rate=float(error_rates[i]),
-                servers=slots[i][0],
-                servers_from=slots[i][1],
+                servers=slots[i].servers,
+                servers_from=slots[i].source,
+                station=slots[i].station,
                 name=fits[i].node,
             )
             for i in usable

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from capplan.inventory import parse_inventory
 from capplan.models.fit import Candidate, NodeFit
-from capplan.optimize.build import node_slots, planning_losses
+from capplan.optimize.build import Slots, node_slots, planning_losses
 from capplan.optimize.curves import NodeCurve, PoolCurves
 from capplan.optimize.thresholds import NodeThresholdInput, ThresholdInputs, derive_thresholds
 
@@ -69,9 +69,21 @@ def candidate(model: str, capacity: float, servers: float | None = None) -> Cand
 
 def test_slots_from_the_chosen_station() -> None:
     chosen = NodeFit(
-        "web-1", "mgc", {"servers": 8.0}, {}, 350.0, (340.0, 360.0), (), 20, 300.0, "", (), True, ""
+        "web-1",
+        "mgc",
+        {"servers": 8.0, "service_ms": 20.0, "scv": 0.5},
+        {},
+        350.0,
+        (340.0, 360.0),
+        (),
+        20,
+        300.0,
+        "",
+        (),
+        True,
+        "",
     )
-    assert (8, "") == node_slots(chosen)
+    assert Slots(8, "", (8.0, 0.02, 0.5)) == node_slots(chosen)
 
 
 def test_slots_from_an_agreeing_station_candidate() -> None:
@@ -83,12 +95,13 @@ def test_slots_from_an_agreeing_station_candidate() -> None:
     usl = NodeFit(
         "n4", "usl", {}, {}, 372.8, (362.0, 384.0), (), 24, 367.0, "", candidates, True, ""
     )
-    servers, source = node_slots(usl)
+    servers, source, station = node_slots(usl)
     assert 8 == servers
     assert "its mgc fit, whose capacity 375 rps agrees with the usl's 372.8" == source
+    assert (8.0, 0.02, 1.0) == station
     far = (candidate("mgc", 420.0, 9.0), candidate("usl", 372.8))
     usl = NodeFit("n4", "usl", {}, {}, 372.8, (362.0, 384.0), (), 24, 367.0, "", far, True, "")
-    assert (None, "") == node_slots(usl)
+    assert Slots(None) == node_slots(usl)
 
 
 def test_slots_source_in_the_reason() -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.optimize import brentq
 from scipy.stats import binom
 
 from capplan.models.station_fit import station_capacity
@@ -187,6 +188,65 @@ class TestLimits:
         else:
             assert limits["uthreshold"] < 2
         assert_reasons_ok(reasons)
+
+
+class TestQueueTimeout:
+    def test_pool_as_one_queue(self) -> None:
+        """
+        Two exponential nodes of 2 and 4 slots at 100 ms behind one queue are an M/M/6: the
+        timeout is the wait it exceeds with probability 0.0005 (half the error budget) at the
+        largest rate meeting p99 ≤ 500 ms, both by the textbook formulas.
+        """
+        nodes = (
+            NodeThresholdInput(
+                name="a", rate_rps=10.0, capacity_rps=15.0, servers=2, station=(2, 0.1, 1.0)
+            ),
+            NodeThresholdInput(
+                name="b", rate_rps=20.0, capacity_rps=30.0, servers=4, station=(4, 0.1, 1.0)
+            ),
+        )
+        inputs = ThresholdInputs(
+            pool=stations((2.0, 0.1, 1.0), (4.0, 0.1, 1.0)),
+            nodes=nodes,
+            slo_latency_ms=500.0,
+            error_budget=0.001,
+        )
+        result = derive_thresholds(inputs)
+        mu, c = 10.0, 6
+
+        def erlang_c(rate: float) -> float:
+            a = rate / mu
+            top = a**c / math.factorial(c) * c / (c - a)
+            return top / (sum(a**k / math.factorial(k) for k in range(c)) + top)
+
+        def response_sf(rate: float, t: float) -> float:  # Gross et al. §2.3.1
+            theta = c * mu - rate
+            return math.exp(-mu * t) + erlang_c(rate) * mu * (
+                math.exp(-theta * t) - math.exp(-mu * t)
+            ) / (mu - theta)
+
+        top = brentq(lambda r: response_sf(r, 0.5) - 0.01, 1.0, 59.999, xtol=1e-12)
+        wait = math.log(erlang_c(top) / 0.0005) / (c * mu - top)
+        assert math.ceil(wait * 1e3) == result.pool["queue_timeout_ms"]
+        why = result.pool_reasons["queue_timeout_ms"]
+        assert "6 slots fed by one queue" in why
+        assert f"{top:.4g} rps" in why
+
+    def test_without_every_station(self) -> None:
+        """A node with traffic and no station: the SLO less the slowest mean response."""
+        nodes = (
+            NodeThresholdInput(
+                name="a", rate_rps=10.0, capacity_rps=15.0, servers=2, station=(2, 0.1, 1.0)
+            ),
+            NodeThresholdInput(name="b", rate_rps=20.0, capacity_rps=30.0),
+        )
+        inputs = ThresholdInputs(
+            pool=stations((2.0, 0.1, 1.0), (4.0, 0.1, 1.0)), nodes=nodes, slo_latency_ms=500.0
+        )
+        result = derive_thresholds(inputs)
+        slowest = max(mmc_mean_response(10.0, 2, 0.1), mmc_mean_response(20.0, 4, 0.1))
+        assert math.floor(500 - slowest * 1e3) == result.pool["queue_timeout_ms"]
+        assert "slowest mean response" in result.pool_reasons["queue_timeout_ms"]
 
 
 class TestDetection:
@@ -460,6 +520,11 @@ class TestInputs:
             ({"rate_rps": 1.0, "capacity_rps": math.nan}, "capacity_rps"),
             ({"rate_rps": 1.0, "capacity_rps": 1.0, "error_rate": 1.5}, "error_rate"),
             ({"rate_rps": 1.0, "capacity_rps": 1.0, "servers": 0}, "servers"),
+            ({"rate_rps": 1.0, "capacity_rps": 1.0, "station": (2, 0.1, 1.0)}, "needs servers"),
+            (
+                {"rate_rps": 1.0, "capacity_rps": 1.0, "servers": 2, "station": (2, 0.0, 1.0)},
+                "station must be",
+            ),
         ],
     )
     def test_bad_node(self, kwargs: dict[str, float], match: str) -> None:
