@@ -15,12 +15,17 @@ Per node (``Limits`` in plan.yaml):
   rate) queues requests whenever a node's concurrency rises above its mean: in the lab a c = 2
   node was held to 1 connection at 70% load, and HAProxy refused requests at 102% of the
   pool's capacity that nginx, with the same ``max_conns``, served within the SLO at 110%.
-- ``max_active`` = the slots c of a station: a balancer with a queue of its own (HAProxy's
-  ``maxconn``) sends the node no more at once and holds the rest in one FIFO queue for the
-  whole pool, where a request takes the first slot free on any node, up to
+- ``max_active`` = the slots c of a station and a hand-over buffer: a balancer with a queue of
+  its own (HAProxy's ``maxconn``) sends the node no more at once and holds the rest in one
+  FIFO queue for the whole pool, where a request takes the first slot free on any node, up to
   ``queue_timeout_ms``.  The nodes' own queues would add to the balancer's: in the lab, HAProxy
   with ``maxconn`` at ``max_conns`` let admitted requests wait in both (p99 246 ms at 120% of
   capacity; largest rate within the SLO 1,024 rps), with ``max_active`` 169 ms and 1,059 rps.
+  Held to exactly c, a slot idles between finishing one request and receiving the next from
+  the balancer's queue (a round trip and the balancer's turn, ``HANDOFF_S``): a few percent of
+  a 20 ms service, which near saturation is the difference between meeting the SLO and not.
+  The buffer, ⌈c · HANDOFF_S / S⌉ and at least 1 (S the mean service time), is what the node
+  completes during one hand-over: requests waiting at the node take a slot the moment it frees.
 - No ``maxqueue``: HAProxy's leastconn queues requests at a server up to its ``maxqueue``
   (when set) instead of in the backend's one queue.  In the lab one node without
   ``max_active`` but with a ``maxqueue`` drew the overflow into its own queue: p99 163 ms at
@@ -111,6 +116,9 @@ MAX_CONNS = 65535
 MIN_BUDGET = 1e-6
 
 CONNECT_TIMEOUT_MS = 1000
+#: What a balancer's hand-over of a queued request to a node takes: a LAN round trip and the
+#: request's turn in the balancer's event loop.
+HANDOFF_S = 0.001
 #: The longest timeout written (the plan's bound: a day).
 MAX_TIMEOUT_MS = 86_400_000
 SERVER_TIMEOUT_SLO_MULTIPLE = 10
@@ -551,14 +559,26 @@ def _node_limits(
 
     # max_active: a station's slots, the rest waiting in the balancer's one queue
     if cap > 0 and node.servers is not None:
-        active = min(node.servers, max_conns)
+        service = node.station[1] if node.station is not None else math.inf
+        during = node.servers * HANDOFF_S / service
+        buffer = max(math.ceil(round(during, 9)), 1)
+        active = min(node.servers + buffer, max_conns)
         limits["max_active"] = active
         source = f" (from {node.servers_from})" if node.servers_from else ""
-        reasons["max_active"] = (
-            f"max_active {active} = the node's {node.servers} slots{source}: a balancer that "
-            "queues (HAProxy's maxconn) sends it no more at once and keeps the rest in one "
-            "queue for the pool, where a request takes the first slot free on any node"
+        served = (
+            f" ({node.servers} × {HANDOFF_S * 1e3:g} ms / {_ms(service)} = {during:.2g})"
+            if math.isfinite(service)
+            else ""
         )
+        reasons["max_active"] = (
+            f"max_active {active} = the node's {node.servers} slots{source} + {buffer} waiting "
+            f"at the node, what it completes during a {HANDOFF_S * 1e3:g} ms hand-over{served}, "
+            "so no slot idles while the balancer sends the next: a balancer that queues "
+            "(HAProxy's maxconn) sends it no more at once and keeps the rest in one queue for "
+            "the pool, where a request takes the first slot free on any node"
+        )
+        if active < node.servers + buffer:
+            reasons["max_active"] += f"; held to max_conns {max_conns}"
     reasons["maxqueue"] = (
         "maxqueue left out: requests wait in the balancer's one queue, at most "
         "queue_timeout_ms, for the first slot free on any node (HAProxy's leastconn would "

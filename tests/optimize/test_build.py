@@ -111,5 +111,5 @@ def test_slots_source_in_the_reason() -> None:
         rate_rps=200.0, capacity_rps=350.0, servers=8, name="n4", servers_from="its mgc fit"
     )
     result = derive_thresholds(ThresholdInputs(pool=pool, nodes=(node,)))
-    assert 8 == result.limits[0]["max_active"]
-    assert "8 slots (from its mgc fit)" in result.node_reasons[0]["max_active"]
+    assert 9 == result.limits[0]["max_active"]  # and one waiting at the node
+    assert "8 slots (from its mgc fit) + 1 waiting" in result.node_reasons[0]["max_active"]

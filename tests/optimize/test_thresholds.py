@@ -81,8 +81,8 @@ class TestLimits:
         assert 23 == cap
         assert cap == limits["max_conns"]
         assert "min_conns" not in limits  # HAProxy's minconn would hold the node back
-        # HAProxy sends the station no more than its slots and queues the rest itself
-        assert 2 == limits["max_active"]
+        # HAProxy sends the station its slots and one to hand over, and queues the rest itself
+        assert 3 == limits["max_active"]
         assert "maxqueue" not in limits
         assert "left out" in result.node_reasons[0]["maxqueue"]
         assert cap == limits["uthreshold"]
@@ -105,6 +105,32 @@ class TestLimits:
         assert "max_active" not in limits
         assert "maxqueue" not in limits  # it would queue requests at this one node
         assert math.ceil(0.75 * 5) == limits["lthreshold"]
+
+    @pytest.mark.parametrize(
+        ("station", "expected"),
+        [
+            ((8.0, 0.02, 1.0), 9),  # 8 × 1 ms / 20 ms = 0.4 completions in a hand-over
+            ((32.0, 0.002, 1.0), 32 + 16),  # 32 × 1 ms / 2 ms = 16
+            ((32.0, 0.003, 1.0), 32 + 11),  # 10.7, rounded up
+        ],
+    )
+    def test_max_active_covers_the_hand_over(
+        self, station: tuple[float, float, float], expected: int
+    ) -> None:
+        """max_active: the slots and what the node completes while the balancer hands over."""
+        servers = int(station[0])
+        capacity = 0.9 * servers / station[1]
+        node = NodeThresholdInput(
+            rate_rps=0.5 * capacity,
+            capacity_rps=capacity,
+            servers=servers,
+            station=station,
+            name="n",
+        )
+        result = derive_thresholds(ThresholdInputs(pool=stations(station), nodes=(node,)))
+        assert expected == result.limits[0]["max_active"]
+        assert result.limits[0]["max_active"] <= result.limits[0]["max_conns"]
+        assert f"+ {expected - servers} waiting at the node" in result.node_reasons[0]["max_active"]
 
     def test_cap_refuses_at_most_the_budget(self) -> None:
         """Simulated M/M/4 at capacity: max_conns refuses about the budget; two less, more."""
