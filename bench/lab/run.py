@@ -84,6 +84,37 @@ class Settings:
     refit: bool  # drop capplan's cached store, fit and plan (the measured logs are kept)
 
 
+def _strategies(text: str | None, quick: bool) -> tuple[str, ...]:
+    """
+    The strategies asked for (``--strategies``), in the lab's order; all by default.
+    """
+    if not text:
+        return ("rr", "lc", "capplan") if quick else STRATEGIES
+    asked = {s.strip() for s in text.split(",") if s.strip()}
+    unknown = sorted(asked - set(STRATEGIES))
+    if unknown or not asked:
+        raise SystemExit(
+            f"bench.lab: --strategies {text!r}: unknown {', '.join(unknown) or 'empty'}; "
+            f"choose among {','.join(STRATEGIES)}"
+        )
+    return tuple(s for s in STRATEGIES if s in asked)
+
+
+def _merged(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """
+    A variant's new results, keeping the strategies of ``old`` that this run did not measure
+    (``--balancers``, ``--strategies``): balancer by balancer, in the lab's order.
+    """
+    kept = dict((old or {}).get("strategies", {}))
+    kept.update(new["strategies"])
+
+    def order(name: str) -> tuple[str, int]:
+        balancer, strategy = name.split("/", 1)
+        return balancer, STRATEGIES.index(strategy) if strategy in STRATEGIES else len(STRATEGIES)
+
+    return {**new, "strategies": {name: kept[name] for name in sorted(kept, key=order)}}
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     quick = bool(args.quick)
     return Settings(
@@ -95,7 +126,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         balancers=tuple(args.balancers.split(","))
         if args.balancers
         else (("nginx",) if quick else ("nginx", "haproxy")),
-        strategies=("rr", "lc", "capplan") if quick else STRATEGIES,
+        strategies=_strategies(args.strategies, quick),
         point_s=args.point_s or (12.0 if quick else 25.0),
         warmup_s=2.0,
         repeats=args.repeats or (1 if quick else 2),
@@ -717,6 +748,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the short CI variant (~10 min)")
     parser.add_argument("--pool", default=str(DEFAULT_POOL))
     parser.add_argument("--service", help="exp,fixed,lognormal (default: all; quick: exp)")
+    parser.add_argument(
+        "--strategies",
+        help=f"{','.join(STRATEGIES)} (default: all; quick: rr,lc,capplan); the others' "
+        "results already in DIR are kept",
+    )
     parser.add_argument("--balancers", help="nginx,haproxy (default: both; quick: nginx)")
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--point-s", type=float)
@@ -762,7 +798,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for service in settings.services:
         pool = base.model_copy(update={"service": service})
         say(f"pool {pool.name}, service {service}")
-        variants[f"{pool.name}/{service}"] = Lab(settings, pool, results, say).run()
+        key = f"{pool.name}/{service}"
+        variants[key] = _merged(variants.get(key), Lab(settings, pool, results, say).run())
         results.save()
     slo_label = f"p{settings.percentile:g}"
     results.data["slo"] = {

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bench.lab.results import markdown, plot, targets
+from bench.lab.run import _merged, _strategies
 
 
 def _strategy(p80: float | None, max_rate: float, **over: Any) -> dict[str, Any]:
@@ -133,3 +134,21 @@ def test_a_quick_run_claims_nothing_it_did_not_measure(variant: dict[str, Any]) 
     assert "120%: admitted p99 ≤ 1.5× capplan's p99 at 80%" not in found
     assert "120%: goodput ≥ 95% of capacity" in found
     assert "as a ratio to each alternative" not in markdown({"default/exp": variant}, "p99")
+
+
+def test_strategies_option_orders_and_refuses_unknown_names() -> None:
+    assert ("wlc", "capplan") == _strategies("capplan,wlc", quick=False)
+    assert ("rr", "lc", "capplan") == _strategies(None, quick=True)
+    with pytest.raises(SystemExit, match="unknown fastest"):
+        _strategies("capplan,fastest", quick=False)
+
+
+def test_a_partial_run_keeps_what_it_did_not_measure() -> None:
+    """--strategies / --balancers: the strategies not run keep their results, in order."""
+    old = {"strategies": {"nginx/wlc": {"max_rate_at_slo": 1}, "haproxy/capplan": {"x": 1}}}
+    new = {"pool": {}, "strategies": {"haproxy/capplan": {"x": 2}, "haproxy/rr": {"x": 3}}}
+    merged = _merged(old, new)
+    assert ["haproxy/rr", "haproxy/capplan", "nginx/wlc"] == list(merged["strategies"])
+    assert {"x": 2} == merged["strategies"]["haproxy/capplan"]
+    assert {"max_rate_at_slo": 1} == merged["strategies"]["nginx/wlc"]
+    assert new["strategies"] == _merged(None, new)["strategies"]
