@@ -5,7 +5,8 @@ Per node (``Limits`` in plan.yaml):
 
 - ``max_conns``: the balancer refuses a request when the node already has this many.  For a
   station, the least K ≥ c such that, at capacity, refusing above K refuses at most half the
-  SLO's error budget (the fitted M/G/c's queue cut at K: ``PoolCurves.in_system_limit``) —
+  SLO's error budget (the fitted M/G/c's queue cut at K: ``PoolCurves.in_system_limit``; for a
+  node whose slots come from an agreeing M/G/c candidate, that candidate's queue) —
   the mean number in system (Little's law) would refuse far more, the number in a node
   spreading wide at high load.  For another model,
   ⌈λ·R·(1 + margin)⌉ at capacity (Little's law, the margin the profile's headroom).  Within
@@ -78,7 +79,7 @@ from scipy.stats import binom
 
 from capplan.models.queueing import PooledQueue
 from capplan.numbers import sig
-from capplan.optimize.curves import PoolCurves
+from capplan.optimize.curves import NodeCurve, PoolCurves
 
 __all__ = [
     "FALSE_ALARM",
@@ -537,6 +538,8 @@ def _node_limits(
             f"{budget:.2g} of the requests (half the SLO's error budget; the fitted M/G/c's "
             "queue, cut at the limit)"
         )
+        if node.servers_from:
+            why += f"; the M/G/c is {node.servers_from}"
     elif cap > 0:
         exact = cap * r_cap * (1 + margin)
         value = math.ceil(round(exact, 9))
@@ -940,7 +943,13 @@ def derive_thresholds(inputs: ThresholdInputs) -> DerivedThresholds:
     rates = np.array([n.rate_rps for n in nodes], dtype=np.float64)
     r_cap = pool.mean(caps)
     r_plan = pool.mean(rates)
-    k_cap = pool.in_system_limit(caps, max(inputs.error_budget / 2, MIN_BUDGET))
+    budget = max(inputs.error_budget / 2, MIN_BUDGET)
+    k_cap = pool.in_system_limit(caps, budget)
+    for i, node in enumerate(nodes):
+        # a node whose slots come from an agreeing station fit: that station's queue tail
+        if math.isnan(k_cap[i]) and node.station is not None and node.capacity_rps > 0:
+            own = PoolCurves([NodeCurve(station=node.station)])
+            k_cap[i] = own.in_system_limit(np.array([node.capacity_rps]), budget)[0]
     limits: list[dict[str, int]] = []
     node_reasons: list[dict[str, str]] = []
     for i, node in enumerate(nodes):

@@ -6,6 +6,7 @@ N−1 load.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -131,6 +132,41 @@ class TestLimits:
         assert expected == result.limits[0]["max_active"]
         assert result.limits[0]["max_active"] <= result.limits[0]["max_conns"]
         assert f"+ {expected - servers} waiting at the node" in result.node_reasons[0]["max_active"]
+
+    def test_queue_tail_from_an_agreeing_station(self) -> None:
+        """
+        A node whose chosen curve is not a station but whose slots come from its M/G/c fit:
+        max_conns is that station's queue tail at capacity, as for a station node, not
+        Little's law (identical lab nodes got 14 and 46 before).
+        """
+
+        @dataclass(frozen=True)
+        class Hyperbola:
+            saturation: float = 400.0
+
+            def mean(self, rate: np.ndarray) -> np.ndarray:
+                return np.asarray(0.02 + 0.5 / (self.saturation - rate))
+
+            def quantile(self, rate: np.ndarray, q: float) -> np.ndarray:
+                return np.asarray(-math.log(1 - q) * self.mean(rate))
+
+        station = (8.0, 0.02, 1.0)
+        pool = PoolCurves([NodeCurve(curve=Hyperbola())])
+        node = NodeThresholdInput(
+            name="n3",
+            rate_rps=250.0,
+            capacity_rps=350.0,
+            servers=8,
+            station=station,
+            servers_from="its mgc fit",
+        )
+        result = derive_thresholds(ThresholdInputs(pool=pool, nodes=(node,)))
+        tail = stations(station).in_system_limit(np.array([350.0]), 0.0005)[0]
+        assert int(tail) == result.limits[0]["max_conns"]
+        assert "the M/G/c is its mgc fit" in result.node_reasons[0]["max_conns"]
+        without = NodeThresholdInput(name="n3", rate_rps=250.0, capacity_rps=350.0)
+        result = derive_thresholds(ThresholdInputs(pool=pool, nodes=(without,)))
+        assert "Little's law" in result.node_reasons[0]["max_conns"]
 
     def test_cap_refuses_at_most_the_budget(self) -> None:
         """Simulated M/M/4 at capacity: max_conns refuses about the budget; two less, more."""
