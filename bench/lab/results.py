@@ -5,9 +5,11 @@ document, so a finished or interrupted run can be reported again without measuri
 
 A variant's strategies are keyed ``BALANCER/STRATEGY``; each holds ``p99_ms`` and
 ``error_rate`` per load level (fractions of the pool's capacity, as strings), ``spread`` (the
-repeats' lowest and highest p99), ``max_rate_at_slo`` and ``overload`` (at 120%: ``goodput_rps``,
-``p99_ms`` of the admitted requests, ``refused``, ``refused_p99_ms``).  A p99 of None is a
-failed point (more than the SLO's error budget failed, counted as infinitely slow).
+repeats' lowest and highest p99), ``max_rate_at_slo`` (with ``--repeats``, the lower middle of
+the repeats' bisections, and ``max_rate_spread`` their lowest and highest) and ``overload``
+(at 120%: ``goodput_rps``, ``p99_ms`` of the admitted requests, ``refused``,
+``refused_p99_ms``).  A p99 of None is a failed point (more than the SLO's error budget
+failed, counted as infinitely slow).
 """
 
 from __future__ import annotations
@@ -215,7 +217,11 @@ def markdown(variants: Mapping[str, Any], slo_label: str) -> str:
                 if spread and spread[0] != spread[1]:
                     cell += f" ({_ms(spread[0])}–{_ms(spread[1])})"
                 cells.append(cell)
-            cells.append(f"{s['max_rate_at_slo']:.0f}" if "max_rate_at_slo" in s else "-")
+            cell = f"{s['max_rate_at_slo']:.0f}" if "max_rate_at_slo" in s else "-"
+            low_high = s.get("max_rate_spread")
+            if low_high and low_high[0] != low_high[1]:
+                cell += f" ({low_high[0]:.0f}–{low_high[1]:.0f})"
+            cells.append(cell)
             over = s["overload"]
             cells.append(f"{over['goodput_rps']:.0f}")
             cells.append(_ms(over["p99_ms"]))

@@ -602,7 +602,13 @@ class Lab:
                     "refused_p99_ms": over["refused_p99_ms"],
                 }
                 if not self.s.quick:
-                    entry["max_rate_at_slo"] = self.max_rate(key, target, capacity)
+                    # each repeat is a bisection of its own; the lower middle one is reported
+                    rates = sorted(
+                        self.max_rate(key if r == 0 else f"{key}/r{r}", target, capacity, r)
+                        for r in range(self.s.repeats)
+                    )
+                    entry["max_rate_at_slo"] = rates[(len(rates) - 1) // 2]
+                    entry["max_rate_spread"] = [rates[0], rates[-1]]
                 strategies[name] = entry
         return strategies
 
@@ -656,25 +662,31 @@ class Lab:
         self.say(f"  {balancer}/optimum: {_weights_key(best)} (p99 {score(best)} ms at 90%)")
         return best
 
-    def max_rate(self, name: str, target: tuple[str, int], capacity: float) -> float:
+    def max_rate(
+        self, name: str, target: tuple[str, int], capacity: float, repeat: int = 0
+    ) -> float:
         """
         The largest rate meeting the SLO: from 0.5 and 1.1 × capacity, raised by 0.2 × capacity
         while it still meets the SLO (a pool balanced by least connections can carry more than
         the sum of its nodes measured alone: it routes around a busy node), up to 2 ×; then
-        bisection between the last rate that met it and the first that did not.
+        bisection between the last rate that met it and the first that did not.  ``repeat``
+        seeds the points' arrivals (0: the first bisection's).
         """
+        seed = 1000 * repeat
         low, high = 0.5 * capacity, 1.1 * capacity
-        if not self.meets(self.point(f"{name}/max/low", target, low, 31)):
+        if not self.meets(self.point(f"{name}/max/low", target, low, 31 + seed)):
             return 0.0
         raised = 0
-        while self.meets(self.point(f"{name}/max/high{raised or ''}", target, high, 32 + raised)):
+        while self.meets(
+            self.point(f"{name}/max/high{raised or ''}", target, high, 32 + raised + seed)
+        ):
             raised += 1
             if high >= 2.0 * capacity:
                 return high
             low, high = high, high + 0.2 * capacity
         for step in range(self.s.bisect_steps + 1):
             middle = 0.5 * (low + high)
-            if self.meets(self.point(f"{name}/max/{step}", target, middle, 40 + step)):
+            if self.meets(self.point(f"{name}/max/{step}", target, middle, 40 + step + seed)):
                 low = middle
             else:
                 high = middle

@@ -116,6 +116,14 @@ def test_markdown_has_ratios_and_targets(variant: dict[str, Any]) -> None:
     )
 
 
+def test_max_rate_spread_is_shown(variant: dict[str, Any]) -> None:
+    """With repeats, the max rate shows the repeats' lowest and highest bisections."""
+    variant["strategies"]["nginx/capplan"]["max_rate_spread"] = [1020.0, 1090.0]
+    text = markdown({"default/exp": variant}, "p99")
+    rate = variant["strategies"]["nginx/capplan"]["max_rate_at_slo"]
+    assert f"| {rate:.0f} (1020–1090) |" in text
+
+
 def test_plot(variant: dict[str, Any], tmp_path: Path) -> None:
     path = tmp_path / "results.svg"
     plot({"default/exp": variant}, path, 120.0)
