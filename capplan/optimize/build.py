@@ -48,6 +48,12 @@ from capplan.render import inexpressible_keys
 
 __all__ = ["Optimized", "Slots", "build_plan", "node_curve", "node_slots", "planning_losses"]
 
+#: Balancing methods that keep each node's open connections in proportion to its weight
+#: (nginx, HAProxy, LVS): their weights come from the nodes' connections at the split.
+LEAST_CONNECTIONS = frozenset(
+    {"least_conn", "random two least_conn", "leastconn", "wlc", "sed", "nq"}
+)
+
 #: A node whose ideal share is below this fraction of the load gets no traffic.
 IDLE_SHARE = 1e-6
 
@@ -242,10 +248,27 @@ def build_plan(
     kinds = sorted({b.kind for b in inventory.balancers}, key=TARGETS.index) or list(TARGETS)
     weights: dict[str, dict[int, int]] = {}
     realized: dict[str, dict[int, float]] = {}
+    # least connections keeps each node's open connections in proportion to its weight: the
+    # weights that realize the split are the nodes' numbers in system (Little's law: λᵢ·Rᵢ)
+    planned = np.asarray(rates[usable], dtype=np.float64)
+    in_system = planned * pool.mean(planned)
+    connections = dict(zip(usable, in_system, strict=True))
     for kind in kinds:
-        result = weights_for(kind, [float(shares[i]) for i in active])
+        traffic = [float(shares[i]) for i in active]
+        if getattr(profile.methods, kind) in LEAST_CONNECTIONS:
+            basis = [float(connections[i]) for i in active]
+            result = weights_for(kind, basis)
+            total = sum(basis)
+            # the traffic each node gets when its connections are at its realized share
+            got = [
+                t * r * total / b for t, r, b in zip(traffic, result.realized, basis, strict=True)
+            ]
+            shown = [g / sum(got) for g in got]
+        else:
+            result = weights_for(kind, traffic)
+            shown = list(result.realized)
         weights[kind] = dict(zip(active, result.weights, strict=True))
-        realized[kind] = dict(zip(active, result.realized, strict=True))
+        realized[kind] = dict(zip(active, shown, strict=True))
     slots = {i: node_slots(fits[i]) for i in usable}
     limit_input = ThresholdInputs(
         nodes=tuple(
