@@ -5,9 +5,12 @@ survive.
 
 from __future__ import annotations
 
-from capplan.inventory import parse_inventory
+import pytest
+
+from capplan.inventory import effective_slo, load_profile, parse_inventory
 from capplan.models.fit import Candidate, NodeFit
-from capplan.optimize.build import Slots, node_slots, planning_losses
+from capplan.models.queueing import Station
+from capplan.optimize.build import Slots, build_plan, node_slots, planning_losses
 from capplan.optimize.curves import NodeCurve, PoolCurves
 from capplan.optimize.thresholds import NodeThresholdInput, ThresholdInputs, derive_thresholds
 
@@ -113,3 +116,54 @@ def test_slots_source_in_the_reason() -> None:
     result = derive_thresholds(ThresholdInputs(pool=pool, nodes=(node,)))
     assert 9 == result.limits[0]["max_active"]  # and one waiting at the node
     assert "8 slots (from its mgc fit) + 1 waiting" in result.node_reasons[0]["max_active"]
+
+
+def _station_fit(node: str, servers: float, service_ms: float, capacity: float) -> NodeFit:
+    params = {"servers": servers, "service_ms": service_ms, "scv": 1.0}
+    return NodeFit(
+        node, "mgc", params, {}, capacity, (capacity, capacity), (), 20, capacity, "", (), True, ""
+    )
+
+
+def test_least_connections_weights_are_the_connections_at_the_split() -> None:
+    """
+    Least connections keeps each node's open connections in proportion to its weight, so its
+    weights are the nodes' numbers in system at the split (λᵢ·Rᵢ); round robin's are the
+    rates.  Two 8-slot nodes, 20 and 40 ms: the slow one holds more connections per request.
+    """
+    text = (
+        "cluster: web\nslo: {latency_ms: 250, percentile: 99}\n"
+        + NODES.split("  - {name: web-3")[0]
+    )
+    inventory = parse_inventory(text, "inv.yaml")
+    fits = [_station_fit("web-1", 8, 20.0, 350.0), _station_fit("web-2", 8, 40.0, 170.0)]
+    plans = {}
+    for profile in ("balanced", "cost-first"):
+        prof = load_profile(profile)
+        plans[profile] = build_plan(
+            inventory=inventory,
+            inventory_name="inv.yaml",
+            profile=prof,
+            slo=effective_slo(None, inventory.slo, prof.slo),
+            fits=fits,
+            load_rps=350.0,
+            windows=40,
+            newest=None,
+            error_rates=[0.0, 0.0],
+        ).plan
+    least = plans["balanced"]
+    assert least.methods.haproxy == "leastconn"
+    rates = [n.rate_rps for n in least.nodes]
+    stations = [Station(8, 0.02), Station(8, 0.04)]
+    held = [r * s.mean_response(r) for r, s in zip(rates, stations, strict=True)]
+    weights = [n.weights.haproxy for n in least.nodes]
+    assert weights[0] == 256 or weights[1] == 256
+    assert weights[1] / weights[0] == pytest.approx(held[1] / held[0], rel=0.01)
+    assert weights[1] / weights[0] > rates[1] / rates[0] * 1.2  # not the rates
+    for node in least.nodes:  # the traffic those weights give: the planned share
+        assert node.realized_share.haproxy == pytest.approx(node.share, abs=0.005)
+    robin = plans["cost-first"]
+    assert robin.methods.haproxy == "roundrobin"
+    rates = [n.rate_rps for n in robin.nodes]
+    weights = [n.weights.haproxy for n in robin.nodes]
+    assert weights[1] / weights[0] == pytest.approx(rates[1] / rates[0], rel=0.01)
