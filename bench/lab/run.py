@@ -84,6 +84,10 @@ class Settings:
     refit: bool  # drop capplan's cached store, fit and plan (the measured logs are kept)
 
 
+#: The balancers, in the order the lab runs and reports them.
+BALANCERS = ("nginx", "haproxy")
+
+
 def _strategies(text: str | None, quick: bool) -> tuple[str, ...]:
     """
     The strategies asked for (``--strategies``), in the lab's order; all by default.
@@ -108,9 +112,11 @@ def _merged(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     kept = dict((old or {}).get("strategies", {}))
     kept.update(new["strategies"])
 
-    def order(name: str) -> tuple[str, int]:
+    def order(name: str) -> tuple[int, str, int]:
         balancer, strategy = name.split("/", 1)
-        return balancer, STRATEGIES.index(strategy) if strategy in STRATEGIES else len(STRATEGIES)
+        first = BALANCERS.index(balancer) if balancer in BALANCERS else len(BALANCERS)
+        rank = STRATEGIES.index(strategy) if strategy in STRATEGIES else len(STRATEGIES)
+        return first, balancer, rank
 
     return {**new, "strategies": {name: kept[name] for name in sorted(kept, key=order)}}
 
@@ -125,7 +131,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         else (("exp",) if quick else ("exp", "fixed", "lognormal")),
         balancers=tuple(args.balancers.split(","))
         if args.balancers
-        else (("nginx",) if quick else ("nginx", "haproxy")),
+        else (("nginx",) if quick else BALANCERS),
         strategies=_strategies(args.strategies, quick),
         point_s=args.point_s or (12.0 if quick else 25.0),
         warmup_s=2.0,

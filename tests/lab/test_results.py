@@ -156,7 +156,7 @@ def test_a_partial_run_keeps_what_it_did_not_measure() -> None:
     old = {"strategies": {"nginx/wlc": {"max_rate_at_slo": 1}, "haproxy/capplan": {"x": 1}}}
     new = {"pool": {}, "strategies": {"haproxy/capplan": {"x": 2}, "haproxy/rr": {"x": 3}}}
     merged = _merged(old, new)
-    assert ["haproxy/rr", "haproxy/capplan", "nginx/wlc"] == list(merged["strategies"])
+    assert ["nginx/wlc", "haproxy/rr", "haproxy/capplan"] == list(merged["strategies"])
     assert {"x": 2} == merged["strategies"]["haproxy/capplan"]
     assert {"max_rate_at_slo": 1} == merged["strategies"]["nginx/wlc"]
     assert new["strategies"] == _merged(None, new)["strategies"]
