@@ -50,9 +50,7 @@ __all__ = ["Optimized", "Slots", "build_plan", "node_curve", "node_slots", "plan
 
 #: Balancing methods that keep each node's open connections in proportion to its weight
 #: (nginx, HAProxy, LVS): their weights come from the nodes' connections at the split.
-LEAST_CONNECTIONS = frozenset(
-    {"least_conn", "random two least_conn", "leastconn", "wlc", "sed", "nq"}
-)
+LEAST_CONNECTIONS = frozenset({"least_conn", "leastconn", "wlc", "sed", "nq"})
 
 #: A node whose ideal share is below this fraction of the load gets no traffic.
 IDLE_SHARE = 1e-6
