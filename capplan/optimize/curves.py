@@ -161,7 +161,7 @@ class PoolCurves:
         p_wait = erlang_c(c, a_ok)
         theta = (c - a_ok) / s * (2.0 / (1.0 + v))
         r = lam_ok / (lam_ok + theta)
-        with np.errstate(divide="ignore", invalid="ignore"):  # P(wait) 0: no wait, no cap
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # P(wait) ≈ 0: no cap
             bound = budget / (p_wait * (1.0 - r + budget * r))
             extra = np.ceil(np.log(bound) / np.log(r) - 1e-9)
         extra = np.where(bound >= 1.0, 0.0, np.maximum(extra, 0.0))
