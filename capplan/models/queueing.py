@@ -1580,7 +1580,7 @@ class PooledQueue:
         lo, hi = 0.0, top
         while hi - lo > _RATE_RTOL * top:
             mid = 0.5 * (lo + hi)
-            if mid >= top or self.response_sf(latency, mid) > q:
+            if self.response_sf(latency, mid) > q:
                 hi = mid
             else:
                 lo = mid

@@ -730,13 +730,11 @@ def _pooled_timeout(inputs: ThresholdInputs, active: list[int]) -> tuple[int, st
     is the wait that station exceeds with probability half the error budget at its capacity
     at the SLO.  None otherwise, or when the pool meets the SLO at no load.
     """
-    nodes = inputs.nodes
-    if not active or any(nodes[i].station is None or nodes[i].servers is None for i in active):
+    stations = tuple(s for s in (inputs.nodes[i].station for i in active) if s is not None)
+    slots = tuple(n for n in (inputs.nodes[i].servers for i in active) if n is not None)
+    if not active or len(stations) < len(active) or len(slots) < len(active):
         return None
-    pool = PooledQueue(
-        tuple(s for s in (nodes[i].station for i in active) if s is not None),
-        tuple(n for n in (nodes[i].servers for i in active) if n is not None),
-    )
+    pool = PooledQueue(stations, slots)
     slo_s = inputs.slo_latency_ms / 1e3
     rate = pool.max_rate_for(slo_s, inputs.quantile * 100.0)
     if rate <= 0:
@@ -943,13 +941,15 @@ def derive_thresholds(inputs: ThresholdInputs) -> DerivedThresholds:
     rates = np.array([n.rate_rps for n in nodes], dtype=np.float64)
     r_cap = pool.mean(caps)
     r_plan = pool.mean(rates)
-    budget = max(inputs.error_budget / 2, MIN_BUDGET)
-    k_cap = pool.in_system_limit(caps, budget)
-    for i, node in enumerate(nodes):
-        # a node whose slots come from an agreeing station fit: that station's queue tail
-        if math.isnan(k_cap[i]) and node.station is not None and node.capacity_rps > 0:
-            own = PoolCurves([NodeCurve(station=node.station)])
-            k_cap[i] = own.in_system_limit(np.array([node.capacity_rps]), budget)[0]
+    # the queue tails of the nodes' stations, also where the slots come from an agreeing
+    # station fit rather than the node's chosen curve
+    queues = PoolCurves(
+        [
+            NodeCurve(station=node.station) if node.station is not None else curve
+            for node, curve in zip(nodes, pool.nodes, strict=True)
+        ]
+    )
+    k_cap = queues.in_system_limit(caps, max(inputs.error_budget / 2, MIN_BUDGET))
     limits: list[dict[str, int]] = []
     node_reasons: list[dict[str, str]] = []
     for i, node in enumerate(nodes):
