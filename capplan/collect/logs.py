@@ -29,6 +29,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -238,6 +240,35 @@ _LOCAL_TIMES = _Memo(_time_local)
 _ISO_TIMES = _Memo(_time_iso)
 
 
+class _BytesMemo(dict[bytes, float]):
+    """
+    A bounded memo of byte strings to numbers, through a conversion of their (ASCII) text.
+    """
+
+    def __init__(self, convert: Callable[[str], float]) -> None:
+        super().__init__()
+        self._convert = convert
+
+    def __missing__(self, raw: bytes) -> float:
+        if len(self) >= _CACHE_SIZE:
+            self.clear()
+        self[raw] = value = self._convert(raw.decode("ascii", errors="replace"))
+        return value
+
+
+def _request_ms(text: str) -> float:
+    """
+    ``$request_time`` in ms; nan when empty, ``-`` or no duration.
+    """
+    seconds = _seconds(text) if text else None
+    return math.nan if seconds is None else seconds * 1000.0
+
+
+_LOCAL_TIMES_BYTES = _BytesMemo(_LOCAL_TIMES.__getitem__)
+_ISO_TIMES_BYTES = _BytesMemo(_ISO_TIMES.__getitem__)
+_REQUEST_MS = _BytesMemo(_request_ms)
+
+
 def _unquote_format(text: str) -> str:
     """
     Accept a log_format pasted from nginx.conf as quoted pieces: ``'$a ' '"$b"'`` → ``$a "$b"``
@@ -309,10 +340,13 @@ class NginxParser(LineParser):
         # a variable the format lacks is an empty group, so every line has all four
         pattern += "".join(f"(?P<{g}>)" for v, g in groups.items() if v not in names)
         self._regex = re.compile(pattern, re.ASCII)
-        # Every line of a block at once: one match per line, the line itself when bad.
-        self._block = re.compile(f"^(?:{pattern})\r?$|^(?P<bad>[^\n]*)$", re.ASCII | re.MULTILINE)
+        # Every line of a block at once, on its bytes: one match per line, the line itself
+        # when bad.  (On bytes the pattern draws the same lines apart as on their UTF-8 text:
+        # every literal and class boundary is ASCII, and no byte of a multi-byte character is.)
+        self._block = re.compile(f"^(?:{pattern})\r?$|^(?P<bad>[^\n]*)$".encode(), re.MULTILINE)
         self._fields = [self._block.groupindex[g] - 1 for g in (*_FIELDS, "bad")]
         self._time = _ISO_TIMES if time_var == "time_iso8601" else _LOCAL_TIMES
+        self._time_bytes = _ISO_TIMES_BYTES if time_var == "time_iso8601" else _LOCAL_TIMES_BYTES
 
     def values(self, line: str) -> tuple[float, float, bool] | None:
         """
@@ -339,34 +373,65 @@ class NginxParser(LineParser):
             latency = _upstream_seconds(upstream)
         return seconds, math.nan if latency is None else latency * 1000.0, status >= "500"
 
-    def block(self, text: str) -> list[tuple[float, float, bool] | str | None]:
+    def parse_slice(self, body: bytes, start: int, end: int) -> _Slice:
         """
-        Each line of ``text`` (which ends with a newline): its values; the line itself when it
-        does not match (blank lines included, as ``""`` or spaces); None when it matched but
-        its time is not one.
+        The lines of ``body[start:end]`` (which ends with a newline), for ``parse_chunk``.
 
-        One regex pass over the block instead of one per line: the per-line work left in
-        Python is the conversion of four fields.
+        One regex pass over the slice instead of one per line, and the fields converted
+        column by column through memos (a log's lines share their seconds and most of their
+        latencies): the work left per line in Python is a few dict hits.
         """
-        stamp_at, status_at, request_at, upstream_at, bad_at = self._fields
-        convert = self._convert
-        out: list[tuple[float, float, bool] | str | None] = []
-        lines = text.count("\n")  # the last match is the empty one after the last newline
-        # finditer, not findall: findall would hold every line's groups at once (100 bytes of
-        # tuples per line: 100 MiB for a block of 1 MiB of blank lines), and is no faster.
-        for match in self._block.finditer(text):
-            if len(out) == lines:
-                break
-            groups = match.groups()
-            bad = groups[bad_at]
-            if bad or not groups[stamp_at]:
-                out.append(bad)
-                continue
-            values = convert(
-                groups[stamp_at], groups[status_at], groups[request_at], groups[upstream_at]
+        count = body.count(b"\n", start, end)
+        # (the last match is the empty one after the last newline)
+        rows = self._block.findall(body, start, end)[:count]
+        stamps, statuses, requests, upstreams = (
+            list(map(itemgetter(at), rows)) for at in self._fields[:4]
+        )
+        bad: list[int] = []
+        if b"" in stamps:  # lines that did not match: blank or bad
+            good = np.array([bool(s) for s in stamps])
+            other = self._fields[4]
+            bad = [
+                line
+                for line in np.flatnonzero(~good).tolist()
+                if rows[line][other] and not _blank(rows[line][other])
+            ]
+            index = np.flatnonzero(good)
+            if not index.size:
+                return _Slice(count, index, np.empty(0), np.empty(0), np.empty(0, bool), bad)
+            pick = itemgetter(*index.tolist())
+            # (itemgetter of one index gives the item itself, not a tuple of it)
+            stamps, statuses, requests, upstreams = (
+                list(pick(column)) if index.size > 1 else [pick(column)]
+                for column in (stamps, statuses, requests, upstreams)
             )
-            out.append(values)
-        return out
+        else:
+            index = np.arange(count)
+        k = index.size
+        if self._msec:
+            seconds = np.fromiter(map(float, stamps), np.float64, k)
+            with np.errstate(invalid="ignore"):
+                seconds[~((seconds >= 0) & (seconds < _MAX_EPOCH))] = math.nan
+        else:
+            seconds = np.fromiter(map(self._time_bytes.__getitem__, stamps), np.float64, k)
+        latency = np.fromiter(map(_REQUEST_MS.__getitem__, requests), np.float64, k)
+        for i in np.flatnonzero(np.isnan(latency)).tolist():
+            if upstreams[i]:
+                value = _upstream_seconds(upstreams[i].decode("utf-8", errors="replace"))
+                if value is not None:
+                    latency[i] = value * 1000.0
+        error = np.array(statuses, dtype=np.bytes_) >= b"500"
+        # a line that matched with no time in it (nan) is a bad line, as in values()
+        timed = ~np.isnan(seconds)
+        if not timed.all():
+            bad = sorted(bad + index[~timed].tolist())
+            index, seconds, latency, error = (
+                index[timed],
+                seconds[timed],
+                latency[timed],
+                error[timed],
+            )
+        return _Slice(count, index, seconds, latency, error, bad)
 
 
 def _nginx_regex(fmt: str, groups: dict[str, str]) -> str:
@@ -405,10 +470,13 @@ def _nginx_regex(fmt: str, groups: dict[str, str]) -> str:
             # apart: the next one matches both.  A lazy ".*?" here would try every split of a
             # line that does not match: quadratic in its length (cubic for three variables).
             body = ""
+        # Before a literal, the variable cannot end anywhere but at that literal's first
+        # character, which it never contains: its quantifiers are possessive (``*+``), which
+        # match the same lines, without keeping the backtracking points.
         elif following[1][0] == '"':  # inside quotes: \" is escape=json's quote
-            body = r'[^"\\\n]*(?:\\.[^"\\\n]*)*'
+            body = r'[^"\\\n]*+(?:\\.[^"\\\n]*+)*+'
         else:  # never a newline: a pattern must not run from one line into the next
-            body = "[^" + re.escape(following[1][0]) + "\\n]*"
+            body = "[^" + re.escape(following[1][0]) + "\\n]*+"
         if text in groups and text not in named:
             named.add(text)
             pieces.append(f"(?P<{groups[text]}>{body})")
@@ -578,6 +646,140 @@ def make_parser(spec: LogSpec, source: str, *, utc_offset_s: float = 0.0) -> Lin
 
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+#: Bytes of a block parsed at once (``parse_chunk``): the regex matches of a slice take about
+#: 150 bytes a line while it is converted, so even a slice of nothing but newlines holds
+#: about 25 MB at most (a slice of real lines, about 2 MB).
+_SLICE_BYTES = 1 << 17
+
+
+class LineTable(NamedTuple):
+    """
+    The lines of a block: for each parsed one its number (from 0) and byte offset in the
+    block, its time (epoch seconds), latency (ms, nan: unknown) and whether it failed; the
+    numbers and offsets of the first bad ones (blank lines are neither).
+    """
+
+    line: IntArray
+    start: IntArray
+    time: FloatArray
+    latency_ms: FloatArray
+    error: npt.NDArray[np.bool_]
+    bad_line: IntArray
+    bad_start: IntArray
+
+
+class _Slice(NamedTuple):
+    """
+    What a parser makes of one slice of a block: its line count, and its parsed lines'
+    numbers (within the slice) and fields, and its bad lines' numbers.
+    """
+
+    lines: int
+    parsed: IntArray
+    time: FloatArray
+    latency_ms: FloatArray
+    error: npt.NDArray[np.bool_]
+    bad: list[int]
+
+
+def _blank(raw: bytes) -> bool:
+    """
+    Whether a line (without its newline) is blank: only white space as ``str.isspace`` has it
+    (on ASCII that is ``bytes.isspace`` and the four separators ``\\x1c``–``\\x1f``).
+    """
+    if raw.isascii():
+        return not raw.translate(None, _ASCII_SPACE)
+    return raw.decode("utf-8", errors="replace").isspace()
+
+
+_ASCII_SPACE = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
+def _by_slices(
+    body: bytes, parse: Callable[[bytes, int, int], _Slice], keep_bad: int
+) -> tuple[LineTable, int]:
+    """
+    :class:`LineTable` of a block (ending with a newline), parsed in slices of about
+    ``_SLICE_BYTES`` cut at newlines, and the number of bad lines: what a slice's parsing
+    holds at once stays bounded whatever the block's size, and of its lines only the parsed
+    ones and the first ``keep_bad`` bad ones are kept.
+    """
+    pieces: list[tuple[IntArray, IntArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]] = []
+    bad_lines: list[IntArray] = []
+    bad_starts: list[IntArray] = []
+    start = first = bad_count = 0
+    while start < len(body):
+        end = body.rfind(b"\n", start, start + _SLICE_BYTES) + 1
+        if end <= start:  # one line longer than a slice
+            end = body.index(b"\n", start) + 1
+        part = parse(body, start, end)
+        view = np.frombuffer(body, dtype=np.uint8, count=end - start, offset=start)
+        newlines = np.flatnonzero(view == ord("\n"))
+        starts = start + np.concatenate(([0], newlines[:-1] + 1)).astype(np.int64)
+        pieces.append(
+            (first + part.parsed, starts[part.parsed], part.time, part.latency_ms, part.error)
+        )
+        bad_count += len(part.bad)
+        if part.bad and sum(b.size for b in bad_lines) < keep_bad:
+            bad = np.array(part.bad[:keep_bad], dtype=np.int64)
+            bad_lines.append(first + bad)
+            bad_starts.append(starts[bad])
+        first += part.lines
+        start = end
+    empty = np.empty(0, dtype=np.int64)
+    if not pieces:
+        table = LineTable(empty, empty, np.empty(0), np.empty(0), np.empty(0, bool), empty, empty)
+        return table, 0
+    line, starts, time, latency, error = (np.concatenate(c) for c in zip(*pieces, strict=True))
+    table = LineTable(
+        line.astype(np.int64),
+        starts,
+        time,
+        latency,
+        error,
+        np.concatenate(bad_lines)[:keep_bad] if bad_lines else empty,
+        np.concatenate(bad_starts)[:keep_bad] if bad_starts else empty,
+    )
+    return table, bad_count
+
+
+def _line_slicer(parser: LineParser) -> Callable[[bytes, int, int], _Slice]:
+    """
+    A slice parser going line by line through ``parser.values``.
+    """
+
+    def parse(body: bytes, start: int, end: int) -> _Slice:
+        raw = body[start:end]
+        if raw.isascii():
+            texts = raw.decode("ascii").split("\n")[:-1]
+        else:
+            texts = [line.decode("utf-8", errors="replace") for line in raw.split(b"\n")[:-1]]
+        parsed: list[int] = []
+        rows: list[tuple[float, float, bool]] = []
+        bad: list[int] = []
+        for index, line in enumerate(texts):
+            line = line.removesuffix("\r")
+            if not line or line.isspace():
+                continue
+            values = parser.values(line)
+            if values is None:
+                bad.append(index)
+                continue
+            parsed.append(index)
+            rows.append(values)
+        table = np.array(rows, dtype=np.float64).reshape(-1, 3)
+        return _Slice(
+            len(texts),
+            np.array(parsed, dtype=np.int64),
+            table[:, 0].copy(),
+            table[:, 1].copy(),
+            table[:, 2] != 0,
+            bad,
+        )
+
+    return parse
 
 
 @dataclass(frozen=True, eq=False)
@@ -623,59 +825,39 @@ def parse_chunk(
     """
     consumed = data.rfind(b"\n") + 1
     body = data[:consumed]
-    newlines = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n"))
-    line_starts = np.concatenate(([0], newlines[:-1] + 1)).astype(np.int64)
-    items: list[tuple[float, float, bool] | str | None]
-    if isinstance(parser, NginxParser) and body.isascii():  # most logs: one regex pass
-        items = parser.block(body.decode("ascii"))
-    else:
-        if body.isascii():
-            texts = body.decode("ascii").split("\n")[:-1]
-        else:
-            texts = [raw.decode("utf-8", errors="replace") for raw in body.split(b"\n")[:-1]]
-        items = []
-        for line in texts:
-            line = line.removesuffix("\r")
-            items.append(line if not line or line.isspace() else (parser.values(line) or line))
-    records: list[tuple[float, float, bool]] = []
-    parsed: list[int] = []
+    slicer = parser.parse_slice if isinstance(parser, NginxParser) else _line_slicer(parser)
+    table, bad = _by_slices(body, slicer, keep_bad=max(max_examples, 1))
     bad_examples: list[tuple[int, str]] = []
     bad_offsets: list[int] = []
-    lines = bad = 0
-    first: tuple[int, str] | None = None
-    for index, item in enumerate(items):
-        if type(item) is tuple:
-            records.append(item)
-            parsed.append(index)
-            continue
-        if isinstance(item, str) and (not item or item.isspace()):
-            continue  # a blank line
-        bad += 1
-        if len(bad_examples) < max_examples or first is None:
-            start = int(line_starts[index])
-            raw = body[start : body.find(b"\n", start)]
-            line = raw.decode("utf-8", errors="replace").removesuffix("\r")
-            if first is None:
-                first = (index + 1, line)
-                first_offset = offset + start
-            if len(bad_examples) < max_examples:
-                bad_examples.append((index + 1, line[:_EXAMPLE_CHARS]))
-                bad_offsets.append(offset + start)
-    lines = len(records) + bad
-    if lines and not records and first is not None:
-        _refuse(first, parser, source, first_offset if offset else None)
-    table = np.array(records, dtype=np.float64).reshape(-1, 3)
+    for index, start in zip(
+        table.bad_line[:max_examples].tolist(), table.bad_start[:max_examples].tolist(), strict=True
+    ):
+        bad_examples.append((index + 1, _line_at(body, start)[:_EXAMPLE_CHARS]))
+        bad_offsets.append(offset + start)
+    lines = int(table.line.size) + bad
+    if lines and not table.line.size:
+        start = int(table.bad_start[0])
+        first = (int(table.bad_line[0]) + 1, _line_at(body, start))
+        _refuse(first, parser, source, offset + start if offset else None)
     return Chunk(
-        time=table[:, 0].copy(),
-        latency_ms=table[:, 1].copy(),
-        error=table[:, 2] != 0,
-        line_start=line_starts[np.array(parsed, dtype=np.int64)],
+        time=table.time,
+        latency_ms=table.latency_ms,
+        error=table.error,
+        line_start=table.start,
         consumed=consumed,
         lines=lines,
         bad_lines=bad,
         bad_examples=tuple(bad_examples),
         bad_offsets=tuple(bad_offsets),
     )
+
+
+def _line_at(body: bytes, start: int) -> str:
+    """
+    The line that starts at byte ``start`` of a block, as text (without its line end).
+    """
+    raw = body[start : body.find(b"\n", start)]
+    return raw.decode("utf-8", errors="replace").removesuffix("\r")
 
 
 def _refuse(first: tuple[int, str], parser: LineParser, source: str, at_byte: int | None) -> None:

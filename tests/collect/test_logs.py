@@ -8,6 +8,7 @@ Expected values come from independent readings of the same files (``str.split``,
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,11 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capplan.collect.logs import (
+    _FIELDS,
     DEFAULT_NGINX_FORMAT,
     NGINX_COMBINED,
     Chunk,
     LineParser,
     LogRecord,
+    NginxParser,
     cut_windows,
     make_parser,
     parse_chunk,
@@ -669,3 +672,125 @@ def test_regex_lines_longer_than_the_cap_are_unparsed_fast() -> None:
     assert clock.perf_counter() - start < 0.5
     assert parser.values(good + " " * (REGEX_LINE_MAX - len(good))) is not None
     assert parser.values(good + " " * (REGEX_LINE_MAX + 1 - len(good))) is None
+
+
+# the block path of nginx logs against a line-by-line reading
+
+JSON_FORMAT = (
+    '$time_local "$request" $status "$http_user_agent" "$upstream_response_time" $request_time'
+)
+UPSTREAM_FORMAT = '$msec $status "$request" $upstream_response_time $request_time'
+NGINX_FORMATS = [
+    None,
+    MSEC_FORMAT,
+    MSEC_FORMAT.replace("$msec", "$pid"),
+    JSON_FORMAT,
+    UPSTREAM_FORMAT,
+]
+ODD_PIECES = ["", " ", "\r", "  \t", "é", "\u00a0", "\x1c", '\\"', '"', "-", ", 0.5", " : x"]
+
+
+@st.composite
+def upstream_lines(draw: st.DrawFn) -> str:
+    """Lines of UPSTREAM_FORMAT, where the latency may come from the upstream times alone."""
+    stamp = draw(st.sampled_from(["1795392000.123", "1795392001", "17953920001234567", "-1"]))
+    status = draw(st.sampled_from(["200", "500", "499", "5000"]))
+    times = ["-", "", "-", "0.010", "0.010, 0.020 : 0.005", "-, 0.5", "x", "1e99", "٣"]
+    upstream, request = draw(st.sampled_from(times)), draw(st.sampled_from(times))
+    return f'{stamp} {status} "GET / HTTP/1.1" {upstream} {request}'
+
+
+@st.composite
+def nginx_blocks(draw: st.DrawFn, log_format: str | None) -> bytes:
+    """
+    Real lines (or, for UPSTREAM_FORMAT, mostly lines of it), mangled ones, odd pieces and
+    invalid UTF-8, joined by LF or CRLF.
+    """
+    own = upstream_lines() if log_format == UPSTREAM_FORMAT else st.sampled_from(REAL_LINES)
+    line = st.one_of(
+        own,
+        own,
+        st.sampled_from(REAL_LINES),
+        mangled_lines(),
+        st.sampled_from(ODD_PIECES),
+        st.builds(lambda a, b: a + b, st.sampled_from(REAL_LINES), st.sampled_from(ODD_PIECES)),
+    )
+    lines = draw(st.lists(line, max_size=12))
+    data = "\n".join(lines).encode()
+    if draw(st.booleans()):
+        data = data.replace(b"\n", b"\r\n")
+    if draw(st.booleans()) and data:
+        at = draw(st.integers(0, len(data)))
+        data = data[:at] + draw(st.sampled_from([b"\xff", b"\xc3", b"\xe2\x82"])) + data[at:]
+    return data + b"\n"
+
+
+def _line_by_line(data: bytes, parser: LineParser) -> tuple[Reference, int, list[int]]:
+    """
+    Each line decoded on its own and matched by the format's regex with every possessive
+    quantifier made greedy again (the regex as it was before they were possessive).
+    """
+    assert isinstance(parser, NginxParser)
+    plain = re.compile(parser._regex.pattern.replace("*+", "*"), re.ASCII)
+    out: Reference = []
+    bad: list[int] = []
+    for number, raw in enumerate(data.split(b"\n")[:-1], start=1):
+        line = raw.decode("utf-8", errors="replace").removesuffix("\r")
+        if not line or line.isspace():
+            continue
+        m = plain.fullmatch(line)
+        values = None if m is None else parser._convert(*m.group(*_FIELDS))
+        if values is None:
+            bad.append(number)
+            continue
+        t, lat, err = values
+        out.append((t, None if math.isnan(lat) else lat, err))
+    return out, len(out) + len(bad), bad
+
+
+@PROPERTY
+@given(st.sampled_from(NGINX_FORMATS).flatmap(lambda f: st.tuples(st.just(f), nginx_blocks(f))))
+def test_nginx_block_path_equals_line_by_line(case: tuple[str | None, bytes]) -> None:
+    """
+    parse_chunk's nginx path (one bytes regex per block, possessive quantifiers, fields
+    converted by column) reads every line as the plain line-by-line reading does.
+    """
+    _same_as_line_by_line(*case)
+
+
+@PROPERTY
+@given(nginx_blocks(UPSTREAM_FORMAT))
+def test_nginx_block_path_upstream_times(data: bytes) -> None:
+    """The same for a format whose latency may come from the upstream times alone."""
+    _same_as_line_by_line(UPSTREAM_FORMAT, data)
+
+
+def _same_as_line_by_line(log_format: str | None, data: bytes) -> None:
+    parser = nginx(log_format)
+    expected, lines, bad = _line_by_line(data, parser)
+    if bad and not expected:  # no line parses: refused, naming the first
+        with pytest.raises(InputError) as refused:
+            parse_chunk(data, parser, source="s")
+        assert refused.value.line == bad[0]
+        return
+    c = parse_chunk(data, parser, source="s", max_examples=len(bad) + 1)
+    assert expected == records(c)
+    assert (lines, len(bad)) == (c.lines, c.bad_lines)
+    assert bad == [number for number, _ in c.bad_examples]
+
+
+def test_nginx_block_path_slices_a_large_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block matched in several slices (one line longer than a slice) reads as in one."""
+    from capplan.collect import logs
+
+    data = TIMED + b"x" * 500 + b"\n" + b"\n\n" + TIMED
+    whole = parse_chunk(data, nginx(), source="s")
+    monkeypatch.setattr(logs, "_SLICE_BYTES", 256)
+    sliced = parse_chunk(data, nginx(), source="s")
+    assert records(whole) == records(sliced)
+    assert (whole.lines, whole.bad_lines, whole.bad_examples) == (
+        sliced.lines,
+        sliced.bad_lines,
+        sliced.bad_examples,
+    )
+    assert np.array_equal(whole.line_start, sliced.line_start)
