@@ -51,7 +51,10 @@ __all__ = [
     "mgc_response_pdf",
     "mgc_response_quantile",
     "mgc_response_sf",
+    "mgc_response_sf_given_wait",
     "mgc_response_sf_pdf",
+    "mgc_response_sf_pdf_given_wait",
+    "mgc_wait",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -981,6 +984,83 @@ def mgc_response_sf_pdf(
     assert sf is not None
     assert pdf is not None
     return sf.reshape(shape), pdf.reshape(shape)
+
+
+def mgc_wait(
+    rate: ArrayLike, servers: ArrayLike, service_time: ArrayLike, scv: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """
+    The load-dependent part of the M/G/c response time, batched: Erlang C ``C`` and the rate
+    ``θ = (cμ - λ)·2/(1 + scv)`` of the exponential wait (``E[W | W > 0] = 1/θ``).
+
+    Computed once per rate, they give the mean (``C/θ + E[S]``) and, through
+    :func:`mgc_response_sf_pdf_given_wait`, the distribution at any number of times.  Arguments
+    as for :func:`mgc_mean_response`.
+
+    Returns:
+        ``(C, θ)``, float64 of the broadcast shape; nan where ``rate >= servers/service_time``.
+    """
+    shape, flat = _batch_flat(*_batch_parameters(rate, servers, service_time, scv))
+    p_wait, theta, unstable = _batch_wait(*flat)
+    _fill(p_wait, unstable, math.nan)
+    _fill(theta, unstable, math.nan)
+    return p_wait.reshape(shape), theta.reshape(shape)
+
+
+def _given_wait(
+    t: FloatArray,
+    p_wait: FloatArray,
+    theta: FloatArray,
+    service_time: FloatArray,
+    scv: FloatArray,
+    want_pdf: bool,
+) -> tuple[FloatArray, FloatArray | None]:
+    unstable = np.isnan(p_wait)
+    if unstable.any():
+        p_wait, theta = np.where(unstable, 0.0, p_wait), np.where(unstable, 1.0, theta)
+    shape = t.shape
+    sf, pdf = _sf_pdf(
+        t.reshape(-1),
+        p_wait.reshape(-1),
+        theta.reshape(-1),
+        service_time.reshape(-1),
+        scv.reshape(-1),
+        want_sf=True,
+        want_pdf=want_pdf,
+    )
+    assert sf is not None
+    sf = sf.reshape(shape)
+    if pdf is not None:
+        pdf = pdf.reshape(shape)
+    if unstable.any():
+        sf = np.where(unstable, 1.0, sf)
+        if pdf is not None:
+            pdf = np.where(unstable, 0.0, pdf)
+    return sf, pdf
+
+
+def mgc_response_sf_given_wait(
+    t: FloatArray, p_wait: FloatArray, theta: FloatArray, service_time: FloatArray, scv: FloatArray
+) -> FloatArray:
+    """
+    :func:`mgc_response_sf` from the stations' :func:`mgc_wait` (no Erlang C to compute).
+
+    All arguments are float64 arrays of one shape, not validated (inner loops: the station
+    fits, the sampling covariance); ``t`` at least 0.  1 where ``p_wait`` is nan (unstable).
+    """
+    return _given_wait(t, p_wait, theta, service_time, scv, False)[0]
+
+
+def mgc_response_sf_pdf_given_wait(
+    t: FloatArray, p_wait: FloatArray, theta: FloatArray, service_time: FloatArray, scv: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """
+    :func:`mgc_response_sf_pdf` from the stations' :func:`mgc_wait`; arguments as for
+    :func:`mgc_response_sf_given_wait`.  ``(1, 0)`` where ``p_wait`` is nan (unstable).
+    """
+    sf, pdf = _given_wait(t, p_wait, theta, service_time, scv, True)
+    assert pdf is not None
+    return sf, pdf
 
 
 def mgc_response_quantile(

@@ -28,7 +28,8 @@ from capplan.models.queueing import (
     mgc_mean_response,
     mgc_response_pdf,
     mgc_response_quantile,
-    mgc_response_sf,
+    mgc_response_sf_given_wait,
+    mgc_wait,
 )
 
 __all__ = ["QUANTILES", "response_moments", "sampling_covariance"]
@@ -104,7 +105,11 @@ def sampling_covariance(
     nodes, weights = _gauss_legendre(order)
     u = 0.5 * tq[..., None] * (nodes + 1.0)  # B + (3, order)
     ex2 = (Ellipsis, None, None)
-    sf_u = mgc_response_sf(u, r[ex2], c[ex2], s[ex2], v[ex2])
+    # Erlang C once per element, not at each of its 3 × order points
+    p_wait, theta = mgc_wait(r, c, s, v)
+    sf_u = mgc_response_sf_given_wait(
+        u, *(np.broadcast_to(x[ex2], u.shape) for x in (p_wait, theta, s, v))
+    )
     integral = 0.5 * tq * (sf_u @ weights)
     tail = 1.0 - qs
     tail_mean = tq * tail + mu[ex] - integral  # E[T; T > t_q]

@@ -45,9 +45,9 @@ import numpy.typing as npt
 
 from capplan.models._batch_lm import batched_lm
 from capplan.models.queueing import (
-    mgc_mean_response,
     mgc_response_sf,
-    mgc_response_sf_pdf,
+    mgc_response_sf_pdf_given_wait,
+    mgc_wait,
 )
 from capplan.models.sampling import sampling_covariance
 
@@ -178,6 +178,7 @@ def log_quantile_residuals(
     scv: npt.ArrayLike,
     *,
     newton_steps: int = 0,
+    wait: tuple[FloatArray, FloatArray] | None = None,
 ) -> FloatArray:
     """
     ln(model quantile) − ln(observed), from the survival function at the observed time.
@@ -185,16 +186,23 @@ def log_quantile_residuals(
     With ``newton_steps = 0`` this is the first-order residual (one Newton step of the
     inversion, clipped to ±10); each further step polishes it towards the exact value.  All
     arguments broadcast together; where the station is unstable the residual is +10.
+    ``wait``: the stations' ``mgc_wait`` at these rates, when the caller has it (then every
+    argument is an array of the same shape).
     """
-    rate, q, servers, service_time = (
-        np.asarray(x, dtype=np.float64) for x in (rate, q, servers, service_time)
+    rate, q, servers, service_time, scv = (
+        np.asarray(x, dtype=np.float64) for x in (rate, q, servers, service_time, scv)
     )
     log_t = np.log(np.asarray(observed, dtype=np.float64))
     total = np.zeros(np.broadcast(rate, q, log_t, servers, service_time, scv).shape)
+    if wait is None:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            wait = mgc_wait(*np.broadcast_arrays(rate, servers, service_time, scv))
+    p_wait, theta = (np.broadcast_to(x, total.shape) for x in wait)
+    s_full, v_full = (np.broadcast_to(x, total.shape) for x in (service_time, scv))
     for _ in range(newton_steps + 1):
         t = np.exp(log_t + total)
         with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
-            sf, pdf = mgc_response_sf_pdf(t, rate, servers, service_time, scv)
+            sf, pdf = mgc_response_sf_pdf_given_wait(t, p_wait, theta, s_full, v_full)
             g = np.log(np.maximum(sf, 1e-300)) - np.log1p(-q)
             step = g * sf / (t * pdf)
         step = np.where(np.isfinite(step), np.clip(step, -10.0, 10.0), np.sign(g) * 10.0)
@@ -217,8 +225,10 @@ def _raw_residuals(
     """
     rate = packed.rate[idx]
     mean_obs = packed.latency["mean"][idx]
+    # Erlang C and the wait's rate once per window, for its mean and its percentiles
+    p_wait, theta = mgc_wait(rate, c[:, None], s[:, None], v[:, None])
     with np.errstate(divide="ignore", invalid="ignore"):
-        pred = mgc_mean_response(rate, c[:, None], s[:, None], v[:, None])
+        pred = p_wait / theta + s[:, None]
         pred = np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)
         mean_res = np.log(pred) - np.log(mean_obs)
     obs = np.stack([packed.latency[k][idx] for k in _PCTL], axis=1)  # (m, 3, w)
@@ -236,6 +246,10 @@ def _raw_residuals(
             np.broadcast_to(s[:, None, None], obs.shape)[sel],
             np.broadcast_to(v[:, None, None], obs.shape)[sel],
             newton_steps=newton_steps,
+            wait=(
+                np.broadcast_to(p_wait[:, None, :], obs.shape)[sel],
+                np.broadcast_to(theta[:, None, :], obs.shape)[sel],
+            ),
         )
     return np.concatenate([mean_res[:, None, :], res], axis=1)
 

@@ -39,7 +39,10 @@ from capplan.models.queueing import (
     mgc_response_pdf,
     mgc_response_quantile,
     mgc_response_sf,
+    mgc_response_sf_given_wait,
     mgc_response_sf_pdf,
+    mgc_response_sf_pdf_given_wait,
+    mgc_wait,
 )
 
 
@@ -521,6 +524,35 @@ def test_batch_functions_give_documented_values_where_unstable() -> None:
         mgc_response_quantile(0.9, mixed, 4, 0.5, 2.5)[0],
     )
     assert pytest.approx(expected, rel=1e-14) == actual
+
+
+def test_given_wait_equals_the_full_computation() -> None:
+    """
+    mgc_wait once per rate, then the distribution at several times from it: the same numbers
+    (to the bit) as mgc_response_sf_pdf, unstable elements (nan wait) included; the mean is
+    C/θ + E[S].
+    """
+    rng = np.random.default_rng(5)
+    servers = rng.choice([1.0, 2.5, 8.0, 300.0], size=(40, 1))
+    service_time = rng.uniform(0.01, 0.2, size=(40, 1))
+    scv = rng.choice([0.0, 1e-12, 0.2, 1.0, 4.0], size=(40, 1))
+    rate = servers / service_time * rng.uniform(0.0, 1.1, size=(40, 1))
+    t = service_time * rng.uniform(0.0, 6.0, size=(40, 5))
+    p_wait, theta = mgc_wait(rate, servers, service_time, scv)
+    unstable = rate * service_time >= servers
+    assert unstable.any()
+    assert np.array_equal(np.isnan(p_wait), unstable)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = p_wait / theta + service_time
+    full = mgc_mean_response(rate, servers, service_time, scv)
+    assert np.array_equal(mean[~unstable], full[~unstable])
+    args = (np.broadcast_to(x, t.shape) for x in (p_wait, theta, service_time, scv))
+    p, th, s, v = args
+    sf, pdf = mgc_response_sf_pdf_given_wait(t, p, th, s, v)
+    expected_sf, expected_pdf = mgc_response_sf_pdf(t, rate, servers, service_time, scv)
+    assert np.array_equal(sf, expected_sf)
+    assert np.array_equal(pdf, expected_pdf)
+    assert np.array_equal(mgc_response_sf_given_wait(t, p, th, s, v), expected_sf)
 
 
 def test_batch_functions_broadcast_like_numpy() -> None:
