@@ -82,6 +82,7 @@ def batched_lm(
     rel_step: float = 1.5e-8,
     lower: FloatArray | None = None,
     upper: FloatArray | None = None,
+    final_jacobian: bool = True,
 ) -> BatchResult:
     """
     Minimise each problem's sum of squared residuals from its own starting point.
@@ -97,6 +98,9 @@ def batched_lm(
         lower: Lower bounds per parameter (shape (k,)); a step is projected onto the box, so
             a parameter whose optimum lies on its bound ends exactly on it.
         upper: Upper bounds per parameter (shape (k,)).
+        final_jacobian: Evaluate the Jacobian at the solutions (False: ``jacobian`` is the one
+            of each problem's last iteration, which a caller that wants only ``x`` need not
+            pay k more evaluations for).
 
     Returns:
         The solutions; ``converged`` is False for a problem that hit ``max_iter`` or whose
@@ -183,5 +187,6 @@ def batched_lm(
         active = active[~done]
     # The Jacobian at the final point (problems that stopped on an accepted step moved after
     # their last Jacobian).
-    jac = _jacobian(fun, x, every, r, rel_step, hi)
+    if final_jacobian:
+        jac = _jacobian(fun, x, every, r, rel_step, hi)
     return BatchResult(x, r, jac, cost, iterations, converged)

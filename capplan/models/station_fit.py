@@ -343,9 +343,11 @@ def _solve(
     newton_steps: int = 0,
     tol: float = 1e-10,
     max_iter: int = 200,
+    final_jacobian: bool = True,
 ) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]:
     """
     Batched LM from the ``best_of`` cheapest starts per node; the lower cost wins per node.
+    (``final_jacobian``: see ``batched_lm``.)
     """
     rmax = packed.rmax
 
@@ -365,7 +367,9 @@ def _solve(
     stacked = np.stack(starts, axis=0)  # (starts, n, k)
     for rank in range(min(best_of, len(starts))):
         x0 = stacked[order[:, rank], every]
-        result = batched_lm(fun, x0, ftol=tol, xtol=tol, max_iter=max_iter)
+        result = batched_lm(
+            fun, x0, ftol=tol, xtol=tol, max_iter=max_iter, final_jacobian=final_jacobian
+        )
         if best_x is None:
             best_x, best_r, best_j = (
                 result.x.copy(),
@@ -422,7 +426,13 @@ def fit_stations(
     rmax = packed.rmax
     # Stage 1 only places the whitening (and starts stage 2): a loose tolerance does.
     first, _, _, _ = _solve(
-        packed, servers, c_free, scv_free, _starts(packed, c_free, scv_free), tol=_PILOT_TOL
+        packed,
+        servers,
+        c_free,
+        scv_free,
+        _starts(packed, c_free, scv_free),
+        tol=_PILOT_TOL,
+        final_jacobian=False,
     )
     whiten = _whitening(packed, *_unpack(first, rmax, servers, c_free, scv_free))
     theta, cost, jac, converged = _solve(
