@@ -14,17 +14,25 @@ failed, counted as infinitely slow).
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import os
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ALTERNATIVES", "Target", "markdown", "plot", "targets"]
+from bench.lab.stationary import LOGNORMAL_CV, stationary_capacity
+
+__all__ = ["ALTERNATIVES", "Target", "add_stationary", "markdown", "plot", "targets"]
 
 #: The configurations capplan must beat (``optimum`` is the limit, not an alternative).
 ALTERNATIVES = ("rr", "lc", "wrr", "wlc")
+
+#: Independent seed sets of each node's simulated stationary capacity (the median is reported).
+STATIONARY_SEEDS = 4
 
 #: A refusal seen by the client comes this much after the balancer's queue timeout at most: the
 #: connection and the answer on loopback, and HAProxy's timers, which tick in milliseconds.
@@ -91,6 +99,29 @@ def targets(variant: str, result: Mapping[str, Any]) -> list[Target]:
                 variant,
                 "-",
                 "the 95% interval covers the measured capacity for most nodes",
+                sum(covered) > len(covered) / 2,
+                f"{sum(covered)} of {len(covered)} nodes",
+            )
+        )
+    steady = [n for n in result["nodes"] if n.get("stationary_rps")]
+    if steady:
+        errors = [abs(n["predicted_rps"] / n["stationary_rps"] - 1) for n in steady]
+        covered = [_covers(n["predicted_interval"], n["stationary_rps"]) for n in steady]
+        median = statistics.median(errors)
+        out.append(
+            Target(
+                variant,
+                "-",
+                "predicted node capacity within ±10% of the stationary one (simulated; median)",
+                median <= 0.10,
+                f"median error {median:.1%}",
+            )
+        )
+        out.append(
+            Target(
+                variant,
+                "-",
+                "the 95% interval covers the stationary capacity (simulated) for most nodes",
                 sum(covered) > len(covered) / 2,
                 f"{sum(covered)} of {len(covered)} nodes",
             )
@@ -185,6 +216,47 @@ def targets(variant: str, result: Mapping[str, Any]) -> list[Target]:
     return out
 
 
+def _covers(interval: Sequence[float | None], value: float) -> bool:
+    lo, hi = interval
+    return lo is not None and hi is not None and lo <= value <= hi
+
+
+def add_stationary(variants: Mapping[str, Any], slo: Mapping[str, Any]) -> int:
+    """
+    Give every node of every variant that lacks one its stationary capacity at the SLO,
+    simulated from the pool's parameters (``bench.lab.stationary``): the median over
+    ``STATIONARY_SEEDS`` independent seed sets as ``stationary_rps``, their lowest and
+    highest as ``stationary_range``.  Returns how many nodes were computed (each takes seconds
+    to a minute; the results are kept in the document).
+    """
+    done = 0
+    for result in variants.values():
+        pool = result["pool"]
+        specs = {n["name"]: n for n in pool["nodes"]}
+        for node in result["nodes"]:
+            if node.get("stationary_rps") or node["node"] not in specs:
+                continue
+            spec = specs[node["node"]]
+            law = spec.get("service") or pool["service"]
+            cv = spec.get("cv") or pool.get("cv", LOGNORMAL_CV)
+            values = sorted(
+                stationary_capacity(
+                    int(spec["slots"]),
+                    float(spec["service_ms"]),
+                    law,
+                    float(cv),
+                    float(slo["latency_ms"]),
+                    float(slo["percentile"]),
+                    seed=1000 * k,
+                )
+                for k in range(STATIONARY_SEEDS)
+            )
+            node["stationary_rps"] = statistics.median(values)
+            node["stationary_range"] = [values[0], values[-1]]
+            done += 1
+    return done
+
+
 def markdown(variants: Mapping[str, Any], slo_label: str) -> str:
     """
     Per variant: the nodes' predicted and measured capacities, each strategy's figures, capplan's
@@ -193,15 +265,27 @@ def markdown(variants: Mapping[str, Any], slo_label: str) -> str:
     lines: list[str] = []
     for variant, result in variants.items():
         lines.append(f"### {variant}\n")
-        lines.append("| node | predicted rps [95% interval] | measured rps | error |")
-        lines.append("|---|---|---|---|")
+        lines.append(
+            "| node | predicted rps [95% interval] | measured rps | error "
+            "| stationary rps, simulated [seed sets' range] | error |"
+        )
+        lines.append("|---|---|---|---|---|---|")
         for n in result["nodes"]:
             measured = n["measured_rps"]
-            error = f"{n['predicted_rps'] / measured - 1:+.0%}" if measured else "-"
+            error = f"{n['predicted_rps'] / measured - 1:+.1%}" if measured else "-"
             lo, hi = (math.inf if x is None else x for x in n["predicted_interval"])
-            interval = f"{n['predicted_rps']:.0f} [{lo:.0f}, {hi:.0f}]"
-            shown = f"{measured:.0f}" if measured else "-"
-            lines.append(f"| {n['node']} | {interval} | {shown} | {error} |")
+            interval = f"{n['predicted_rps']:.1f} [{lo:.1f}, {hi:.1f}]"
+            shown = f"{measured:.1f}" if measured else "-"
+            steady = n.get("stationary_rps")
+            if steady:
+                low, high = n["stationary_range"]
+                steady_cell = f"{steady:.1f} [{low:.1f}, {high:.1f}]"
+                steady_error = f"{n['predicted_rps'] / steady - 1:+.1%}"
+            else:
+                steady_cell = steady_error = "-"
+            lines.append(
+                f"| {n['node']} | {interval} | {shown} | {error} | {steady_cell} | {steady_error} |"
+            )
         lines.append("")
         strategies = result["strategies"]
         levels = sorted({lv for s in strategies.values() for lv in s["p99_ms"]}, key=float)
@@ -317,3 +401,31 @@ def plot(variants: Mapping[str, Any], path: Path, slo_ms: float) -> None:
         bars.set_ylabel("largest rate meeting the SLO (rps)")
         bars.set_title(f"{variant}, {balancer}: max rate at the SLO")
     figure.savefig(path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Report a results directory again: the nodes' stationary capacities added where missing
+    (kept in ``results.json``), then ``results.md`` and ``results.svg`` rewritten.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.lab.results", description="report a lab run's results.json again"
+    )
+    parser.add_argument("out", type=Path, help="the lab's results directory")
+    args = parser.parse_args(argv)
+    path = args.out / "results.json"
+    data = json.loads(path.read_text())
+    slo = data["slo"]
+    if add_stationary(data["variants"], slo):
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(temporary, path)
+    table = markdown(data["variants"], f"p{slo['percentile']:g}")
+    (args.out / "results.md").write_text(table)
+    plot(data["variants"], args.out / "results.svg", float(slo["latency_ms"]))
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

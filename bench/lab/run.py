@@ -44,7 +44,7 @@ from bench.lab.balancers import STRATEGIES, Balancers, CapplanConfig
 from bench.lab.loadgen import LoadResult, run_load_async
 from bench.lab.node import fetch_stats, log_path, start_node_process
 from bench.lab.pool import DEFAULT_POOL, Pool, load_pool
-from bench.lab.results import markdown, plot
+from bench.lab.results import add_stationary, markdown, plot
 
 __all__ = ["Lab", "Settings", "main"]
 
@@ -731,6 +731,7 @@ class Lab:
             "pool": {
                 "name": self.pool.name,
                 "service": self.pool.service,
+                "cv": self.pool.cv,
                 "nodes": [n.model_dump(exclude_none=True) for n in self.pool.nodes],
                 "measured_rps": pool_measured,
                 "predicted_rps": pool_predicted,
@@ -826,6 +827,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_error_rate": 0.001,
     }
     results.save()
+    say("stationary capacities of the nodes (simulated; once per node) ...")
+    if add_stationary(variants, results.data["slo"]):
+        results.save()
     table = markdown(variants, slo_label)
     (settings.out / "results.md").write_text(table)
     plot(variants, settings.out / "results.svg", settings.slo_ms)

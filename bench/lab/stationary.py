@@ -1,0 +1,109 @@
+"""
+A lab node's stationary capacity at the SLO, by simulation of its queue (pure computation).
+
+A node of the lab is an M/G/c station whose parameters are known (the pool file: slots, mean
+service time, service law and cv).  Its *stationary* capacity — the largest rate whose long-run
+p99 meets the SLO, which is what capplan's models predict — is found here by simulating that
+station: the exact FCFS multi-server recursion (each arrival takes the slot that frees first),
+seeded, pooled over several long runs, and a bisection on the rate.
+
+The lab also *measures* each node's capacity with short points (``run.py``); near saturation a
+short point's p99 is well below the long-run one (``bench.lab.window_bias`` shows by how much),
+so that measurement overstates the stationary capacity by a few percent.  The lab reports both,
+and checks capplan's intervals against each.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+LOGNORMAL_CV = 0.4
+#: Long runs per rate, their length and the warm-up before each (seconds).
+RUNS, RUN_S, WARM_S = 6, 300.0, 5.0
+#: Bisection steps on the rate (2⁻¹² of the bracket: below 0.01% of the capacity).
+STEPS = 12
+
+
+def simulate(
+    rate: float,
+    servers: int,
+    service_s: float,
+    law: str,
+    duration_s: float,
+    warm_s: float,
+    *,
+    seed: int,
+    cv: float = LOGNORMAL_CV,
+) -> np.ndarray:
+    """
+    Response times (s) of the requests that arrive in ``[warm_s, warm_s + duration_s)`` at an
+    M/G/c station that starts empty at 0: Poisson arrivals at ``rate``; service times of mean
+    ``service_s``, ``exp``, ``fixed`` or ``lognormal`` with coefficient of variation ``cv``
+    (as the lab's nodes draw them).
+    """
+    rng = np.random.default_rng(seed)
+    horizon = warm_s + duration_s
+    n = int(rate * horizon + 10 * np.sqrt(rate * horizon) + 10)
+    arrivals = np.cumsum(rng.exponential(1.0 / rate, n))
+    arrivals = arrivals[arrivals < horizon]
+    n = arrivals.size
+    if law == "fixed":
+        service = np.full(n, service_s)
+    elif law == "exp":
+        service = rng.exponential(service_s, n)
+    elif law == "lognormal":
+        sigma = np.sqrt(np.log1p(cv**2))
+        service = rng.lognormal(np.log(service_s) - sigma**2 / 2, sigma, n)
+    else:
+        raise ValueError(f"unknown service law {law!r}")
+    free = [0.0] * servers  # when each slot frees, as a heap
+    response = np.empty(n)
+    for i in range(n):
+        start = max(arrivals[i], heapq.heappop(free))
+        done = start + service[i]
+        heapq.heappush(free, done)
+        response[i] = done - arrivals[i]
+    kept: np.ndarray = response[arrivals >= warm_s]
+    return kept
+
+
+def long_run_quantile(
+    rate: float, servers: int, service_s: float, law: str, cv: float, q: float, seed: int = 0
+) -> float:
+    """
+    The ``q`` quantile of the response time over ``RUNS`` pooled runs of ``RUN_S`` seconds
+    (the same seeds at every rate, so the estimate moves smoothly with the rate).
+    """
+    runs = [
+        simulate(rate, servers, service_s, law, RUN_S, WARM_S, seed=seed + k, cv=cv)
+        for k in range(RUNS)
+    ]
+    return float(np.quantile(np.concatenate(runs), q))
+
+
+def stationary_capacity(
+    servers: int,
+    service_ms: float,
+    law: str,
+    cv: float,
+    slo_ms: float,
+    percentile: float,
+    *,
+    seed: int = 0,
+) -> float:
+    """
+    The largest rate (rps) whose simulated long-run percentile meets ``slo_ms``: bisection
+    between 0 and the station's saturation ``servers / service``.
+    """
+    service_s = service_ms / 1e3
+    q = percentile / 100.0
+    lo, hi = 0.0, servers / service_s
+    for _ in range(STEPS):
+        mid = 0.5 * (lo + hi)
+        if long_run_quantile(mid, servers, service_s, law, cv, q, seed) * 1e3 <= slo_ms:
+            lo = mid
+        else:
+            hi = mid
+    return lo
