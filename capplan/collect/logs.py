@@ -79,6 +79,7 @@ _TIME_LOCAL_PARTS = re.compile(
     r"(\d{2})/([A-Za-z]{3})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})", re.ASCII
 )
 _UPSTREAM_LIST = r"[^\s,]*(?:(?:, | : )[^\s,]*)*"  # "0.010, 0.020 : 0.005" (retries, redirects)
+_UPSTREAM_LIST_LAST = r"[^\s,]*+(?:(?:, | : )[^\s,]*+)*+"  # the same, possessive
 # Patterns for the variables whose shape is known; any other variable takes "anything but the
 # next literal character".
 _VAR_PATTERNS = {
@@ -458,7 +459,9 @@ def _nginx_regex(fmt: str, groups: dict[str, str]) -> str:
         if text in _VAR_PATTERNS:
             body = _VAR_PATTERNS[text]
         elif text.startswith("upstream_"):
-            body = _UPSTREAM_LIST
+            # last in the line, nothing can follow that backtracking into the list would free
+            # (before a literal its class could swallow the literal's first character)
+            body = _UPSTREAM_LIST_LAST if following is None else _UPSTREAM_LIST
         elif following is None:
             body = ".*"
         elif following[0] == "var" and (

@@ -680,6 +680,7 @@ JSON_FORMAT = (
     '$time_local "$request" $status "$http_user_agent" "$upstream_response_time" $request_time'
 )
 UPSTREAM_FORMAT = '$msec $status "$request" $upstream_response_time $request_time'
+QUOTED_UPSTREAM_FORMAT = '$msec $status "$request" "$upstream_response_time" $request_time'
 NGINX_FORMATS = [
     None,
     MSEC_FORMAT,
@@ -691,12 +692,17 @@ ODD_PIECES = ["", " ", "\r", "  \t", "é", "\u00a0", "\x1c", '\\"', '"', "-", ",
 
 
 @st.composite
-def upstream_lines(draw: st.DrawFn) -> str:
-    """Lines of UPSTREAM_FORMAT, where the latency may come from the upstream times alone."""
+def upstream_lines(draw: st.DrawFn, quoted: bool = False) -> str:
+    """
+    Lines of UPSTREAM_FORMAT (QUOTED_UPSTREAM_FORMAT), where the latency may come from the
+    upstream times alone.
+    """
     stamp = draw(st.sampled_from(["1795392000.123", "1795392001", "17953920001234567", "-1"]))
     status = draw(st.sampled_from(["200", "500", "499", "5000"]))
     times = ["-", "", "-", "0.010", "0.010, 0.020 : 0.005", "-, 0.5", "x", "1e99", "٣"]
     upstream, request = draw(st.sampled_from(times)), draw(st.sampled_from(times))
+    if quoted:
+        upstream = f'"{upstream}"'
     return f'{stamp} {status} "GET / HTTP/1.1" {upstream} {request}'
 
 
@@ -706,7 +712,11 @@ def nginx_blocks(draw: st.DrawFn, log_format: str | None) -> bytes:
     Real lines (or, for UPSTREAM_FORMAT, mostly lines of it), mangled ones, odd pieces and
     invalid UTF-8, joined by LF or CRLF.
     """
-    own = upstream_lines() if log_format == UPSTREAM_FORMAT else st.sampled_from(REAL_LINES)
+    own = (
+        upstream_lines(quoted=log_format == QUOTED_UPSTREAM_FORMAT)
+        if log_format in (UPSTREAM_FORMAT, QUOTED_UPSTREAM_FORMAT)
+        else st.sampled_from(REAL_LINES)
+    )
     line = st.one_of(
         own,
         own,
@@ -763,6 +773,13 @@ def test_nginx_block_path_equals_line_by_line(case: tuple[str | None, bytes]) ->
 def test_nginx_block_path_upstream_times(data: bytes) -> None:
     """The same for a format whose latency may come from the upstream times alone."""
     _same_as_line_by_line(UPSTREAM_FORMAT, data)
+
+
+@PROPERTY
+@given(nginx_blocks(QUOTED_UPSTREAM_FORMAT))
+def test_nginx_block_path_quoted_upstream_times(data: bytes) -> None:
+    """The same with the upstream times in quotes (a literal their pattern could swallow)."""
+    _same_as_line_by_line(QUOTED_UPSTREAM_FORMAT, data)
 
 
 def _same_as_line_by_line(log_format: str | None, data: bytes) -> None:
