@@ -403,6 +403,15 @@ def solve_fleet(
             for c, (k, zone, _price) in enumerate(cells)
         ]
     )
+    # a kind that another does better everywhere it runs is never worth buying (at the base
+    # price model; spot nodes are left alone, as the spot share could tell them apart)
+    dominated = _dominated(problem)
+    most = np.array(
+        [
+            current[c] if k in dominated and price != "spot" else most[c]
+            for c, (k, _zone, price) in enumerate(cells)
+        ]
+    )
     hourly = np.array([kinds[k].prices[p] for k, _, p in cells]) * HOURS_PER_MONTH
     # tie-breaker: of two plans of the same cost, fewer node-months
     price = hourly + _TIE * float(hourly.min())
@@ -442,6 +451,49 @@ def solve_fleet(
             raise InfeasibleError(f"no fleet found in {time_limit_s:g} s (try a longer limit)")
     plans = [_plan(problem, cells, counts, current, name, bound) for name, counts in candidates]
     return min(plans, key=lambda p: (p.total_cost, p.method != "horizon"))
+
+
+def _base_price(problem: FleetProblem, kind: KindOffer) -> float:
+    model = problem.policy.price_model
+    return kind.prices[model if model in kind.prices else "on_demand"]
+
+
+def _dominated(problem: FleetProblem) -> set[int]:
+    """
+    Kinds no optimal plan needs to add (at the base price model): another kind runs in every
+    zone this one does, at least as large and at most as dear.
+
+    Each added node of such a kind can become a node of the better one in the same zone, in the
+    same months: every zone, and the fleet, keeps at least its capacity, the cost does not rise,
+    and the loss of the largest node takes away no more than the capacity gained (the one node
+    whose size changed, by at most that much) — exact for ``n_plus`` ≤ 1, where the program's
+    n-plus rows are exact; for larger ``n_plus`` their "n × the largest kind" could grow by more,
+    and nothing is set aside.  Of equal kinds the first is kept.
+    """
+    if problem.policy.n_plus > 1:
+        return set()
+    kinds = problem.kinds
+    price = [_base_price(problem, kind) for kind in kinds]
+    out: set[int] = set()
+    for b, worse in enumerate(kinds):
+        for a, better in enumerate(kinds):
+            if a == b or a in out:
+                continue
+            no_worse = (
+                set(better.zones) >= set(worse.zones)
+                and better.capacity_rps >= worse.capacity_rps
+                and price[a] <= price[b]
+            )
+            strictly = (
+                better.capacity_rps > worse.capacity_rps
+                or price[a] < price[b]
+                or set(better.zones) > set(worse.zones)
+                or a < b
+            )
+            if no_worse and strictly:
+                out.add(b)
+                break
+    return out
 
 
 #: The one zone of a program whose zones do not matter.

@@ -227,3 +227,38 @@ class TestHorizon:
         assert {("k", "a", "on_demand"): 5, ("k", "b", "on_demand"): 5} == month.counts
         assert month.binding.text in ("loss of zone a", "loss of zone b")
         assert month.binding.spare_rps == pytest.approx(0.0, abs=1e-9)
+
+
+class TestDominatedKinds:
+    A = KindOffer("a-big", 300.0, {"on_demand": 0.10}, ("a", "b", "c"))
+    B = KindOffer("b-small", 200.0, {"on_demand": 0.15}, ("a", "b"))  # A is larger, cheaper
+    C = KindOffer("c-cheap", 100.0, {"on_demand": 0.02}, ("c",))  # cheaper per node: kept
+
+    def test_which_kinds_are_set_aside(self) -> None:
+        from capplan.plan.fleet import _dominated
+
+        kinds = (self.A, self.B, self.C, self.A)  # the second A equals the first
+        problem = FleetProblem(kinds, ZONES, (500.0,), {}, Policy(n_plus=1, survive_zone=True))
+        assert _dominated(problem) == {1, 3}
+        # n + 2: the program's "2 × the largest kind" rows could tell them apart
+        assert _dominated(FleetProblem(kinds, ZONES, (500.0,), {}, Policy(n_plus=2))) == set()
+
+    def test_same_cost_as_with_them_and_none_added(self) -> None:
+        """
+        Today's nodes of a dominated kind stay; none is added; the cost is the enumeration's
+        (which knows nothing of dominance).
+        """
+        policy = Policy(n_plus=1, survive_zone=True)
+        problem = FleetProblem((self.A, self.B, self.C), ZONES, (600.0,), {}, policy)
+        plan = solve_fleet(problem)
+        assert_serves(plan, problem)
+        assert not any(n for (kind, _, _), n in plan.months[0].counts.items() if kind == "b-small")
+        # (6 c-cheap nodes in zone c: the grid must reach 6)
+        assert plan.months[0].cost_per_month == pytest.approx(brute_force(problem, 7), rel=1e-4)
+        today = {("b-small", "a"): 2}
+        grown = FleetProblem((self.A, self.B, self.C), ZONES, (600.0, 900.0), today, policy)
+        plan = solve_fleet(grown)
+        assert_serves(plan, grown)
+        for month in plan.months:
+            small = {k: n for k, n in month.counts.items() if k[0] == "b-small" and n}
+            assert small == {("b-small", "a", "on_demand"): 2}
