@@ -76,56 +76,11 @@ def targets(variant: str, result: Mapping[str, Any]) -> list[Target]:
     The issue's targets for one variant (a pool with one service law), per balancer.
     """
     out: list[Target] = []
-    nodes = [n for n in result["nodes"] if n.get("measured_rps")]
-    if nodes:
-        errors = [abs(n["predicted_rps"] / n["measured_rps"] - 1) for n in nodes]
-        covered = [
-            lo is not None and hi is not None and lo <= n["measured_rps"] <= hi
-            for n in nodes
-            for lo, hi in [n["predicted_interval"]]
-        ]
-        median = statistics.median(errors)
-        out.append(
-            Target(
-                variant,
-                "-",
-                "predicted node capacity within ±10% of measured (median over nodes)",
-                median <= 0.10,
-                f"median error {median:.1%}",
-            )
-        )
-        out.append(
-            Target(
-                variant,
-                "-",
-                "the 95% interval covers the measured capacity for most nodes",
-                sum(covered) > len(covered) / 2,
-                f"{sum(covered)} of {len(covered)} nodes",
-            )
-        )
-    steady = [n for n in result["nodes"] if n.get("stationary_rps")]
-    if steady:
-        errors = [abs(n["predicted_rps"] / n["stationary_rps"] - 1) for n in steady]
-        covered = [_covers(n["predicted_interval"], n["stationary_rps"]) for n in steady]
-        median = statistics.median(errors)
-        out.append(
-            Target(
-                variant,
-                "-",
-                "predicted node capacity within ±10% of the stationary one (simulated; median)",
-                median <= 0.10,
-                f"median error {median:.1%}",
-            )
-        )
-        out.append(
-            Target(
-                variant,
-                "-",
-                "the 95% interval covers the stationary capacity (simulated) for most nodes",
-                sum(covered) > len(covered) / 2,
-                f"{sum(covered)} of {len(covered)} nodes",
-            )
-        )
+    for key, against, reference in (
+        ("measured_rps", "measured", "the measured capacity"),
+        ("stationary_rps", "the stationary one (simulated)", "the stationary capacity (simulated)"),
+    ):
+        out += _prediction_targets(variant, result["nodes"], key, against, reference)
     strategies = result["strategies"]
     capacity = result["pool"].get("measured_rps") or result["pool"].get("predicted_rps")
     queue_timeout = (result.get("capplan") or {}).get("queue_timeout_ms")
@@ -214,6 +169,36 @@ def targets(variant: str, result: Mapping[str, Any]) -> list[Target]:
                     )
                 )
     return out
+
+
+def _prediction_targets(
+    variant: str, nodes: Sequence[Mapping[str, Any]], key: str, against: str, reference: str
+) -> list[Target]:
+    """
+    The node targets against one reference (``key`` of each node, where it has one): the
+    median error of the predictions, and whether the intervals cover it for most nodes.
+    """
+    known = [n for n in nodes if n.get(key)]
+    if not known:
+        return []
+    median = statistics.median(abs(n["predicted_rps"] / n[key] - 1) for n in known)
+    covered = sum(_covers(n["predicted_interval"], n[key]) for n in known)
+    return [
+        Target(
+            variant,
+            "-",
+            f"predicted node capacity within ±10% of {against} (median over nodes)",
+            median <= 0.10,
+            f"median error {median:.1%}",
+        ),
+        Target(
+            variant,
+            "-",
+            f"the 95% interval covers {reference} for most nodes",
+            covered > len(known) / 2,
+            f"{covered} of {len(known)} nodes",
+        ),
+    ]
 
 
 def _covers(interval: Sequence[float | None], value: float) -> bool:
