@@ -16,9 +16,9 @@ closer to saturation the SLO sits — the measurement's bias, not the model's.
 
 For each rate this prints the model's p99 (``capplan.models.queueing.Station``), a long
 simulation's p99 (``--seeds`` runs of the longest point length, pooled), and for each point
-length the median
-and mean p99 of ``--seeds`` simulated points (each after ``--warm-s`` seconds of the same
-load, so not from an empty queue) and the share of them within ``--slo-ms``.  The simulation is
+length the median and mean p99 of ``--seeds`` simulated points (each after ``--warm-s``
+seconds of the same load, so not from an empty queue) and the share of them within
+``--slo-ms``.  The simulation is
 the exact FCFS multi-server recursion (each arrival takes the slot that frees first), seeded;
 service times as the lab's nodes draw them (``exp``, ``fixed``, or ``lognormal`` with cv 0.4).
 Pure computation, nothing started; about ten seconds at the defaults.
