@@ -265,6 +265,14 @@ def _request_ms(text: str) -> float:
     return math.nan if seconds is None else seconds * 1000.0
 
 
+def _upstream_ms(text: str) -> float:
+    """
+    ``$upstream_response_time`` in ms (the attempts added); nan when there is no duration.
+    """
+    seconds = _upstream_seconds(text)
+    return math.nan if seconds is None else seconds * 1000.0
+
+
 _LOCAL_TIMES_BYTES = _BytesMemo(_LOCAL_TIMES.__getitem__)
 _ISO_TIMES_BYTES = _BytesMemo(_ISO_TIMES.__getitem__)
 _REQUEST_MS = _BytesMemo(_request_ms)
@@ -369,10 +377,10 @@ class NginxParser(LineParser):
             seconds = self._time[stamp]
             if seconds != seconds:  # nan: not a time
                 return None
-        latency = _seconds(request_time) if request_time else None
-        if latency is None and upstream:
-            latency = _upstream_seconds(upstream)
-        return seconds, math.nan if latency is None else latency * 1000.0, status >= "500"
+        latency = _request_ms(request_time)
+        if latency != latency and upstream:  # nan: no request time
+            latency = _upstream_ms(upstream)
+        return seconds, latency, status >= "500"
 
     def parse_slice(self, body: bytes, start: int, end: int) -> _Slice:
         """
@@ -418,9 +426,7 @@ class NginxParser(LineParser):
         latency = np.fromiter(map(_REQUEST_MS.__getitem__, requests), np.float64, k)
         for i in np.flatnonzero(np.isnan(latency)).tolist():
             if upstreams[i]:
-                value = _upstream_seconds(upstreams[i].decode("utf-8", errors="replace"))
-                if value is not None:
-                    latency[i] = value * 1000.0
+                latency[i] = _upstream_ms(upstreams[i].decode("utf-8", errors="replace"))
         error = np.array(statuses, dtype=np.bytes_) >= b"500"
         # a line that matched with no time in it (nan) is a bad line, as in values()
         timed = ~np.isnan(seconds)
@@ -659,12 +665,11 @@ _SLICE_BYTES = 1 << 17
 
 class LineTable(NamedTuple):
     """
-    The lines of a block: for each parsed one its number (from 0) and byte offset in the
-    block, its time (epoch seconds), latency (ms, nan: unknown) and whether it failed; the
-    numbers and offsets of the first bad ones (blank lines are neither).
+    The lines of a block: for each parsed one its byte offset in the block, its time (epoch
+    seconds), latency (ms, nan: unknown) and whether it failed; the numbers (from 0) and
+    offsets of the first bad ones (blank lines are neither).
     """
 
-    line: IntArray
     start: IntArray
     time: FloatArray
     latency_ms: FloatArray
@@ -709,7 +714,7 @@ def _by_slices(
     holds at once stays bounded whatever the block's size, and of its lines only the parsed
     ones and the first ``keep_bad`` bad ones are kept.
     """
-    pieces: list[tuple[IntArray, IntArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]] = []
+    pieces: list[tuple[IntArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]] = []
     bad_lines: list[IntArray] = []
     bad_starts: list[IntArray] = []
     start = first = bad_count = 0
@@ -721,9 +726,7 @@ def _by_slices(
         view = np.frombuffer(body, dtype=np.uint8, count=end - start, offset=start)
         newlines = np.flatnonzero(view == ord("\n"))
         starts = start + np.concatenate(([0], newlines[:-1] + 1)).astype(np.int64)
-        pieces.append(
-            (first + part.parsed, starts[part.parsed], part.time, part.latency_ms, part.error)
-        )
+        pieces.append((starts[part.parsed], part.time, part.latency_ms, part.error))
         bad_count += len(part.bad)
         if part.bad and sum(b.size for b in bad_lines) < keep_bad:
             bad = np.array(part.bad[:keep_bad], dtype=np.int64)
@@ -733,11 +736,10 @@ def _by_slices(
         start = end
     empty = np.empty(0, dtype=np.int64)
     if not pieces:
-        table = LineTable(empty, empty, np.empty(0), np.empty(0), np.empty(0, bool), empty, empty)
+        table = LineTable(empty, np.empty(0), np.empty(0), np.empty(0, bool), empty, empty)
         return table, 0
-    line, starts, time, latency, error = (np.concatenate(c) for c in zip(*pieces, strict=True))
+    starts, time, latency, error = (np.concatenate(c) for c in zip(*pieces, strict=True))
     table = LineTable(
-        line.astype(np.int64),
         starts,
         time,
         latency,
@@ -837,8 +839,8 @@ def parse_chunk(
     ):
         bad_examples.append((index + 1, _line_at(body, start)[:_EXAMPLE_CHARS]))
         bad_offsets.append(offset + start)
-    lines = int(table.line.size) + bad
-    if lines and not table.line.size:
+    lines = int(table.start.size) + bad
+    if lines and not table.start.size:
         start = int(table.bad_start[0])
         first = (int(table.bad_line[0]) + 1, _line_at(body, start))
         _refuse(first, parser, source, offset + start if offset else None)
