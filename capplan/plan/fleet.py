@@ -227,9 +227,7 @@ def _cells(problem: FleetProblem) -> list[tuple[int, str, str]]:
             for (name, z), n in problem.current.items()
             if name == kind.name and n > 0 and z not in zones
         )
-        base = (
-            problem.policy.price_model if problem.policy.price_model in kind.prices else "on_demand"
-        )
+        base = _base_model(problem, kind)
         for zone in zones:
             cells.append((k, zone, base))
             if spot_ok and "spot" in kind.prices:
@@ -393,23 +391,17 @@ def solve_fleet(
     current = _today(problem, cells)
     allowed = {(k, z) for k, kind in enumerate(kinds) for z in kind.zones}
     peak = max(problem.demand) / policy.target_utilization
-    # no cell needs more nodes than would serve the peak alone after its losses (doubled, to
-    # leave the spot share slack)
-    most = np.array(
-        [
-            current[c]
-            if (k, zone) not in allowed
-            else current[c] + 2 * (math.ceil(peak / kinds[k].capacity_rps) + policy.n_plus)
-            for c, (k, zone, _price) in enumerate(cells)
-        ]
-    )
-    # a kind that another does better everywhere it runs is never worth buying (at the base
-    # price model; spot nodes are left alone, as the spot share could tell them apart)
+    # No cell needs more nodes than would serve the peak alone after its losses (doubled, to
+    # leave the spot share slack).  A kind that another does better everywhere it runs is
+    # never worth buying (at the base price model; spot nodes are left alone, as the spot
+    # share could tell them apart): its cells keep today's nodes.
     dominated = _dominated(problem)
     most = np.array(
         [
-            current[c] if k in dominated and price != "spot" else most[c]
-            for c, (k, _zone, price) in enumerate(cells)
+            current[c]
+            if (k, zone) not in allowed or (k in dominated and model != "spot")
+            else current[c] + 2 * (math.ceil(peak / kinds[k].capacity_rps) + policy.n_plus)
+            for c, (k, zone, model) in enumerate(cells)
         ]
     )
     hourly = np.array([kinds[k].prices[p] for k, _, p in cells]) * HOURS_PER_MONTH
@@ -453,9 +445,13 @@ def solve_fleet(
     return min(plans, key=lambda p: (p.total_cost, p.method != "horizon"))
 
 
-def _base_price(problem: FleetProblem, kind: KindOffer) -> float:
+def _base_model(problem: FleetProblem, kind: KindOffer) -> str:
+    """
+    The price model a kind's nodes other than spot ones are billed at: the policy's, or on
+    demand where the kind has no such price.
+    """
     model = problem.policy.price_model
-    return kind.prices[model if model in kind.prices else "on_demand"]
+    return model if model in kind.prices else "on_demand"
 
 
 def _dominated(problem: FleetProblem) -> set[int]:
@@ -473,7 +469,7 @@ def _dominated(problem: FleetProblem) -> set[int]:
     if problem.policy.n_plus > 1:
         return set()
     kinds = problem.kinds
-    price = [_base_price(problem, kind) for kind in kinds]
+    price = [kind.prices[_base_model(problem, kind)] for kind in kinds]
     out: set[int] = set()
     for b, worse in enumerate(kinds):
         for a, better in enumerate(kinds):
