@@ -1015,28 +1015,28 @@ def _given_wait(
     scv: FloatArray,
     want_pdf: bool,
 ) -> tuple[FloatArray, FloatArray | None]:
-    unstable = np.isnan(p_wait)
-    if unstable.any():
-        p_wait, theta = np.where(unstable, 0.0, p_wait), np.where(unstable, 1.0, theta)
     shape = t.shape
+    p_wait, theta = p_wait.reshape(-1), theta.reshape(-1)
+    unstable: npt.NDArray[np.bool_] | None = np.isnan(p_wait)
+    if unstable is not None and unstable.any():  # evaluated idle, then filled as unstable
+        p_wait, theta = np.where(unstable, 0.0, p_wait), np.where(unstable, 1.0, theta)
+    else:
+        unstable = None
     sf, pdf = _sf_pdf(
         t.reshape(-1),
-        p_wait.reshape(-1),
-        theta.reshape(-1),
+        p_wait,
+        theta,
         service_time.reshape(-1),
         scv.reshape(-1),
         want_sf=True,
         want_pdf=want_pdf,
     )
     assert sf is not None
-    sf = sf.reshape(shape)
+    _fill(sf, unstable, 1.0)
     if pdf is not None:
+        _fill(pdf, unstable, 0.0)
         pdf = pdf.reshape(shape)
-    if unstable.any():
-        sf = np.where(unstable, 1.0, sf)
-        if pdf is not None:
-            pdf = np.where(unstable, 0.0, pdf)
-    return sf, pdf
+    return sf.reshape(shape), pdf
 
 
 def mgc_response_sf_given_wait(
