@@ -231,7 +231,6 @@ def collect_cmd(
     Collect node stats and access-log windows over SSH (or locally), or windows from
     Prometheus, into the store.
     """
-    from capplan.collect import prometheus
     from capplan.collect.run import CollectOptions, collect, plan_nodes
     from capplan.inventory import load_inventory
     from capplan.store import Store
@@ -250,6 +249,8 @@ def collect_cmd(
     if source == "prometheus":
         from datetime import UTC, datetime
 
+        from capplan.collect import prometheus
+
         now = datetime.now(UTC)
         prom = prometheus.PrometheusOptions(
             url=url,
@@ -263,6 +264,8 @@ def collect_cmd(
         raise InputError("--url, --since and --until go with --from prometheus", key="--from")
     if dry_run:
         if prom is not None:
+            from capplan.collect import prometheus
+
             rows, problems = prometheus.dry_run(inv, prom, names=node or ())
         else:
             plans, failed = plan_nodes(inv, node or ())
@@ -301,6 +304,8 @@ def collect_cmd(
 
     def run_collect(store: Store) -> list[Any]:
         if prom is not None:
+            from capplan.collect import prometheus
+
             return prometheus.collect_prometheus(
                 inv, store, prom, names=node or (), on_state=on_state
             )

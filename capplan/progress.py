@@ -21,6 +21,7 @@ _ORDER = (
     "probing",
     "haproxy",
     "reading log",
+    "parsing",
     "querying",
     "storing",
     "ok",

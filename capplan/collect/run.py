@@ -13,6 +13,7 @@ import abc
 import contextlib
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -314,6 +315,7 @@ def _collect_node(
     options: CollectOptions,
     outcome: NodeOutcome,
     state: Callable[[str, str], None],
+    parsing: threading.Lock,
 ) -> _Harvested:
     node = plan.node
     cursor, history = store_view
@@ -377,18 +379,20 @@ def _collect_node(
     plan_ = plan_reads(log.path, cursor, probe.log, probe.rotated, options.max_bytes)
     outcome.notes.extend(plan_.notes)
     data = [session.read(step) for step in plan_.steps]
+    state(node.name, "parsing")
     try:
-        harvested = harvest(
-            node.name,
-            log.path,
-            plan_,
-            data,
-            parser,
-            cursor=cursor,
-            now=probe.now,
-            window_s=options.window_s,
-            current_inode=probe.log.inode,
-        )
+        with parsing:
+            harvested = harvest(
+                node.name,
+                log.path,
+                plan_,
+                data,
+                parser,
+                cursor=cursor,
+                now=probe.now,
+                window_s=options.window_s,
+                current_inode=probe.log.inode,
+            )
     except InputError as exc:
         outcome.fail("log", str(exc))
         return result
@@ -451,6 +455,10 @@ def collect(
     }
     cancel = Cancel()
     keys = KeyRing()
+    # One log parsed at a time: parsing is CPU work under the GIL, and threads parsing at once
+    # only take turns on one core, paying for every hand-over (50 nodes here: a quarter more
+    # CPU with 32 at once than one by one); the others go on reading meanwhile.
+    parsing = threading.Lock()
     start = time.monotonic()
     deadline = start + options.deadline_s
 
@@ -472,7 +480,9 @@ def collect(
                 for name in connection.added_keys:
                     outcome.notes.append(f"added the host key of {name} to known_hosts")
                 session = _SSHSession(connection, deadline)
-            return _collect_node(plan, session, views[plan.node.name], options, outcome, on_state)
+            return _collect_node(
+                plan, session, views[plan.node.name], options, outcome, on_state, parsing
+            )
         finally:
             if connection is not None:
                 connection.close()

@@ -513,6 +513,19 @@ def _preferred_key_types(transport: paramiko.Transport, known: list[str]) -> Non
     options.key_types = tuple(first + [k for k in available if k not in first])
 
 
+#: AES-GCM first: an AEAD cipher, one pass over each packet where AES-CTR needs a separate HMAC
+#: (paramiko's default order puts CTR first); a client CPU second per ~800 MB read, at 2/3 of
+#: CTR with HMAC-SHA2-256 here.  Servers without it fall back to paramiko's other ciphers.
+_FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+def _preferred_ciphers(transport: paramiko.Transport) -> None:
+    options = transport.get_security_options()
+    available = list(options.ciphers)
+    first = [c for c in _FAST_CIPHERS if c in available]
+    options.ciphers = tuple(first + [c for c in available if c not in first])
+
+
 def _open_transport(
     sock: socket.socket | paramiko.Channel | paramiko.ProxyCommand,
     endpoint: Endpoint,
@@ -530,6 +543,7 @@ def _open_transport(
     transport.auth_timeout = route.timeout_s
     name = endpoint.known_hosts_name
     _preferred_key_types(transport, hosts.types(name))
+    _preferred_ciphers(transport)
     try:
         transport.start_client(timeout=route.timeout_s)
         key = transport.get_remote_server_key()

@@ -535,3 +535,33 @@ def test_rotation_between_runs(cli: CLI, pool: Pool, tmp_path: Path) -> None:
     assert windows_in(db, name) == expected_windows(everything, first_full, cursor.done_until)
     # The cursor now points into whichever file holds the first line not yet counted.
     assert cursor.inode in (log.stat().st_ino, log.with_name(log.name + ".1").stat().st_ino)
+
+
+def test_aes_gcm_first_and_other_ciphers_still_work(
+    cli: CLI, pool: Pool, lab: SSHLab, tmp_path: Path
+) -> None:
+    """capplan asks for AES-GCM first; a server that does not offer it gets another cipher."""
+    servers = {
+        "gcm": lab.start("127.0.0.7", extra="LogLevel DEBUG1\n"),
+        "ctr": lab.start("127.0.0.8", extra="LogLevel DEBUG1\nCiphers aes128-ctr\n"),
+    }
+    try:
+        extra = "".join(
+            f"  - name: {name}\n    host: {s.host}\n    address: {s.host}:8080\n"
+            f"    ssh: {{port: {s.port}}}\n    proc_dir: {pool.root / 'web-1' / 'proc'}\n"
+            f"    log: {{path: {pool.log('web-1')}, format: nginx}}\n"
+            for name, s in servers.items()
+        )
+        known = lab.known_hosts(*pool.servers.values(), *servers.values())
+        inventory = pool.inventory(known_hosts=known, extra_nodes=extra)
+        result = cli("collect", "-i", inventory, "--db", tmp_path / "c.db", "--json")
+        assert result.status == ExitStatus.OK, result.stdout + result.stderr
+        windows = {n["node"]: n["windows"] for n in result.json["nodes"]}
+        assert windows["gcm"] == windows["ctr"] == windows["web-1"] >= 2
+        for name, cipher in (("gcm", "aes128-gcm@openssh.com"), ("ctr", "aes128-ctr")):
+            log = (servers[name].config.parent / "sshd.log").read_text()
+            assert f"kex: client->server cipher: {cipher} " in log, log[-2000:]
+            assert f"kex: server->client cipher: {cipher} " in log
+    finally:
+        for server in servers.values():
+            server.stop()
