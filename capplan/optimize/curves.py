@@ -19,10 +19,10 @@ import numpy.typing as npt
 from capplan.models.fit import LatencyCurve
 from capplan.models.queueing import (
     erlang_b,
-    erlang_c,
     mgc_mean_response,
     mgc_response_quantile,
     mgc_response_sf,
+    mgc_wait,
 )
 
 __all__ = ["NodeCurve", "PoolCurves"]
@@ -156,10 +156,8 @@ class PoolCurves:
         lam = rate[self._st]
         a = lam * s
         stable = (a < c) & (lam > 0)
-        a_ok = np.where(stable, a, 0.5 * c)
         lam_ok = np.where(stable, lam, 0.5 * c / s)
-        p_wait = erlang_c(c, a_ok)
-        theta = (c - a_ok) / s * (2.0 / (1.0 + v))
+        p_wait, theta = mgc_wait(lam_ok, c, s, v)
         r = lam_ok / (lam_ok + theta)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # P(wait) ≈ 0: no cap
             bound = budget / (p_wait * (1.0 - r + budget * r))
