@@ -50,7 +50,6 @@ import asyncio
 import contextlib
 import http.client
 import json
-import math
 import os
 import select
 import signal
@@ -67,7 +66,14 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.lab._loop import loop_factory
-from bench.lab.pool import Pool, PoolError, ServiceKind, load_pool, require_loopback
+from bench.lab.pool import (
+    Pool,
+    PoolError,
+    ServiceKind,
+    load_pool,
+    require_loopback,
+    service_times,
+)
 
 __all__ = [
     "NodeProcess",
@@ -126,13 +132,7 @@ class ServiceTimes:
         A fresh instance's ``draw(n)`` gives the first ``n`` values that ``next`` gives on
         another fresh instance with the same arguments (what a node will serve, in order).
         """
-        if self.kind == "fixed":
-            return np.full(n, self.mean_s)
-        if self.kind == "exp":
-            return self._rng.exponential(self.mean_s, n)
-        sigma2 = math.log1p(self.cv**2)
-        mu = math.log(self.mean_s) - sigma2 / 2.0
-        return self._rng.lognormal(mu, math.sqrt(sigma2), n)
+        return service_times(self._rng, self.kind, self.mean_s, self.cv, n)
 
     def next(self) -> float:
         """

@@ -26,12 +26,15 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
+import numpy as np
+import numpy.typing as npt
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from capplan.models.queueing import Station
 
 __all__ = [
+    "DEFAULT_CV",
     "DEFAULT_POOL",
     "LARGE_POOL",
     "LOOPBACK",
@@ -44,6 +47,8 @@ __all__ = [
     "load_pool",
     "parse_pool",
     "require_loopback",
+    "scv",
+    "service_times",
 ]
 
 POOLS_DIR = Path(__file__).resolve().parent / "pools"
@@ -56,6 +61,39 @@ MAX_SERVICE_MS = 60_000.0
 MAX_NODES = 64
 
 ServiceKind = Literal["exp", "fixed", "lognormal"]
+#: A lognormal service time's coefficient of variation when the pool file gives none.
+DEFAULT_CV = 0.4
+
+
+def scv(kind: str, cv: float) -> float:
+    """
+    The squared coefficient of variation of a service law: 1 (exp), 0 (fixed), cv² (lognormal).
+    """
+    if kind == "exp":
+        return 1.0
+    if kind == "fixed":
+        return 0.0
+    if kind == "lognormal":
+        return cv**2
+    raise ValueError(f"unknown service law {kind!r}")
+
+
+def service_times(
+    rng: np.random.Generator, kind: str, mean_s: float, cv: float, n: int
+) -> npt.NDArray[np.float64]:
+    """
+    ``n`` service times (s) of mean ``mean_s`` from ``rng``, as a lab node draws them: ``fixed``,
+    ``exp``, or ``lognormal`` with coefficient of variation ``cv`` (``σ² = ln(1 + cv²)``,
+    ``μ = ln(mean) − σ²/2``).
+    """
+    if kind == "fixed":
+        return np.full(n, mean_s)
+    if kind == "exp":
+        return rng.exponential(mean_s, n)
+    if kind == "lognormal":
+        sigma2 = math.log1p(cv**2)
+        return rng.lognormal(math.log(mean_s) - sigma2 / 2.0, math.sqrt(sigma2), n)
+    raise ValueError(f"unknown service law {kind!r}")
 
 
 class PoolError(ValueError):
@@ -131,7 +169,7 @@ class Pool(_Strict):
 
     name: NodeName
     service: ServiceKind = "exp"
-    cv: float = Field(0.4, gt=0.0, le=2.0)
+    cv: float = Field(DEFAULT_CV, gt=0.0, le=2.0)
     seed: int = Field(0, ge=0, le=2**63 - 1)
     nodes: list[NodeSpec] = Field(min_length=1, max_length=MAX_NODES)
 
@@ -163,15 +201,9 @@ class Pool(_Strict):
 
     def scv_of(self, name: str) -> float:
         """
-        Node ``name``'s squared coefficient of variation of the service time: 1 (exp),
-        0 (fixed) or cv² (lognormal).
+        Node ``name``'s squared coefficient of variation of the service time (``scv``).
         """
-        kind = self.service_of(name)
-        if kind == "exp":
-            return 1.0
-        if kind == "fixed":
-            return 0.0
-        return self.cv_of(name) ** 2
+        return scv(self.service_of(name), self.cv_of(name))
 
     @property
     def capacity_rps(self) -> float:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.lab.stationary import LOGNORMAL_CV, stationary_capacity
+from bench.lab.pool import DEFAULT_CV
+from bench.lab.stationary import stationary_capacity
 
 __all__ = ["ALTERNATIVES", "Target", "add_stationary", "markdown", "plot", "targets"]
 
@@ -223,7 +224,7 @@ def add_stationary(variants: Mapping[str, Any], slo: Mapping[str, Any]) -> int:
                 continue
             spec = specs[node["node"]]
             law = spec.get("service") or pool["service"]
-            cv = spec.get("cv") or pool.get("cv", LOGNORMAL_CV)
+            cv = spec.get("cv") or pool.get("cv", DEFAULT_CV)
             values = sorted(
                 stationary_capacity(
                     int(spec["slots"]),

@@ -19,7 +19,8 @@ import heapq
 
 import numpy as np
 
-LOGNORMAL_CV = 0.4
+from bench.lab.pool import DEFAULT_CV, service_times
+
 #: Long runs per rate, their length and the warm-up before each (seconds).
 RUNS, RUN_S, WARM_S = 6, 300.0, 5.0
 #: Bisection steps on the rate (2⁻¹² of the bracket: below 0.01% of the capacity).
@@ -35,7 +36,7 @@ def simulate(
     warm_s: float,
     *,
     seed: int,
-    cv: float = LOGNORMAL_CV,
+    cv: float = DEFAULT_CV,
 ) -> np.ndarray:
     """
     Response times (s) of the requests that arrive in ``[warm_s, warm_s + duration_s)`` at an
@@ -49,15 +50,7 @@ def simulate(
     arrivals = np.cumsum(rng.exponential(1.0 / rate, n))
     arrivals = arrivals[arrivals < horizon]
     n = arrivals.size
-    if law == "fixed":
-        service = np.full(n, service_s)
-    elif law == "exp":
-        service = rng.exponential(service_s, n)
-    elif law == "lognormal":
-        sigma = np.sqrt(np.log1p(cv**2))
-        service = rng.lognormal(np.log(service_s) - sigma**2 / 2, sigma, n)
-    else:
-        raise ValueError(f"unknown service law {law!r}")
+    service = service_times(rng, law, service_s, cv, n)
     free = [0.0] * servers  # when each slot frees, as a heap
     response = np.empty(n)
     for i in range(n):

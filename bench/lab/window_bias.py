@@ -30,17 +30,18 @@ import argparse
 
 import numpy as np
 
-from bench.lab.stationary import LOGNORMAL_CV, simulate
+from bench.lab.pool import DEFAULT_CV, scv
+from bench.lab.stationary import simulate
 from capplan.models.queueing import Station
 
-SCV = {"exp": 1.0, "fixed": 0.0, "lognormal": LOGNORMAL_CV**2}
+LAWS = ("exp", "fixed", "lognormal")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--servers", type=int, default=8)
     parser.add_argument("--service-ms", type=float, default=20.0)
-    parser.add_argument("--law", choices=sorted(SCV), default="fixed")
+    parser.add_argument("--law", choices=LAWS, default="fixed")
     parser.add_argument("--rates", default="370,377,386")
     parser.add_argument("--points", default="15,60,240", help="point lengths, seconds")
     parser.add_argument("--seeds", type=int, default=24)
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     rates = [float(r) for r in args.rates.split(",")]
     points = [float(p) for p in args.points.split(",")]
     service_s = args.service_ms / 1e3
-    station = Station(args.servers, service_s, SCV[args.law])
+    station = Station(args.servers, service_s, scv(args.law, DEFAULT_CV))
     slo_s = args.slo_ms / 1e3
     capacity = station.max_rate_for(slo_s, 99)
     print(
