@@ -20,8 +20,9 @@ Newton step (the first-order residual biases the capacity upward by 0.1–0.2 sd
 continuous-c fit, which only places c, keeps the first-order ones.  A window that carries only
 some of the statistics is whitened by the covariance of those it carries (the missing ones'
 rows and columns are set to the identity and their residuals to 0, which is exactly the
-sub-matrix whitening).  The residual variance s² = RSS/dof is kept, so real-world noise beyond the
-model's sampling noise still widens the intervals.  A node whose covariance cannot be
+sub-matrix whitening).  The parameters' covariance is the cluster-robust sandwich over windows
+(``_covariance``), so real-world noise beyond the model's sampling noise still widens the
+intervals, most where it is largest: near saturation.  A node whose covariance cannot be
 evaluated (e.g. a degenerate scv) keeps the stage-1 weights.
 
 The fit works in log / logit space: ln S; logit of the utilization at the node's highest
@@ -124,7 +125,7 @@ class StationFits:
     #: (n, k') the fit at the reported (rounded) slot count: ln S (and ln scv); the continuous
     #: fit itself when c is not fitted.
     rounded_theta: FloatArray
-    #: (n, k', k') its covariance (same s² and dof as ``covariance``).
+    #: (n, k', k') its covariance (the same windows and dof as ``covariance``).
     rounded_covariance: FloatArray
     #: Per node, whether the continuous fit tells the slot count: its ±2 se range holds no
     #: integer other than the reported one (always True when c is not fitted).
@@ -344,10 +345,14 @@ def _solve(
     tol: float = 1e-10,
     max_iter: int = 200,
     final_jacobian: bool = True,
-) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]:
     """
     Batched LM from the ``best_of`` cheapest starts per node; the lower cost wins per node.
     (``final_jacobian``: see ``batched_lm``.)
+
+    Returns:
+        Per node its parameters, cost, Jacobian, residuals (as ``_residuals``) and whether
+        the LM converged.
     """
     rmax = packed.rmax
 
@@ -388,21 +393,44 @@ def _solve(
     assert best_x is not None
     assert best_r is not None
     assert best_j is not None
-    return best_x, best_cost, best_j, converged
+    return best_x, best_cost, best_j, best_r, converged
 
 
-def _covariance(jac: FloatArray, cost: FloatArray, dof: IntArray) -> FloatArray:
+def _covariance(jac: FloatArray, residuals: FloatArray) -> tuple[FloatArray, IntArray]:
     """
-    s²(JᵀJ)⁻¹ per node, s² = RSS/dof (inf where dof ≤ 0).
+    The parameters' covariance per node, robust to how the noise varies between windows (the
+    cluster-robust sandwich, clusters = windows), and its degrees of freedom.
+
+    ``A (Σ_w J_wᵀ M_w r_w r_wᵀ M_w J_w) A`` with ``A = (JᵀJ)⁻¹`` and ``M_w = (I − H_ww)^-½``,
+    ``H_ww = J_w A J_wᵀ`` the window's block of the hat matrix (Bell and McCaffrey's CR2: the
+    plain sandwich understates the variance with few windows, as a window's residuals shrink
+    by its leverage), on G − 1 degrees of freedom for G windows (inf where G ≤ 1).  Each
+    window's residuals are already whitened by the model's own sampling covariance, so where
+    that holds the sandwich estimates what s²(JᵀJ)⁻¹ does.  Where it does not — near
+    saturation a window's requests queue together, its percentiles vary far more than
+    independent requests would make them, and those windows are the ones that place the
+    capacity — a pooled s² averages that excess over every window and understates it where it
+    matters; the sandwich counts each window's own.
     """
-    jtj = np.einsum("imk,iml->ikl", jac, jac)
-    s2 = np.where(dof > 0, cost / np.maximum(dof, 1), np.inf)
+    n, m, k = jac.shape
+    w = m // 4
+    r = np.nan_to_num(residuals).reshape(n, 4, w).transpose(0, 2, 1)  # (n, w, 4)
+    j = np.nan_to_num(jac).reshape(n, 4, w, k).transpose(0, 2, 1, 3)  # (n, w, 4, k)
+    jtj = np.einsum("iwak,iwal->ikl", j, j)
     try:
         inv = np.linalg.inv(jtj)
     except np.linalg.LinAlgError:
         inv = np.linalg.pinv(jtj)
-    out: FloatArray = inv * s2[:, None, None]
-    return out
+    hat = np.einsum("iwak,ikl,iwbl->iwab", j, inv, j)
+    eig, vec = np.linalg.eigh(np.eye(4) - hat)
+    root = np.einsum("iwab,iwb,iwcb->iwac", vec, 1.0 / np.sqrt(np.maximum(eig, 1e-6)), vec)
+    score = np.einsum("iwak,iwab,iwb->iwk", j, root, r)
+    meat = np.einsum("iwk,iwl->ikl", score, score)
+    windows = np.count_nonzero(np.any(r != 0, axis=2), axis=1)
+    out: FloatArray = inv @ meat @ inv
+    out[(windows <= 1) | (windows <= k)] = np.inf
+    dof: IntArray = (windows - 1).astype(np.intp)
+    return out, dof
 
 
 def fit_stations(
@@ -425,7 +453,7 @@ def fit_stations(
     servers = np.full(n, np.nan) if workers is None else np.asarray(workers, dtype=np.float64)
     rmax = packed.rmax
     # Stage 1 only places the whitening (and starts stage 2): a loose tolerance does.
-    first, _, _, _ = _solve(
+    first, _, _, _, _ = _solve(
         packed,
         servers,
         c_free,
@@ -435,7 +463,7 @@ def fit_stations(
         final_jacobian=False,
     )
     whiten = _whitening(packed, *_unpack(first, rmax, servers, c_free, scv_free))
-    theta, cost, jac, converged = _solve(
+    theta, _, jac, residuals, converged = _solve(
         packed,
         servers,
         c_free,
@@ -448,19 +476,18 @@ def fit_stations(
         newton_steps=0 if c_free else _NEWTON_STEPS,
     )
     k = theta.shape[1]
-    n_res = np.count_nonzero(np.isfinite(packed.latency["mean"]), axis=1) + sum(
-        np.count_nonzero(np.isfinite(packed.latency[key]), axis=1) for key in _PCTL
-    )
-    dof = (n_res - k).astype(np.intp)
-    cov = _covariance(jac, cost, dof)
+    cov, dof = _covariance(jac, residuals)
     c, s, v = _unpack(theta, rmax, servers, c_free, scv_free)
     if not c_free:
         return StationFits(
             c, s, v, theta, cov, dof, c_free, scv_free, rmax, converged,
             theta, cov, np.ones(n, dtype=bool), (c, c), np.zeros(n),
         )  # fmt: skip
-    c, s, v, r_theta, r_cost, r_jac = _round_servers(packed, c, s, v, theta, scv_free, whiten)
-    r_cov = _covariance(r_jac, r_cost, dof)
+    c, s, v, r_theta, r_cost, r_jac, r_res = _round_servers(
+        packed, c, s, v, theta, scv_free, whiten
+    )
+    r_cov, _ = _covariance(r_jac, r_res)
+    r_cov[~np.isfinite(r_cost)] = np.inf  # no refit: no interval from it
     # ±2 se of the continuous c: c = rmax·S/rho, d ln c = d ln S − (1 − rho) d logit rho.
     c_cont = _unpack(theta, rmax, servers, c_free, scv_free)[0]
     g = np.zeros((n, k))
@@ -485,12 +512,12 @@ def _round_servers(
     theta: FloatArray,
     scv_free: bool,
     whiten: FloatArray | None,
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
     """
     Refit S (and scv) at the two integers around each fitted c; keep the better stable one.
 
     Returns (c, s, v) and the chosen refit's parameters, cost (inf where neither integer gave
-    a stable fit: c, s, v are then the continuous fit's) and Jacobian.
+    a stable fit: c, s, v are then the continuous fit's), Jacobian and residuals.
     """
     rmax = packed.rmax
     best_cost = np.full(c.size, np.inf)
@@ -498,13 +525,14 @@ def _round_servers(
     start = theta[:, [0, 2]] if scv_free else theta[:, [0]]
     out_x = start.copy()
     out_j: FloatArray | None = None
+    out_r: FloatArray | None = None
     for candidate in (np.maximum(np.floor(c), 1.0), np.maximum(np.ceil(c), 1.0)):
         # Also start from the S that keeps the continuous fit's utilization at the highest
         # rate (S·candidate/c): rounding c down at the continuous S can put that rate past
         # saturation, where the fit cannot move (a c = 2 node was refitted as c = 3 for that).
         kept = start.copy()
         kept[:, 0] += np.log(candidate / c)
-        x, cost, jac, _ = _solve(
+        x, cost, jac, res, _ = _solve(
             packed,
             candidate,
             False,
@@ -515,16 +543,17 @@ def _round_servers(
             newton_steps=_NEWTON_STEPS,
             max_iter=_ROUND_MAX_ITER,
         )
-        if out_j is None:
-            out_j = np.zeros_like(jac)
+        if out_j is None or out_r is None:
+            out_j, out_r = np.zeros_like(jac), np.zeros_like(res)
         ci, si, vi = _unpack(x, rmax, candidate, False, scv_free)
         stable = rmax < ci / si
         better = stable & (cost < best_cost)
         best_cost[better] = cost[better]
         out_c[better], out_s[better], out_v[better] = ci[better], si[better], vi[better]
-        out_x[better], out_j[better] = x[better], jac[better]
+        out_x[better], out_j[better], out_r[better] = x[better], jac[better], res[better]
     assert out_j is not None
-    return out_c, out_s, out_v, out_x, best_cost, out_j
+    assert out_r is not None
+    return out_c, out_s, out_v, out_x, best_cost, out_j, out_r
 
 
 def station_capacity(
