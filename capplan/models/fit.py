@@ -52,6 +52,7 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.intp]
 
 #: The models ``fit_node`` knows, in the order they are tried.
 MODELS = ("mgc", "mmc", "usl", "demand", "hyperbolic")
@@ -656,31 +657,75 @@ def _select(usable: Sequence[Candidate], common: str) -> tuple[Candidate, str]:
     )
 
 
-def _slo_factor(factors: FloatArray, q: float) -> FloatArray:
+def _slo_source(factors: FloatArray, q: float) -> tuple[IntArray, FloatArray]:
     """
-    Per node, the factor from a base curve to its q-quantile (see ``_ScaledCurve.quantile``).
-
-    ``factors`` has one column per stat of STAT_QUANTILES (nan: none fitted).
+    Per node, which column of ``factors`` gives its q-quantile factor, and the multiplier on
+    it (see ``_slo_factor``).
     """
     keys = list(STAT_QUANTILES)
+    n = factors.shape[0]
     key = f"p{q * 100:g}"
-    if key in STAT_QUANTILES:
-        direct = factors[:, keys.index(key)]
-    else:
-        direct = np.full(factors.shape[0], np.nan)
-    best = np.full(factors.shape[0], np.nan)
-    best_d = np.full(factors.shape[0], np.inf)
+    column = np.full(n, keys.index("mean"), dtype=np.intp)
+    scale = np.full(n, -math.log1p(-q))  # from the mean: the exponential tail's quantile
+    best_d = np.full(n, np.inf)
     for j, (k, qq) in enumerate(STAT_QUANTILES.items()):
         if qq is None or k == key:
             continue
         d = abs(math.log1p(-qq) - math.log1p(-q))
         take = np.isfinite(factors[:, j]) & (d < best_d)
-        best = np.where(take, factors[:, j] * math.log1p(-q) / math.log1p(-qq), best)
+        column = np.where(take, j, column)
+        scale = np.where(take, math.log1p(-q) / math.log1p(-qq), scale)
         best_d = np.where(take, d, best_d)
-    fallback = factors[:, keys.index("mean")] * -math.log1p(-q)
-    out: FloatArray = np.where(
-        np.isfinite(direct), direct, np.where(np.isfinite(best), best, fallback)
-    )
+    if key in STAT_QUANTILES:
+        direct = np.isfinite(factors[:, keys.index(key)])
+        column = np.where(direct, keys.index(key), column)
+        scale = np.where(direct, 1.0, scale)
+    return column, scale
+
+
+def _factor_variance(
+    base: FloatArray,
+    observed: FloatArray,
+    weight: FloatArray,
+    fitted: IntArray,
+    factors: FloatArray,
+    q: float,
+) -> FloatArray:
+    """
+    Per node, the sampling variance of the log of its SLO factor (``_slo_factor``).
+
+    Each factor is exp of a weighted mean of the windows' ``ln(observed / base)``; the variance
+    of that mean is the sandwich ``Σ w²(l − l̄)² / (Σ w)²`` (× n/(n − 1)), which follows each
+    window's own scatter.  0 for the statistic the base curve is fitted to (its factor is 1).
+    """
+    n = base.shape[0]
+    b = base[:, None, :]
+    ok = np.isfinite(observed) & np.isfinite(b) & (b > 0) & (weight[:, None, :] > 0)
+    w = np.where(ok, weight[:, None, :], 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(ok, np.log(np.where(ok, observed / b, 1.0)), 0.0)
+        total = np.sum(w, axis=2)
+        mean = np.sum(w * logs, axis=2) / total
+        count = np.count_nonzero(ok, axis=2)
+        var = np.sum(w * w * (logs - mean[..., None]) ** 2, axis=2) / (total * total)
+        var = var * count / (count - 1.0)
+    var = np.where(count > 1, var, np.inf)
+    var[np.arange(n), fitted] = 0.0
+    column, _ = _slo_source(factors, q)
+    out: FloatArray = var[np.arange(n), column]
+    return out
+
+
+def _slo_factor(factors: FloatArray, q: float) -> FloatArray:
+    """
+    Per node, the factor from a base curve to its q-quantile (see ``_ScaledCurve.quantile``):
+    the q-quantile's own fitted factor, else the nearest fitted quantile's scaled as an
+    exponential tail, else the mean's.
+
+    ``factors`` has one column per stat of STAT_QUANTILES (nan: none fitted).
+    """
+    column, scale = _slo_source(factors, q)
+    out: FloatArray = factors[np.arange(factors.shape[0]), column] * scale
     return out
 
 
@@ -732,8 +777,10 @@ def _scaled_candidates(
 
     target, q = slo.latency_ms * 1e-3, slo.quantile
 
-    def capacity(theta: FloatArray) -> FloatArray:
+    def capacity(theta: FloatArray, log_shift: FloatArray | None = None) -> FloatArray:
         f = _slo_factor(factors(theta), q)
+        if log_shift is not None:
+            f = f * np.exp(log_shift)
 
         def ok(r: FloatArray) -> BoolArray:
             value = f * fits.base(theta, r[:, None])[:, 0]
@@ -744,7 +791,22 @@ def _scaled_candidates(
 
     theta = np.where(fits.success[:, None], fits.theta, 1.0)
     cap = np.where(fits.success, capacity(theta), np.nan)
-    low, high = _delta_interval(capacity, theta, fits.covariance, fits.dof, cap)
+    # The interval carries the base curve's parameters and the SLO factor's own sampling
+    # error (a weighted mean of the windows' log ratios; none for the statistic the curve is
+    # fitted to), as one more parameter: a shift of the log factor, independent of the rest.
+    k0 = theta.shape[1]
+    extended = np.zeros((n, k0 + 1, k0 + 1))
+    extended[:, :k0, :k0] = fits.covariance
+    extended[:, k0, k0] = _factor_variance(
+        fits.base(theta, rate), observed, weight, fitted, factors(theta), q
+    )
+    low, high = _delta_interval(
+        lambda th: capacity(th[:, :k0], th[:, k0]),
+        np.column_stack([theta, np.zeros(n)]),
+        extended,
+        fits.dof,
+        cap,
+    )
     fac = factors(theta)
     common = np.array([keys.index(p.common) for p in plans])
     pred = fac[np.arange(n), common][:, None] * fits.base(theta, rate)

@@ -68,6 +68,24 @@ def _wls_cov(jac: FloatArray, rss: FloatArray, dof: IntArray) -> FloatArray:
     return cov
 
 
+def _hc2_cov(jac: FloatArray, residuals: FloatArray, dof: IntArray) -> FloatArray:
+    """
+    The heteroscedasticity-robust covariance per node (HC2: ``A Σ_i J_iᵀJ_i r_i²/(1 − h_i) A``,
+    ``A = (JᵀJ)⁻¹``, ``h_i`` the point's leverage): each window's own scatter instead of one
+    residual variance (inf where dof ≤ 0 or JᵀJ is singular).
+    """
+    jtj = np.einsum("imk,iml->ikl", jac, jac)
+    cov = np.full(jtj.shape, np.inf)
+    ok = (np.linalg.cond(jtj) < 1e14) & (dof > 0)
+    if np.any(ok):
+        inv = np.linalg.inv(jtj[ok])
+        j, r = jac[ok], residuals[ok]
+        leverage = np.einsum("imk,ikl,iml->im", j, inv, j)
+        spread = r * r / np.maximum(1.0 - leverage, 1e-6)
+        cov[ok] = inv @ np.einsum("imk,im,iml->ikl", j, spread, j) @ inv
+    return cov
+
+
 def _distinct(x: FloatArray, valid: BoolArray) -> IntArray:
     """
     Number of distinct valid values per row.
@@ -357,7 +375,9 @@ def fit_hyperbolic_many(rate: FloatArray, latency: FloatArray, weight: FloatArra
     cap = m * (1.0 + np.exp(u))
     dof = (n_pts - 3).astype(np.intp)
     jac = result.jacobian * scale[:, :, None]
-    cov_u = _wls_cov(jac, result.cost * scale[:, 0] ** 2, dof)
+    # The windows' latencies at the SLO percentile scatter far more near saturation than at low
+    # load: the covariance follows each window's own scatter (as the station fits' does).
+    cov_u = _hc2_cov(jac, result.residuals * scale, dof)
     transform = np.zeros((a.size, 3, 3))
     transform[:, 0, 0] = transform[:, 1, 1] = 1.0
     transform[:, 2, 2] = m * np.exp(u)
