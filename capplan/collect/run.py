@@ -456,7 +456,7 @@ def collect(
     cancel = Cancel()
     keys = KeyRing()
     # One log parsed at a time: parsing is CPU work under the GIL, and threads parsing at once
-    # only take turns on one core, paying for every hand-over (50 nodes here: a quarter more
+    # only take turns on one core, paying for every hand-over (50 nodes here: a third more
     # CPU with 32 at once than one by one); the others go on reading meanwhile.
     parsing = threading.Lock()
     start = time.monotonic()
