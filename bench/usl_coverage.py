@@ -5,11 +5,12 @@ Coverage of the USL's capacity interval on windows drawn from a known USL.
 
 A node follows X(N) = λN / (1 + σ(N − 1) + κN(N − 1)) with σ = 0.05, κ = 0.0005, λ = 20 rps
 (peak near N = 44): 24 windows of 60 s at concurrencies 2–28, each with its throughput off by
-``--noise`` (multiplicative, lognormal), its request count Poisson, its mean latency N/X, and
-its p50, p95 and p99 fixed multiples (0.8, 2.2, 3.0) of the mean, each with a sampling noise
-shrinking as 1/√requests.  The SLO is the p99 at N = 28's rate, so the true capacity lies
-inside the measured range.  Every replicate is fitted with ``model="usl"`` (all at once, by
-``fit_nodes``) and the 95% capacity intervals holding the true capacity are counted; also
+``--noise`` (multiplicative, lognormal), its request count Poisson, its mean latency N over the
+measured rate (Little's law), and its p50, p95 and p99 fixed multiples (0.8, 2.2, 3.0) of the
+mean, each with a sampling noise shrinking as 1/√requests.  The SLO is the p99 at N = 28's
+rate, so the true capacity lies inside the measured range.  Every replicate is fitted with
+``model="usl"`` (all at once, by ``fit_nodes``) and the 95% capacity intervals holding the
+true capacity are counted; also
 printed: how many miss below, the median half-width, and the point estimates' median and
 spread relative to the truth.  The target for any capacity interval is 93–97%.
 """
@@ -59,7 +60,7 @@ def replicate(name: str, rng: np.random.Generator, noise: float) -> NodeInput:
     for i, n in enumerate(CONCURRENCY.tolist()):
         x = throughput(n) * math.exp(rng.normal(0.0, noise))
         requests = int(rng.poisson(x * 60.0))
-        mean = n / throughput(n)
+        mean = n / (requests / 60.0)  # Little's law on what the window measured
 
         def noisy(value: float, sd: float, requests: int = requests) -> float:
             return 1e3 * value * math.exp(rng.normal(0.0, sd / math.sqrt(requests)))

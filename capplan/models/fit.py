@@ -27,7 +27,12 @@ import numpy.typing as npt
 from scipy import stats
 
 from capplan.models.queueing import Station, mgc_mean_response
-from capplan.models.scaled_fit import fit_demand_many, fit_hyperbolic_many, fit_usl_many
+from capplan.models.scaled_fit import (
+    BaseFits,
+    fit_demand_many,
+    fit_hyperbolic_many,
+    fit_usl_many,
+)
 from capplan.models.station_fit import (
     STAT_QUANTILES,
     Packed,
@@ -716,6 +721,68 @@ def _factor_variance(
     return out
 
 
+def _joint_covariance(
+    fits: BaseFits,
+    theta: FloatArray,
+    rate: FloatArray,
+    observed: FloatArray,
+    weight: FloatArray,
+    fitted: IntArray,
+    factors: FloatArray,
+    q: float,
+) -> FloatArray:
+    """
+    Per node, the sandwich covariance of (theta, a shift of the log SLO factor), one M-estimate.
+
+    Per window i the estimating equations are the base fit's score ``Jᵢᵀrᵢ`` and the factor's
+    ``wᵢ(lᵢ(θ) − ℓ)``, ``lᵢ = ln(observedᵢ / base(θ, rateᵢ))``; bread ``A = [[JᵀJ, 0],
+    [−Σ wᵢ ∂ln baseᵢ/∂θ, −Σ wᵢ]]``, meat ``Σ ψᵢψᵢᵀ``, scaled by G/(G − k − 1) for G windows.
+    The factor's row is 0 (no shift) where the SLO statistic is the one the curve is fitted
+    to; inf where there are too few windows.
+    """
+    assert fits.jacobian is not None
+    assert fits.residuals is not None
+    n, m, k = fits.jacobian.shape
+    rows = np.arange(n)
+    column, _ = _slo_source(factors, q)
+    obs = observed[rows, column]
+    base = fits.base(theta, rate)
+    ok = np.isfinite(obs) & np.isfinite(base) & (base > 0) & (weight > 0)
+    w = np.where(ok, weight, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.where(ok, np.log(np.where(ok, obs / base, 1.0)), 0.0)
+        level = np.sum(w * logs, axis=1) / np.sum(w, axis=1)
+        slope = np.zeros((n, m, k))
+        for j in range(k):
+            h = 1e-6 * np.maximum(np.abs(theta[:, j]), 1e-4)
+            moved = theta.copy()
+            moved[:, j] += h
+            slope[..., j] = np.where(
+                ok, (np.log(fits.base(moved, rate)) - np.log(base)) / h[:, None], 0.0
+            )
+    has_factor = column != fitted
+    jac = np.nan_to_num(fits.jacobian)
+    res = np.nan_to_num(fits.residuals)
+    bread = np.zeros((n, k + 1, k + 1))
+    bread[:, :k, :k] = np.einsum("imk,iml->ikl", jac, jac)
+    bread[:, k, :k] = -np.einsum("im,imk->ik", w, slope)
+    bread[:, k, k] = -np.sum(w, axis=1)
+    score = np.zeros((n, m, k + 1))
+    score[..., :k] = jac * res[..., None]
+    score[..., k] = w * (logs - level[:, None])
+    meat = np.einsum("imk,iml->ikl", score, score)
+    windows = np.count_nonzero(np.any(score != 0, axis=2), axis=1)
+    out = np.full((n, k + 1, k + 1), np.inf)
+    good = has_factor & (windows > k + 1) & np.all(np.isfinite(bread.reshape(n, -1)), axis=1)
+    good &= np.all(np.isfinite(meat.reshape(n, -1)), axis=1)
+    good &= np.abs(np.linalg.det(np.where(good[:, None, None], bread, np.eye(k + 1)))) > 0
+    if np.any(good):
+        inv = np.linalg.inv(bread[good])
+        factor = windows[good] / (windows[good] - k - 1.0)
+        out[good] = inv @ meat[good] @ np.swapaxes(inv, 1, 2) * factor[:, None, None]
+    return out
+
+
 def _slo_factor(factors: FloatArray, q: float) -> FloatArray:
     """
     Per node, the factor from a base curve to its q-quantile (see ``_ScaledCurve.quantile``):
@@ -777,8 +844,10 @@ def _scaled_candidates(
 
     target, q = slo.latency_ms * 1e-3, slo.quantile
 
-    def capacity(theta: FloatArray, log_shift: FloatArray | None = None) -> FloatArray:
-        f = _slo_factor(factors(theta), q)
+    def capacity(
+        theta: FloatArray, log_shift: FloatArray | None = None, factor: FloatArray | None = None
+    ) -> FloatArray:
+        f = _slo_factor(factors(theta), q) if factor is None else factor
         if log_shift is not None:
             f = f * np.exp(log_shift)
 
@@ -793,20 +862,35 @@ def _scaled_candidates(
     cap = np.where(fits.success, capacity(theta), np.nan)
     # The interval carries the base curve's parameters and the SLO factor's own sampling
     # error (a weighted mean of the windows' log ratios; none for the statistic the curve is
-    # fitted to), as one more parameter: a shift of the log factor, independent of the rest.
+    # fitted to), as one more parameter: a shift of the log factor.  Where the base fit gives
+    # its per-window scores (the USL), curve and factor are one M-estimate whose sandwich
+    # holds their correlation (both come from the same windows); otherwise the factor's
+    # variance is added as if independent.
     k0 = theta.shape[1]
+    fac0 = factors(theta)
     extended = np.zeros((n, k0 + 1, k0 + 1))
     extended[:, :k0, :k0] = fits.covariance
     extended[:, k0, k0] = _factor_variance(
-        fits.base(theta, rate), observed, weight, fitted, factors(theta), q
+        fits.base(theta, rate), observed, weight, fitted, fac0, q
     )
+    at_zero = np.column_stack([theta, np.zeros(n)])
     low, high = _delta_interval(
-        lambda th: capacity(th[:, :k0], th[:, k0]),
-        np.column_stack([theta, np.zeros(n)]),
-        extended,
-        fits.dof,
-        cap,
+        lambda th: capacity(th[:, :k0], th[:, k0]), at_zero, extended, fits.dof, cap
     )
+    if fits.jacobian is not None and fits.residuals is not None:
+        # (θ, ℓ) apart: the factor stays at its estimate when θ moves, ℓ moves it
+        joint = _joint_covariance(fits, theta, rate, observed, weight, fitted, fac0, q)
+        usable = np.all(np.isfinite(joint.reshape(n, -1)), axis=1)
+        if np.any(usable):
+            f_hat = _slo_factor(fac0, q)
+            low_j, high_j = _delta_interval(
+                lambda th: capacity(th[:, :k0], th[:, k0], f_hat),
+                at_zero,
+                np.where(usable[:, None, None], joint, extended),
+                fits.dof,
+                cap,
+            )
+            low, high = np.where(usable, low_j, low), np.where(usable, high_j, high)
     fac = factors(theta)
     common = np.array([keys.index(p.common) for p in plans])
     pred = fac[np.arange(n), common][:, None] * fits.base(theta, rate)

@@ -53,6 +53,10 @@ class BaseFits:
     names: tuple[str, ...]  # parameter names, in theta's order
     base: Callable[[FloatArray, FloatArray], FloatArray]  # (theta (n,k), rate (n,m)) -> (n,m)
     saturation: Callable[[FloatArray], FloatArray]  # theta (n,k) -> (n,)
+    #: Per window, the least-squares fit's Jacobian (n, m, k) and residuals (n, m) at theta,
+    #: unscaled (0 for padding), where the fit is one: its score per window is Jᵢᵀrᵢ.
+    jacobian: FloatArray | None = None
+    residuals: FloatArray | None = None
 
 
 def _wls_cov(jac: FloatArray, rss: FloatArray, dof: IntArray) -> FloatArray:
@@ -242,6 +246,8 @@ def fit_usl_many(load: FloatArray, throughput: FloatArray, weight: FloatArray) -
         ("sigma", "kappa", "lambda"),
         usl_mean_latency,
         usl_saturation,
+        jac,
+        best.residuals * scale,
     )
 
 
