@@ -737,8 +737,9 @@ def _joint_covariance(
     Per window i the estimating equations are the base fit's score ``Jᵢᵀrᵢ`` and the factor's
     ``wᵢ(lᵢ(θ) − ℓ)``, ``lᵢ = ln(observedᵢ / base(θ, rateᵢ))``; bread ``A = [[JᵀJ, 0],
     [−Σ wᵢ ∂ln baseᵢ/∂θ, −Σ wᵢ]]``, meat ``Σ ψᵢψᵢᵀ``, scaled by G/(G − k − 1) for G windows.
-    The factor's row is 0 (no shift) where the SLO statistic is the one the curve is fitted
-    to; inf where there are too few windows.
+    inf (the caller keeps the curve's own covariance, with no factor error) where the SLO
+    statistic is the one the curve is fitted to (its factor is 1), and where there are too few
+    windows.
     """
     assert fits.jacobian is not None
     assert fits.residuals is not None
