@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass
 from datetime import UTC, datetime, timedelta
@@ -141,6 +142,27 @@ def _busy(exc: sqlite3.Error) -> bool:
     """
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _wal(db: sqlite3.Connection) -> None:
+    """
+    Put the store in WAL mode, waiting up to BUSY_TIMEOUT_S for another capplan that holds it.
+
+    SQLite answers "database is locked" at once, without its busy handler, when the switch
+    meets another connection's lock: two capplans opening a new store together failed one
+    time in four.  WAL is a property of the file, so the retry usually finds it done.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.2)
 
 
 def _busy_message(path: str, exc: sqlite3.Error) -> str:
@@ -276,7 +298,7 @@ class Store:
         try:
             db.execute(f"PRAGMA busy_timeout = {round(BUSY_TIMEOUT_S * 1000)}")
             if name != ":memory:":
-                db.execute("PRAGMA journal_mode = WAL")
+                _wal(db)
             db.execute("PRAGMA foreign_keys = ON")
             store._migrate()
         except sqlite3.DatabaseError as exc:

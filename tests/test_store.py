@@ -113,3 +113,36 @@ def test_row_has_every_window_field_in_table_order(tmp_path: Path) -> None:
     assert columns[1] == "start_us"
     named = dict(zip(columns[2:], row[2:], strict=True))
     assert named == {f.name: getattr(window, f.name) for f in dataclasses.fields(Window)[2:]}
+
+
+def _open_after(path: str, barrier: object, results: object) -> None:
+    barrier.wait()  # type: ignore[attr-defined]
+    try:
+        with Store.open(path) as store:
+            results.put(store.schema_version)  # type: ignore[attr-defined]
+    except StoreError as exc:
+        results.put(str(exc))  # type: ignore[attr-defined]
+
+
+def test_two_processes_create_one_store_at_once(tmp_path: Path) -> None:
+    """Two capplans opening a store that does not exist yet both get it, ready.
+
+    SQLite refuses the switch to WAL at once ("database is locked", no busy wait) when it meets
+    the other's lock: without a retry, a quarter of such opens failed.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    for i in range(20):
+        barrier = context.Barrier(2)
+        path = str(tmp_path / f"{i}.db")
+        workers = [
+            context.Process(target=_open_after, args=(path, barrier, results)) for _ in range(2)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        got = [results.get(timeout=5) for _ in workers]
+        assert got == [SCHEMA_VERSION, SCHEMA_VERSION], (i, got)
