@@ -688,6 +688,22 @@ def _slo_source(factors: FloatArray, q: float) -> tuple[IntArray, FloatArray]:
     return column, scale
 
 
+def _log_ratios(
+    observed: FloatArray, base: FloatArray, weight: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """
+    The windows' ``ln(observed / base)`` along the last axis, their weights (0 where a window
+    has no usable ratio) and the weighted mean: the log of a factor from a base curve to a
+    statistic.  ``base`` and ``weight`` broadcast against ``observed``.
+    """
+    ok = np.isfinite(observed) & np.isfinite(base) & (base > 0) & (weight > 0)
+    w: FloatArray = np.where(ok, weight, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs: FloatArray = np.where(ok, np.log(np.where(ok, observed / base, 1.0)), 0.0)
+        level: FloatArray = np.sum(w * logs, axis=-1) / np.sum(w, axis=-1)
+    return logs, w, level
+
+
 def _factor_variance(
     base: FloatArray,
     observed: FloatArray,
@@ -704,14 +720,10 @@ def _factor_variance(
     window's own scatter.  0 for the statistic the base curve is fitted to (its factor is 1).
     """
     n = base.shape[0]
-    b = base[:, None, :]
-    ok = np.isfinite(observed) & np.isfinite(b) & (b > 0) & (weight[:, None, :] > 0)
-    w = np.where(ok, weight[:, None, :], 0.0)
+    logs, w, mean = _log_ratios(observed, base[:, None, :], weight[:, None, :])
+    total = np.sum(w, axis=2)
+    count = np.count_nonzero(w, axis=2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.where(ok, np.log(np.where(ok, observed / b, 1.0)), 0.0)
-        total = np.sum(w, axis=2)
-        mean = np.sum(w * logs, axis=2) / total
-        count = np.count_nonzero(ok, axis=2)
         var = np.sum(w * w * (logs - mean[..., None]) ** 2, axis=2) / (total * total)
         var = var * count / (count - 1.0)
     var = np.where(count > 1, var, np.inf)
@@ -746,13 +758,10 @@ def _joint_covariance(
     n, m, k = fits.jacobian.shape
     rows = np.arange(n)
     column, _ = _slo_source(factors, q)
-    obs = observed[rows, column]
     base = fits.base(theta, rate)
-    ok = np.isfinite(obs) & np.isfinite(base) & (base > 0) & (weight > 0)
-    w = np.where(ok, weight, 0.0)
+    logs, w, level = _log_ratios(observed[rows, column], base, weight)
+    ok = w > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.where(ok, np.log(np.where(ok, obs / base, 1.0)), 0.0)
-        level = np.sum(w * logs, axis=1) / np.sum(w, axis=1)
         slope = np.zeros((n, m, k))
         for j in range(k):
             h = 1e-6 * np.maximum(np.abs(theta[:, j]), 1e-4)
@@ -834,12 +843,8 @@ def _scaled_candidates(
     observed = np.stack([packed.latency[k] for k in keys], axis=1)  # (n, stats, w)
 
     def factors(theta: FloatArray) -> FloatArray:
-        base = fits.base(theta, rate)[:, None, :]
-        ok = np.isfinite(observed) & np.isfinite(base) & (base > 0) & (weight[:, None, :] > 0)
-        w = np.where(ok, weight[:, None, :], 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            logs = np.where(ok, np.log(np.where(ok, observed / base, 1.0)), 0.0)
-            out: FloatArray = np.exp(np.sum(w * logs, axis=2) / np.sum(w, axis=2))
+        _, _, level = _log_ratios(observed, fits.base(theta, rate)[:, None, :], weight[:, None, :])
+        out: FloatArray = np.exp(level)
         out[np.arange(n), fitted] = 1.0
         return out
 
@@ -868,22 +873,20 @@ def _scaled_candidates(
     # holds their correlation (both come from the same windows); otherwise the factor's
     # variance is added as if independent.
     k0 = theta.shape[1]
-    fac0 = factors(theta)
+    fac = factors(theta)
     extended = np.zeros((n, k0 + 1, k0 + 1))
     extended[:, :k0, :k0] = fits.covariance
-    extended[:, k0, k0] = _factor_variance(
-        fits.base(theta, rate), observed, weight, fitted, fac0, q
-    )
+    extended[:, k0, k0] = _factor_variance(fits.base(theta, rate), observed, weight, fitted, fac, q)
     at_zero = np.column_stack([theta, np.zeros(n)])
     low, high = _delta_interval(
         lambda th: capacity(th[:, :k0], th[:, k0]), at_zero, extended, fits.dof, cap
     )
     if fits.jacobian is not None and fits.residuals is not None:
         # (θ, ℓ) apart: the factor stays at its estimate when θ moves, ℓ moves it
-        joint = _joint_covariance(fits, theta, rate, observed, weight, fitted, fac0, q)
+        joint = _joint_covariance(fits, theta, rate, observed, weight, fitted, fac, q)
         usable = np.all(np.isfinite(joint.reshape(n, -1)), axis=1)
         if np.any(usable):
-            f_hat = _slo_factor(fac0, q)
+            f_hat = _slo_factor(fac, q)
             low_j, high_j = _delta_interval(
                 lambda th: capacity(th[:, :k0], th[:, k0], f_hat),
                 at_zero,
@@ -892,7 +895,6 @@ def _scaled_candidates(
                 cap,
             )
             low, high = np.where(usable, low_j, low), np.where(usable, high_j, high)
-    fac = factors(theta)
     common = np.array([keys.index(p.common) for p in plans])
     pred = fac[np.arange(n), common][:, None] * fits.base(theta, rate)
     obs_common = observed[np.arange(n), common]
