@@ -410,6 +410,38 @@ def _solve(
     return best_x, best_cost, best_j, best_r, converged
 
 
+#: An eigenvalue of JᵀJ below this share of its largest is a direction the data do not tell.
+_NULL_SHARE = 1e-12
+
+
+def _inverse_and_null(jtj: FloatArray) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """
+    Per node, the inverse of JᵀJ on the directions the data constrain (the pseudo-inverse),
+    and which entries of the parameters' covariance are unbounded: the rows and columns of the
+    parameters a direction the data do not constrain (an eigenvalue ≤ ``_NULL_SHARE`` × the
+    largest) moves.
+
+    Such a direction is real: a station of 32 slots measured up to 60% utilization queues so
+    little that the residuals do not move when c grows past ~40 (Erlang C underflows), and the
+    Jacobian's column for c is zero.  The pseudo-inverse alone gives that direction variance
+    0 — a slot count and a capacity "known" to within 0.1% where the data bound them only from
+    below.
+    """
+    eig, vec = np.linalg.eigh(jtj)
+    top = np.maximum(eig[:, -1:], 1e-300)
+    null = ~(eig > _NULL_SHARE * top)  # nan-safe
+    some = np.any(null, axis=1)
+    eye = np.eye(jtj.shape[1])
+    inv: FloatArray = np.linalg.inv(np.where(some[:, None, None], eye, jtj))
+    if np.any(some):
+        scale = np.where(null, 0.0, 1.0 / np.where(null, 1.0, eig))
+        pseudo = np.einsum("ikj,ij,ilj->ikl", vec, scale, vec)
+        inv[some] = pseudo[some]
+    # a parameter the unconstrained directions move: its row and column of the covariance
+    loose = np.any((np.abs(vec) > 1e-6) & null[:, None, :], axis=2)  # (n, k)
+    return inv, loose[:, :, None] | loose[:, None, :]
+
+
 def _covariance(jac: FloatArray, residuals: FloatArray) -> tuple[FloatArray, IntArray]:
     """
     The parameters' covariance per node, robust to how the noise varies between windows (the
@@ -431,10 +463,7 @@ def _covariance(jac: FloatArray, residuals: FloatArray) -> tuple[FloatArray, Int
     r = np.nan_to_num(residuals).reshape(n, 4, w).transpose(0, 2, 1)  # (n, w, 4)
     j = np.nan_to_num(jac).reshape(n, 4, w, k).transpose(0, 2, 1, 3)  # (n, w, 4, k)
     jtj = np.einsum("iwak,iwal->ikl", j, j)
-    try:
-        inv = np.linalg.inv(jtj)
-    except np.linalg.LinAlgError:
-        inv = np.linalg.pinv(jtj)
+    inv, unbounded = _inverse_and_null(jtj)
     hat = np.einsum("iwak,ikl,iwbl->iwab", j, inv, j)
     eig, vec = np.linalg.eigh(np.eye(4) - hat)
     root = np.einsum("iwab,iwb,iwcb->iwac", vec, 1.0 / np.sqrt(np.maximum(eig, 1e-6)), vec)
@@ -442,6 +471,7 @@ def _covariance(jac: FloatArray, residuals: FloatArray) -> tuple[FloatArray, Int
     meat = np.einsum("iwk,iwl->ikl", score, score)
     windows = np.count_nonzero(np.any(r != 0, axis=2), axis=1)
     out: FloatArray = inv @ meat @ inv
+    out[unbounded] = np.inf
     out[(windows <= 1) | (windows <= k)] = np.inf
     dof: IntArray = (windows - 1).astype(np.intp)
     return out, dof
@@ -508,6 +538,7 @@ def fit_stations(
     g[:, 0], g[:, 1] = 1.0, -(1.0 - _expit(theta[:, 1]))
     with np.errstate(invalid="ignore", over="ignore"):
         se = np.sqrt(np.maximum(np.einsum("ik,ikl,il->i", g, cov, g), 0.0))
+        se = np.where(np.all(np.isfinite(cov), axis=(1, 2)), se, np.inf)
         low_c, high_c = c_cont * np.exp(-2.0 * se), c_cont * np.exp(2.0 * se)
     rounded = np.isfinite(r_cost) & (c == np.round(c))
     others = (np.floor(high_c) >= c + 1.0) | (np.maximum(np.ceil(low_c), 1.0) <= c - 1.0)

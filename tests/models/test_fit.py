@@ -174,6 +174,20 @@ class TestHonesty:
         assert math.isinf(fit.capacity_interval[1])
         assert fit.capacity_interval[0] <= fit.max_observed_rps
 
+    def test_a_slot_count_the_windows_cannot_bound_gives_no_narrow_interval(self) -> None:
+        """
+        32 slots measured up to 60% utilization queue so little that the windows do not move
+        when c grows past ~40: the fit runs c away (here to its bound, a million slots).  The
+        M/G/c candidate's interval was ±0.5% round that runaway capacity; it is open now.
+        """
+        truth = Station(servers=32, service_time=0.0735, scv=0.32)
+        windows = synthetic(truth, np.linspace(0.15, 0.6, 36), seed=1)
+        fit = fit_node("n", windows, SLOTarget(99, 300), model="mgc")
+        mgc = next(c for c in fit.candidates if c.model == "mgc")
+        low, high = mgc.capacity_interval
+        assert low <= truth.max_rate_for(0.300, 99) <= high
+        assert "the data cannot tell it" in mgc.message
+
     def test_too_few_windows(self) -> None:
         """Fewer than 4 windows is a failure with a reason, not a number."""
         truth = Station(servers=2, service_time=0.02)

@@ -49,6 +49,25 @@ def test_cr2_is_unbounded_with_no_more_windows_than_parameters() -> None:
     assert np.all(np.isinf(cov))
 
 
+def test_cr2_is_unbounded_along_a_direction_the_data_do_not_move() -> None:
+    """
+    A parameter the residuals do not depend on (a zero Jacobian column: the slot count of a
+    station measured far below saturation) has infinite variance, not the pseudo-inverse's 0;
+    the other parameters keep the covariance they have without it.
+    """
+    rng = np.random.default_rng(3)
+    windows = 12
+    jac = rng.normal(size=(1, 4 * windows, 3))
+    res = rng.normal(size=(1, 4 * windows))
+    jac[0, :, 1] = 0.0
+    cov, _ = _covariance(jac, res)
+    assert np.all(np.isinf(cov[0, 1, :]))
+    assert np.all(np.isinf(cov[0, :, 1]))
+    kept = [0, 2]
+    alone, _ = _covariance(jac[:, :, kept], res)
+    np.testing.assert_allclose(cov[0][np.ix_(kept, kept)], alone[0], rtol=1e-9)
+
+
 def test_hc2_matches_the_formula_point_by_point() -> None:
     rng = np.random.default_rng(9)
     nodes, points, k = 2, 12, 3
