@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from scipy import stats
 
 from capplan.models._batch_lm import batched_lm
 from capplan.models.queueing import (
@@ -135,6 +136,9 @@ class StationFits:
     c_range: tuple[FloatArray, FloatArray]
     #: Per node, the standard error of ln c from the continuous fit (0 when not fitted).
     log_servers_se: FloatArray
+    #: Per node whose windows bound c only from below (see ``_bounded_below``): the station
+    #: refitted at that 95% lower bound, (servers, service_time, scv); nan for the others.
+    floor_station: tuple[FloatArray, FloatArray, FloatArray] | None = None
 
     def unpack_rounded(self, theta: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         """
@@ -530,6 +534,23 @@ def fit_stations(
     c, s, v, r_theta, r_cost, r_jac, r_res = _round_servers(
         packed, c, s, v, theta, scv_free, whiten
     )
+    # Where nothing bounds c from above (its direction is unconstrained: the fit ran it up
+    # until the windows stopped moving), report the smallest c the windows cannot tell from
+    # the best fit instead of wherever the run stopped, and the 95% lower bound below it.
+    loose = ~np.isfinite(cov[:, 1, 1]) & np.isfinite(r_cost) & (c >= 2.0)
+    floor_station = None
+    if np.any(loose):
+        idx = np.flatnonzero(loose)
+        point, floor = _bounded_below(
+            packed, whiten, scv_free, idx, (c, r_theta, r_cost, r_jac, r_res)
+        )
+        c[idx], r_theta[idx], r_cost[idx] = point.hi, point.x, point.cost
+        r_jac[idx], r_res[idx] = point.jac, point.residuals
+        _, s[idx], v[idx] = _unpack(point.x, rmax[idx], point.hi, False, scv_free)
+        floor_c, floor_s, floor_v = (np.full(n, np.nan) for _ in range(3))
+        floor_c[idx] = floor.hi
+        _, floor_s[idx], floor_v[idx] = _unpack(floor.x, rmax[idx], floor.hi, False, scv_free)
+        floor_station = (floor_c, floor_s, floor_v)
     r_cov, _ = _covariance(r_jac, r_res)
     r_cov[~np.isfinite(r_cost)] = np.inf  # no refit: no interval from it
     # ±2 se of the continuous c: c = rmax·S/rho, d ln c = d ln S − (1 − rho) d logit rho.
@@ -543,10 +564,106 @@ def fit_stations(
     rounded = np.isfinite(r_cost) & (c == np.round(c))
     others = (np.floor(high_c) >= c + 1.0) | (np.maximum(np.ceil(low_c), 1.0) <= c - 1.0)
     resolved = rounded & np.isfinite(se) & ~others
+    if floor_station is not None:
+        low_c = np.where(loose, floor_station[0], low_c)
     return StationFits(
         c, s, v, theta, cov, dof, c_free, scv_free, rmax, converged,
-        r_theta, r_cov, resolved, (low_c, high_c), se,
+        r_theta, r_cov, resolved, (low_c, high_c), se, floor_station,
     )  # fmt: skip
+
+
+#: The rise of the refit cost over the best fit's, in residual variances, at which a slot
+#: count is no longer "as good": the median of χ²₁ for the reported one (as likely to lie
+#: above the truth as below), its 95% point for the lower bound.
+_AS_GOOD = float(stats.chi2.ppf(0.5, 1))
+_LOWER_BOUND = float(stats.chi2.ppf(0.90, 1))  # one-sided 95%: the interval is open above
+
+
+@dataclass
+class _Profile:
+    """
+    Per node of a profile search: the smallest slot count known to be as good (``hi``) with
+    its refit, and the largest known not to be (``lo``).
+    """
+
+    lo: FloatArray
+    hi: FloatArray
+    x: FloatArray
+    cost: FloatArray
+    jac: FloatArray
+    residuals: FloatArray
+
+
+def _bounded_below(
+    packed: Packed,
+    whiten: FloatArray,
+    scv_free: bool,
+    idx: IntArray,
+    rounded: tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray],
+) -> tuple[_Profile, _Profile]:
+    """
+    For nodes ``idx`` whose windows bound c only from below: the smallest integer c whose refit
+    cost is within ``_AS_GOOD`` residual variances of the best fit's, and the smallest within
+    ``_LOWER_BOUND`` of it — a profile over c, by bisection on log c (the refit cost falls as c
+    grows, to the plateau where the windows stop moving).
+
+    Args:
+        rounded: The refit at the rounded c of every node: (c, theta, cost, jac, residuals).
+
+    Returns:
+        The two searches' ends: ``hi`` and its refit are the answer of each.
+    """
+    c, theta, cost, jac, residuals = (x[idx] for x in rounded)
+    k = theta.shape[1]
+    variance = cost / np.maximum(np.count_nonzero(residuals != 0.0, axis=1) - k, 1)
+    probes: list[tuple[IntArray, FloatArray, FloatArray]] = []  # (rows, c, cost)
+
+    def refit(
+        rows: IntArray, servers: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        nodes = idx[rows]
+        sub = Packed(
+            packed.rate[nodes],
+            packed.weight[nodes],
+            {key: value[nodes] for key, value in packed.latency.items()},
+            packed.requests[nodes],
+        )
+        kept = theta[rows].copy()
+        kept[:, 0] += np.log(servers / c[rows])  # the same utilization at the highest rate
+        x, got, j, r, _ = _solve(
+            sub, servers, False, scv_free, [theta[rows], kept], best_of=1,
+            whiten=whiten[nodes], newton_steps=_NEWTON_STEPS, max_iter=_ROUND_MAX_ITER,
+        )  # fmt: skip
+        stable = sub.rmax < servers / _unpack(x, sub.rmax, servers, False, scv_free)[1]
+        got = np.where(stable, got, np.inf)
+        probes.append((rows, servers, got))
+        return x, got, j, r
+
+    def search(share: float, start: _Profile) -> _Profile:
+        limit = cost + share * variance
+        out = _Profile(*(np.array(x, copy=True) for x in vars(start).values()))
+        out.lo[:] = 0.0  # c = 0 has no fit
+        for rows, tried, got in probes:  # what an earlier search learnt
+            worse = got > limit[rows]
+            out.lo[rows[worse]] = np.maximum(out.lo[rows[worse]], tried[worse])
+        while True:
+            rows = np.flatnonzero(out.hi - out.lo > 1.0)
+            if rows.size == 0:
+                return out
+            lo, hi = out.lo[rows], out.hi[rows]
+            mid: FloatArray = np.clip(
+                np.round(np.sqrt(np.maximum(lo, 0.5) * hi)), lo + 1.0, hi - 1.0
+            )
+            x, got, j, r = refit(rows, mid)
+            good = got <= limit[rows]
+            out.lo[rows[~good]] = mid[~good]
+            at = rows[good]
+            out.hi[at], out.x[at], out.cost[at] = mid[good], x[good], got[good]
+            out.jac[at], out.residuals[at] = j[good], r[good]
+
+    # the rounded c is the best fit
+    point = search(_AS_GOOD, _Profile(np.zeros(idx.size), c, theta, cost, jac, residuals))
+    return point, search(_LOWER_BOUND, point)
 
 
 def _round_servers(

@@ -174,19 +174,25 @@ class TestHonesty:
         assert math.isinf(fit.capacity_interval[1])
         assert fit.capacity_interval[0] <= fit.max_observed_rps
 
-    def test_a_slot_count_the_windows_cannot_bound_gives_no_narrow_interval(self) -> None:
+    def test_a_slot_count_the_windows_bound_only_from_below(self) -> None:
         """
         32 slots measured up to 60% utilization queue so little that the windows do not move
-        when c grows past ~40: the fit runs c away (here to its bound, a million slots).  The
-        M/G/c candidate's interval was ±0.5% round that runaway capacity; it is open now.
+        when c grows past ~40: the fit ran c away (here to its bound, a million slots, with an
+        interval of ±0.5% round 13.6 million rps).  Now the smallest c the windows cannot tell
+        from the best fit is reported (a capacity that errs low), with an interval from the
+        95% lower bound on c, open above.
         """
         truth = Station(servers=32, service_time=0.0735, scv=0.32)
+        expected = truth.max_rate_for(0.300, 99)
         windows = synthetic(truth, np.linspace(0.15, 0.6, 36), seed=1)
         fit = fit_node("n", windows, SLOTarget(99, 300), model="mgc")
         mgc = next(c for c in fit.candidates if c.model == "mgc")
+        assert 20 <= mgc.params["servers"] <= 32
+        assert 0.7 * expected <= mgc.capacity_rps <= expected
         low, high = mgc.capacity_interval
-        assert low <= truth.max_rate_for(0.300, 99) <= high
-        assert "the data cannot tell it" in mgc.message
+        assert 0.6 * expected <= low <= mgc.capacity_rps
+        assert math.isinf(high)
+        assert "the windows bound it only from below (c ≥ " in mgc.message
 
     def test_too_few_windows(self) -> None:
         """Fewer than 4 windows is a failure with a reason, not a number."""
@@ -279,3 +285,28 @@ def test_a_capacity_the_windows_contradict_is_not_chosen() -> None:
     assert chosen is zero
     assert warning is not None
     assert "no other model agrees with them" in warning
+
+
+def _scored(model: str, rss: float, aicc: float) -> Candidate:
+    return Candidate(model, {}, {}, 3, 36, rss, aicc, 100.0, (90.0, 110.0), True, "")
+
+
+def test_the_queueing_model_is_kept_unless_another_fits_significantly_better() -> None:
+    """
+    A USL whose AICc beats M/G/c's by 4 on 36 windows (a residual variance 11% lower) fits the
+    noise: M/G/c is kept.  One whose residual variance is a third of M/G/c's is taken, and
+    the selection says why.
+    """
+    from capplan.models.fit import _select
+
+    mgc = _scored("mgc", 1.0, -300.0)
+    close = _scored("usl", 0.89, -304.0)
+    chosen, selection = _select([mgc, close], "p99")
+    assert chosen is mgc
+    assert "usl fits no significantly better than the queueing model mgc" in selection
+    far = _scored("usl", 0.33, -340.0)
+    chosen, selection = _select([mgc, far], "p99")
+    assert chosen is far
+    assert "mgc lacks fit against it" in selection
+    # without a queueing model, AICc among the others as before
+    assert _select([close, far], "p99")[0] is far
