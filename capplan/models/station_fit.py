@@ -29,7 +29,11 @@ The fit works in log / logit space: ln S; logit of the utilization at the node's
 observed rate (so a station is always stable on its own data) while c is free; ln scv.  All
 nodes are solved together by a batched Levenberg–Marquardt (``_batch_lm``), from the two best
 of four starting points per node.  The slot count is then rounded to the better of its two
-neighbouring integers (refitting S and scv there).  The covariance of that refit (ln S, ln scv
+neighbouring integers (refitting S and scv there).  Where the windows bound c only from below
+(the continuous fit's c direction is unconstrained: far below saturation the residuals stop
+moving as c grows, and the fit runs c up until they do), the reported c is instead the
+smallest integer whose refit is as good (``_bounded_below``: a profile over c), with the 95%
+lower bound on c beside it.  The covariance of that refit (ln S, ln scv
 at the rounded c) is reported too, with whether the continuous fit resolves c at all (its ±2 se
 range holds no other integer): where it does not, the caller should keep the wider continuous-c
 uncertainty.
