@@ -511,6 +511,54 @@ def _gamma_service_sf(k: FloatArray, y: FloatArray, log_pmf: FloatArray) -> Floa
     return out
 
 
+def _gamma_wait(
+    t: FloatArray, theta: FloatArray, k: FloatArray, beta: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """
+    The wait term ``w(t) = E[exp(-θ·(t - S)); S ≤ t]`` of gamma service (shape ``k``, rate
+    ``β``) and ``ln pmf_Poisson(k; β·t)``, by the routes :func:`_gamma_sf_pdf` describes.
+
+    Args:
+        t: times (≥ 0, may be infinite), 1-D.
+        theta: rates of the exponential wait.
+        k: gamma shapes.
+        beta: gamma rates.
+
+    Returns:
+        ``(w, ln pmf)``; ``w`` is 0 at ``t = 0`` and ``t = inf``.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
+        y = beta * t
+        inside = (t > 0.0) & (t < np.inf)
+        b = beta - theta
+        x = b * t
+        gamma_route = inside & (b > 0.0) & (x >= np.maximum(k - 5.0 * np.sqrt(k), 0.5 * k))
+        wait = np.zeros(t.shape)
+        index = np.flatnonzero(gamma_route)
+        if index.size:
+            kg, thg = _sub(k, index), _sub(theta, index)
+            wait[index] = np.exp(
+                -kg * np.log1p(-thg / _sub(beta, index))
+                - thg * t[index]
+                + np.log(special.gammainc(kg, x[index]))
+            )
+        log_pmf = _log_poisson_pmf(k, y)
+        index = np.flatnonzero(inside & ~gamma_route & (log_pmf > _LOG_TINY))
+        pmf = np.exp(log_pmf[index])
+        if index.size:
+            kh, xh = _sub(k, index), x[index]
+            asymptotic = -xh >= np.maximum(_ASYMPTOTIC_MIN_Z, _ASYMPTOTIC_K_FACTOR * kh)
+            kummer = np.empty(index.shape)
+            part = np.flatnonzero(asymptotic)
+            if part.size:
+                kummer[part] = _kummer_asymptotic(_sub(kh, part), -xh[part])
+            part = np.flatnonzero(~asymptotic)
+            if part.size:
+                kummer[part] = special.hyp1f1(1.0, _sub(kh, part) + 1.0, xh[part])
+            wait[index] = pmf * kummer
+    return wait, log_pmf
+
+
 def _gamma_sf_pdf(
     t: FloatArray,
     p_wait: FloatArray,
@@ -557,32 +605,7 @@ def _gamma_sf_pdf(
         beta = 1.0 / (scv * service_time)
         y = beta * t
         inside = (t > 0.0) & (t < np.inf)
-        b = beta - theta
-        x = b * t
-        gamma_route = inside & (b > 0.0) & (x >= np.maximum(k - 5.0 * np.sqrt(k), 0.5 * k))
-        wait = np.zeros(t.shape)
-        index = np.flatnonzero(gamma_route)
-        if index.size:
-            kg, thg = _sub(k, index), _sub(theta, index)
-            wait[index] = np.exp(
-                -kg * np.log1p(-thg / _sub(beta, index))
-                - thg * t[index]
-                + np.log(special.gammainc(kg, x[index]))
-            )
-        log_pmf = _log_poisson_pmf(k, y)
-        index = np.flatnonzero(inside & ~gamma_route & (log_pmf > _LOG_TINY))
-        pmf = np.exp(log_pmf[index])
-        if index.size:
-            kh, xh = _sub(k, index), x[index]
-            asymptotic = -xh >= np.maximum(_ASYMPTOTIC_MIN_Z, _ASYMPTOTIC_K_FACTOR * kh)
-            kummer = np.empty(index.shape)
-            part = np.flatnonzero(asymptotic)
-            if part.size:
-                kummer[part] = _kummer_asymptotic(_sub(kh, part), -xh[part])
-            part = np.flatnonzero(~asymptotic)
-            if part.size:
-                kummer[part] = special.hyp1f1(1.0, _sub(kh, part) + 1.0, xh[part])
-            wait[index] = pmf * kummer
+        wait, log_pmf = _gamma_wait(t, theta, k, beta)
         sf = pdf = None
         if want_sf:
             service_sf = _gamma_service_sf(k, y, log_pmf)
@@ -1061,6 +1084,42 @@ def mgc_response_sf_pdf_given_wait(
     sf, pdf = _given_wait(t, p_wait, theta, service_time, scv, True)
     assert pdf is not None
     return sf, pdf
+
+
+def mgc_response_truncated_mean_given_wait(
+    t: FloatArray, p_wait: FloatArray, theta: FloatArray, service_time: FloatArray, scv: FloatArray
+) -> FloatArray:
+    """
+    ``E[min(T, t)] = ∫₀ᵗ P(T > u) du`` of the M/G/c response time, in closed form, from the
+    stations' :func:`mgc_wait`.
+
+    With ``T = S + W``, ``W`` 0 with probability ``1 - C`` and else exponential of rate ``θ``:
+    ``E[min(T, t)] = t·P(S ≥ t) + E[S; S < t] + C·(P(S < t) - w(t))/θ``, where ``w`` is the
+    wait term of :func:`_gamma_sf_pdf` and, for gamma service, ``E[S; S < t] = E[S]·P(k+1, βt)``
+    (``P`` the regularised lower incomplete gamma function).  Arguments as for
+    :func:`mgc_response_sf_given_wait` (one shape, not validated); nan where ``p_wait`` is nan.
+    """
+    shape = t.shape
+    t, p_wait, theta, s, v = (x.reshape(-1) for x in (t, p_wait, theta, service_time, scv))
+    out = np.empty(t.shape)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
+        det = np.flatnonzero(v < _MIN_SCV)
+        if det.size:
+            td, sd, thd = t[det], s[det], theta[det]
+            before = sd < td
+            wait = np.where(before, np.exp(-thd * (td - sd)), 0.0)
+            out[det] = np.where(before, sd, td) + p_wait[det] * (before - wait) / thd
+        gam = np.flatnonzero(v >= _MIN_SCV)
+        if gam.size:
+            tg, sg, vg, thg = t[gam], s[gam], v[gam], theta[gam]
+            k, beta = 1.0 / vg, 1.0 / (vg * sg)
+            y = beta * tg
+            wait, log_pmf = _gamma_wait(tg, thg, k, beta)
+            above = _gamma_service_sf(k, y, log_pmf)
+            below_mean = sg * special.gammainc(k + 1.0, y)
+            out[gam] = tg * above + below_mean + p_wait[gam] * ((1.0 - above) - wait) / thg
+    out[np.isnan(p_wait)] = np.nan
+    return out.reshape(shape)
 
 
 def mgc_response_quantile(

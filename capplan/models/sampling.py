@@ -9,7 +9,8 @@ per-request covariances of (mean, t̂_50, t̂_95, t̂_99):
 - Var(T) = σ² = scv·s² + Var(W), Var(W) = 2C/θ² − (C/θ)² (``W`` the wait: 0 with probability
   1 − C, else exponential with mean 1/θ);
 - Cov(T, t̂_q) = (E[T; T > t_q] − μ(1 − q)) / f(t_q), with
-  E[T; T > t] = t·P(T > t) + μ − ∫₀ᵗ P(T > u) du (fixed-order Gauss–Legendre);
+  E[T; T > t] = t·P(T > t) + μ − E[min(T, t)], the truncated mean in closed form
+  (``mgc_response_truncated_mean_given_wait``);
 - Cov(t̂_a, t̂_b) = a(1 − b) / (f(t_a) f(t_b)) for a ≤ b;
 
 each divided by ``n`` for the window's statistics.  Everything is vectorised over any shape of
@@ -17,8 +18,6 @@ rates and station parameters (numpy broadcasting); unstable elements give nan.
 """
 
 from __future__ import annotations
-
-from functools import cache
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +27,7 @@ from capplan.models.queueing import (
     mgc_mean_response,
     mgc_response_pdf,
     mgc_response_quantile,
-    mgc_response_sf_given_wait,
+    mgc_response_truncated_mean_given_wait,
     mgc_wait,
 )
 
@@ -38,12 +37,6 @@ FloatArray = npt.NDArray[np.float64]
 
 #: The window percentiles, as quantiles (the columns p50, p95, p99).
 QUANTILES = (0.50, 0.95, 0.99)
-
-
-@cache
-def _gauss_legendre(order: int) -> tuple[FloatArray, FloatArray]:
-    nodes, weights = np.polynomial.legendre.leggauss(order)
-    return nodes, weights
 
 
 def response_moments(
@@ -76,15 +69,12 @@ def sampling_covariance(
     servers: npt.ArrayLike,
     service_time: npt.ArrayLike,
     scv: npt.ArrayLike,
-    *,
-    order: int = 96,
 ) -> tuple[FloatArray, FloatArray]:
     """
     The model's (mean, p50, p95, p99) and their per-request covariance, at each element.
 
     Args:
         rate, servers, service_time, scv: broadcast together to a shape ``B``.
-        order: Gauss–Legendre points for ∫₀ᵗ P(T > u) du.
 
     Returns:
         ``center`` of shape B + (4,) in seconds, and ``cov`` of shape B + (4, 4): the
@@ -102,15 +92,10 @@ def sampling_covariance(
     ex = (Ellipsis, None)
     tq = mgc_response_quantile(qs, r[ex], c[ex], s[ex], v[ex])  # B + (3,)
     f = mgc_response_pdf(tq, r[ex], c[ex], s[ex], v[ex])
-    nodes, weights = _gauss_legendre(order)
-    u = 0.5 * tq[..., None] * (nodes + 1.0)  # B + (3, order)
-    ex2 = (Ellipsis, None, None)
-    # Erlang C once per element, not at each of its 3 × order points
     p_wait, theta = mgc_wait(r, c, s, v)
-    sf_u = mgc_response_sf_given_wait(
-        u, *(np.broadcast_to(x[ex2], u.shape) for x in (p_wait, theta, s, v))
+    integral = mgc_response_truncated_mean_given_wait(
+        tq, *(np.broadcast_to(x[ex], tq.shape) for x in (p_wait, theta, s, v))
     )
-    integral = 0.5 * tq * (sf_u @ weights)
     tail = 1.0 - qs
     tail_mean = tq * tail + mu[ex] - integral  # E[T; T > t_q]
     cov = np.empty((*shape, 4, 4))

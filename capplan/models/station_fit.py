@@ -80,8 +80,6 @@ _PCTL = ("p50", "p95", "p99")
 _STATS = ("mean", *_PCTL)
 #: Newton steps of the percentile residuals in the fit of the reported station.
 _NEWTON_STEPS = 1
-#: Gauss–Legendre points of the sampling covariance's ∫ P(T > u) du (ample for scv ≥ 0.05).
-_GL_ORDER = 32
 #: Tolerance of the stage-1 (pilot) fit.
 _PILOT_TOL = 1e-6
 #: Iterations of the refits at the integers around c (they start next to the answer; a refit
@@ -302,9 +300,7 @@ def _whitening(packed: Packed, c: FloatArray, s: FloatArray, v: FloatArray) -> F
     used = packed.requests > 0
     rel = np.broadcast_to(np.eye(4), (n, w, 4, 4)).copy()
     sel = np.nonzero(used)
-    center, cov = sampling_covariance(
-        packed.rate[sel], c[sel[0]], s[sel[0]], v[sel[0]], order=_GL_ORDER
-    )
+    center, cov = sampling_covariance(packed.rate[sel], c[sel[0]], s[sel[0]], v[sel[0]])
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         rel[sel] = cov / (center[:, :, None] * center[:, None, :])
     mask = present[..., :, None] & present[..., None, :] & used[..., None, None]

@@ -152,7 +152,7 @@ class TestWhitening:
         packed = Packed(rate, requests / requests.mean(), latency, requests)
         whiten = _whitening(packed, np.array([c]), np.array([s]), np.array([v]))
         rng = np.random.default_rng(3)
-        _, cov = sampling_covariance(rate, c, s, v, order=32)
+        _, cov = sampling_covariance(rate, c, s, v)
         for j in range(rate.shape[1]):
             present = np.array([np.isfinite(latency[k][0, j]) for k in STAT_QUANTILES])
             r = np.where(present, rng.normal(size=4), 0.0)
