@@ -4,7 +4,9 @@ Per-node model fitting, selection and capacity at the SLO (pure: windows in, res
 Every candidate model is turned into a *latency curve*: the mean and any percentile of the
 response time as a function of the offered rate.  Selection compares the curves on one common
 observable — the log of each window's latency at the SLO's percentile (its mean when the windows
-carry no such percentile) — by AICc, weighted by the windows' request counts.  The chosen curve
+carry no such percentile), weighted by the windows' request counts: the queueing model is kept
+unless another fits significantly better (F test), the others are ranked by AICc, and the
+empirical hyperbola must also fit significantly better (``_select``).  The chosen curve
 gives the node's capacity at the SLO: the largest offered rate whose predicted percentile stays
 within the SLO's latency (and whose observed error rate stays within the SLO's bound).
 
