@@ -793,7 +793,11 @@ def _joint_covariance(
 
     Per window i the estimating equations are the base fit's score ``Jᵢᵀrᵢ`` and the factor's
     ``wᵢ(lᵢ(θ) − ℓ)``, ``lᵢ = ln(observedᵢ / base(θ, rateᵢ))``; bread ``A = [[JᵀJ, 0],
-    [−Σ wᵢ ∂ln baseᵢ/∂θ, −Σ wᵢ]]``, meat ``Σ ψᵢψᵢᵀ``, scaled by G/(G − k − 1) for G windows.
+    [−Σ wᵢ ∂ln baseᵢ/∂θ, −Σ wᵢ]]``, meat ``Σ ψᵢψᵢᵀ`` with each window's ψ over one minus its
+    leverage (HC3, MacKinnon and White; Long and Ervin recommend it below ~250 points: with the
+    plain scaling G/(G − k − 1) the capacity interval covered a known USL's capacity 87.2% and
+    89.0% of 400 replicates, seeds 1 and 2 of ``bench.usl_coverage``; with HC3 90.2% and
+    91.2%).
     inf (the caller keeps the curve's own covariance, with no factor error) where the SLO
     statistic is the one the curve is fitted to (its factor is 1), and where there are too few
     windows.
@@ -822,9 +826,15 @@ def _joint_covariance(
     bread[:, :k, :k] = np.einsum("imk,iml->ikl", jac, jac)
     bread[:, k, :k] = -np.einsum("im,imk->ik", w, slope)
     bread[:, k, k] = -np.sum(w, axis=1)
+    # HC3: each window's score over its leverage (1 − h), the base fit's hat-matrix diagonal
+    # for the curve's equations and its weight share for the factor's mean
+    with np.errstate(divide="ignore", invalid="ignore"):
+        jtj_inv = np.linalg.pinv(np.einsum("imk,iml->ikl", jac, jac))
+        leverage = np.einsum("imk,ikl,iml->im", jac, jtj_inv, jac)
+        share = w / np.sum(w, axis=1, keepdims=True)
     score = np.zeros((n, m, k + 1))
-    score[..., :k] = jac * res[..., None]
-    score[..., k] = w * (logs - level[:, None])
+    score[..., :k] = jac * (res / np.maximum(1.0 - leverage, 1e-6))[..., None]
+    score[..., k] = w * (logs - level[:, None]) / np.maximum(1.0 - share, 1e-6)
     meat = np.einsum("imk,iml->ikl", score, score)
     windows = np.count_nonzero(np.any(score != 0, axis=2), axis=1)
     out = np.full((n, k + 1, k + 1), np.inf)
@@ -833,8 +843,7 @@ def _joint_covariance(
     good &= np.abs(np.linalg.det(np.where(good[:, None, None], bread, np.eye(k + 1)))) > 0
     if np.any(good):
         inv = np.linalg.inv(bread[good])
-        factor = windows[good] / (windows[good] - k - 1.0)
-        out[good] = inv @ meat[good] @ np.swapaxes(inv, 1, 2) * factor[:, None, None]
+        out[good] = inv @ meat[good] @ np.swapaxes(inv, 1, 2)
     return out
 
 

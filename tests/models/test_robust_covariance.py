@@ -87,3 +87,59 @@ def test_hc2_is_unbounded_without_degrees_of_freedom() -> None:
     jac = rng.normal(size=(1, 3, 3))
     cov = _hc2_cov(jac, rng.normal(size=(1, 3)), np.zeros(1, dtype=np.intp))
     assert np.all(np.isinf(cov))
+
+
+def test_usl_joint_sandwich_is_hc3_window_by_window() -> None:
+    """
+    ``fit._joint_covariance``: the base fit's score per window and the SLO factor's, each over
+    one minus its leverage (the base fit's hat diagonal; the window's weight share), stacked;
+    bread ``[[JᵀJ, 0], [−Σ wᵢ ∂ln baseᵢ/∂θ, −Σ wᵢ]]``.  Written out here with a linear base
+    curve, whose slope is known exactly.
+    """
+    from capplan.models.fit import STAT_QUANTILES, _joint_covariance
+    from capplan.models.scaled_fit import BaseFits
+
+    rng = np.random.default_rng(11)
+    m, k = 14, 2
+    rate = np.sort(rng.uniform(1.0, 50.0, size=(1, m)), axis=1)
+    theta = np.array([[0.05, 0.002]])
+
+    def base(th: np.ndarray, r: np.ndarray) -> np.ndarray:
+        return np.asarray(th[:, :1] + th[:, 1:2] * r)
+
+    jac = rng.normal(size=(1, m, k))
+    res = rng.normal(size=(1, m)) * 0.1
+    fits = BaseFits(
+        theta, np.eye(k)[None], np.array([m - k]), np.array([True]), ("ok",), ("a", "b"),
+        base, lambda th: np.full(th.shape[0], np.inf), jac, res,
+    )  # fmt: skip
+    stats = list(STAT_QUANTILES)
+    observed = np.full((1, len(stats), m), np.nan)
+    curve = base(theta, rate)[0]
+    observed[0, stats.index("p99")] = curve * 3.0 * np.exp(rng.normal(0, 0.05, size=m))
+    weight = rng.uniform(0.5, 2.0, size=(1, m))
+    factors = np.full((1, len(stats)), np.nan)
+    factors[0, stats.index("p99")] = 3.0
+    fitted = np.array([stats.index("mean")])
+    got = _joint_covariance(fits, theta, rate, observed, weight, fitted, factors, 0.99)[0]
+
+    logs = np.log(observed[0, stats.index("p99")] / curve)
+    w = weight[0]
+    level = np.sum(w * logs) / np.sum(w)
+    j, r = jac[0], res[0]
+    jtj_inv = np.linalg.inv(j.T @ j)
+    bread = np.zeros((k + 1, k + 1))
+    bread[:k, :k] = j.T @ j
+    for i in range(m):
+        slope = np.array([1.0, rate[0, i]]) / curve[i]  # ∂ ln(a + b·rate) / ∂(a, b)
+        bread[k, :k] -= w[i] * slope
+    bread[k, k] = -np.sum(w)
+    meat = np.zeros((k + 1, k + 1))
+    for i in range(m):
+        h = j[i] @ jtj_inv @ j[i]
+        score = np.concatenate(
+            [j[i] * r[i] / (1 - h), [w[i] * (logs[i] - level) / (1 - w[i] / np.sum(w))]]
+        )
+        meat += np.outer(score, score)
+    inv = np.linalg.inv(bread)
+    np.testing.assert_allclose(got, inv @ meat @ inv.T, rtol=1e-5)
