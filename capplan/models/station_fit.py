@@ -559,7 +559,8 @@ def fit_stations(
     g[:, 0], g[:, 1] = 1.0, -(1.0 - _expit(theta[:, 1]))
     with np.errstate(invalid="ignore", over="ignore"):
         se = np.sqrt(np.maximum(np.einsum("ik,ikl,il->i", g, cov, g), 0.0))
-        se = np.where(np.all(np.isfinite(cov), axis=(1, 2)), se, np.inf)
+        # (ln S and logit rho place c; an unconstrained scv leaves it alone)
+        se = np.where(np.all(np.isfinite(cov[:, :2, :2]), axis=(1, 2)), se, np.inf)
         low_c, high_c = c_cont * np.exp(-2.0 * se), c_cont * np.exp(2.0 * se)
     rounded = np.isfinite(r_cost) & (c == np.round(c))
     others = (np.floor(high_c) >= c + 1.0) | (np.maximum(np.ceil(low_c), 1.0) <= c - 1.0)
@@ -641,8 +642,14 @@ def _bounded_below(
 
     def search(share: float, start: _Profile) -> _Profile:
         limit = cost + share * variance
-        out = _Profile(*(np.array(x, copy=True) for x in vars(start).values()))
-        out.lo[:] = 0.0  # c = 0 has no fit
+        out = _Profile(
+            np.zeros(idx.size),  # c = 0 has no fit
+            start.hi.copy(),
+            start.x.copy(),
+            start.cost.copy(),
+            start.jac.copy(),
+            start.residuals.copy(),
+        )
         for rows, tried, got in probes:  # what an earlier search learnt
             worse = got > limit[rows]
             out.lo[rows[worse]] = np.maximum(out.lo[rows[worse]], tried[worse])
