@@ -652,6 +652,11 @@ def _select(usable: Sequence[Candidate], common: str) -> tuple[Candidate, str]:
         return pick, why
     rank = {m: i for i, m in enumerate(MODELS)}
     station = min(stations, key=lambda c: (c.aicc, rank[c.model]))
+    mechanistic = [c for c in usable if c.model != "hyperbolic" and math.isfinite(c.aicc)]
+    if pick.model == "hyperbolic" and station is min(
+        mechanistic, key=lambda c: (c.aicc, rank[c.model])
+    ):
+        return pick, why  # the hyperbola was tested against the station already
     better = _significantly_better(pick, station)
     if better is None:
         return pick, why

@@ -310,3 +310,8 @@ def test_the_queueing_model_is_kept_unless_another_fits_significantly_better() -
     assert "mgc lacks fit against it" in selection
     # without a queueing model, AICc among the others as before
     assert _select([close, far], "p99")[0] is far
+    # a hyperbola tested against the queueing model once, and said so once
+    hyperbola = _scored("hyperbolic", 0.2, -350.0)
+    chosen, selection = _select([mgc, hyperbola], "p99")
+    assert chosen is hyperbola
+    assert 1 == selection.count("lacks fit")
