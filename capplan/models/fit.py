@@ -280,6 +280,8 @@ class Candidate:
     success: bool
     message: str
     curve: LatencyCurve | None = field(default=None, compare=False, repr=False)
+    #: What the node's result must warn of when this candidate is chosen.
+    warnings: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -540,6 +542,7 @@ def _finish(plan: _Plan, candidates: list[Candidate], slo: SLOTarget, model: str
         chosen = usable[0]
         selection = "asked for"
     capacity, interval = chosen.capacity_rps, chosen.capacity_interval
+    warnings.extend(chosen.warnings)
     error_cap, error_warnings = _error_cap(obs, slo)
     warnings.extend(error_warnings)
     if error_cap < capacity:
@@ -1197,6 +1200,14 @@ def _station_candidates(
         if not fits.converged[i]:
             message += "; the fit did not converge"
         curve = _StationCurve(Station(servers=c, service_time=s, scv=v))
+        lower_only: tuple[str, ...] = ()
+        if fits.floor_station is not None and np.isfinite(fits.floor_station[0][i]):
+            lower_only = (
+                f"the windows bound the slot count only from below (c ≥ "
+                f"{fits.c_range[0][i]:g}, 95%): capacity {capacity[i]:.4g} rps is at the low "
+                "end of what they allow and its interval is open above; measure at higher "
+                "load to know it",
+            )
         out.append(
             Candidate(
                 name,
@@ -1211,6 +1222,7 @@ def _station_candidates(
                 True,
                 message,
                 curve,
+                lower_only,
             )
         )
     return out

@@ -193,6 +193,7 @@ class TestHonesty:
         assert 0.6 * expected <= low <= mgc.capacity_rps
         assert math.isinf(high)
         assert "the windows bound it only from below (c ≥ " in mgc.message
+        assert any("bound the slot count only from below" in w for w in fit.warnings)
 
     def test_too_few_windows(self) -> None:
         """Fewer than 4 windows is a failure with a reason, not a number."""
