@@ -647,7 +647,7 @@ def _select(usable: Sequence[Candidate], common: str) -> tuple[Candidate, str]:
     won it by 2–15 on nodes measured to 50–65% of capacity (bench.fit's pool, where the truth
     is an M/G/c station: 12 of 400 nodes, the USL's capacity off by a median 218%, M/G/c's by
     6%), and on every lab node where a model other than the station was selected, the
-    station's capacity was nearer the measured one.
+    station's capacity was nearer the simulated stationary one.
     """
     pick, why = _select_free(usable, common)
     stations = [c for c in usable if c.model in STATIONS and math.isfinite(c.aicc)]
