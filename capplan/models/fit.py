@@ -837,7 +837,7 @@ def _joint_covariance(
     # HC3: each window's score over its leverage (1 − h), the base fit's hat-matrix diagonal
     # for the curve's equations and its weight share for the factor's mean
     with np.errstate(divide="ignore", invalid="ignore"):
-        jtj_inv = np.linalg.pinv(np.einsum("imk,iml->ikl", jac, jac))
+        jtj_inv = np.linalg.pinv(bread[:, :k, :k])
         leverage = np.einsum("imk,ikl,iml->im", jac, jtj_inv, jac)
         share = w / np.sum(w, axis=1, keepdims=True)
     score = np.zeros((n, m, k + 1))
@@ -1150,10 +1150,15 @@ def _station_candidates(
         alone = (low <= 0) & ~np.isfinite(high)
         low = np.where(fits.c_resolved, low, np.where(alone, low_c, np.minimum(low, low_c)))
         high = np.where(fits.c_resolved, high, np.where(alone, high_c, np.maximum(high, high_c)))
+    bounded_below = (
+        np.isfinite(fits.floor_station[0])
+        if fits.floor_station is not None
+        else np.zeros(len(plans), dtype=bool)
+    )
     if fits.floor_station is not None:
         # c bounded only from below: from the capacity at that bound (or the reported c's
         # interval, if lower), open above
-        below = np.flatnonzero(np.isfinite(fits.floor_station[0]))
+        below = np.flatnonzero(bounded_below)
         floor_c, floor_s, floor_v = fits.floor_station
         floor = station_capacity(floor_c[below], floor_s[below], floor_v[below], latency, q)
         low[below] = np.fmin(fixed_c[0][below], floor)
@@ -1181,7 +1186,7 @@ def _station_candidates(
         if fits.c_free:
             stderr["servers"] = c * float(fits.log_servers_se[i])
             message = f"slot count fitted ({c:g})"
-            if fits.floor_station is not None and np.isfinite(fits.floor_station[0][i]):
+            if bounded_below[i]:
                 message += (
                     f"; the windows bound it only from below (c ≥ {fits.c_range[0][i]:g}, "
                     "95%): the smallest slot count they cannot tell from the best fit is "
@@ -1201,7 +1206,7 @@ def _station_candidates(
             message += "; the fit did not converge"
         curve = _StationCurve(Station(servers=c, service_time=s, scv=v))
         lower_only: tuple[str, ...] = ()
-        if fits.floor_station is not None and np.isfinite(fits.floor_station[0][i]):
+        if bounded_below[i]:
             lower_only = (
                 f"the windows bound the slot count only from below (c ≥ "
                 f"{fits.c_range[0][i]:g}, 95%): capacity {capacity[i]:.4g} rps is at the low "

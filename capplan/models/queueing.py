@@ -512,7 +512,7 @@ def _gamma_service_sf(k: FloatArray, y: FloatArray, log_pmf: FloatArray) -> Floa
 
 
 def _gamma_wait(
-    t: FloatArray, theta: FloatArray, k: FloatArray, beta: FloatArray
+    t: FloatArray, theta: FloatArray, k: FloatArray, beta: FloatArray, y: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """
     The wait term ``w(t) = E[exp(-θ·(t - S)); S ≤ t]`` of gamma service (shape ``k``, rate
@@ -523,12 +523,12 @@ def _gamma_wait(
         theta: rates of the exponential wait.
         k: gamma shapes.
         beta: gamma rates.
+        y: ``β·t``, which the callers have.
 
     Returns:
         ``(w, ln pmf)``; ``w`` is 0 at ``t = 0`` and ``t = inf``.
     """
     with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
-        y = beta * t
         inside = (t > 0.0) & (t < np.inf)
         b = beta - theta
         x = b * t
@@ -605,7 +605,7 @@ def _gamma_sf_pdf(
         beta = 1.0 / (scv * service_time)
         y = beta * t
         inside = (t > 0.0) & (t < np.inf)
-        wait, log_pmf = _gamma_wait(t, theta, k, beta)
+        wait, log_pmf = _gamma_wait(t, theta, k, beta, y)
         sf = pdf = None
         if want_sf:
             service_sf = _gamma_service_sf(k, y, log_pmf)
@@ -1114,7 +1114,7 @@ def mgc_response_truncated_mean_given_wait(
             tg, sg, vg, thg = t[gam], s[gam], v[gam], theta[gam]
             k, beta = 1.0 / vg, 1.0 / (vg * sg)
             y = beta * tg
-            wait, log_pmf = _gamma_wait(tg, thg, k, beta)
+            wait, log_pmf = _gamma_wait(tg, thg, k, beta, y)
             above = _gamma_service_sf(k, y, log_pmf)
             below_mean = sg * special.gammainc(k + 1.0, y)
             out[gam] = tg * above + below_mean + p_wait[gam] * ((1.0 - above) - wait) / thg
