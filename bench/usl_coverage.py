@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -82,35 +83,66 @@ def replicate(name: str, rng: np.random.Generator, noise: float) -> NodeInput:
     return NodeInput(name, windows, None)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--replicates", type=int, default=400)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--noise", type=float, default=0.03, help="throughput noise (sd of log)")
-    args = parser.parse_args(argv)
+@dataclass(frozen=True)
+class Coverage:
+    truth: float
+    slo_ms: float
+    covered: int
+    below: int  # intervals entirely below the truth
+    above: int
+    replicates: int
+    half_width: float  # median, relative to the truth
+    point_median: float  # point estimate / truth
+    point_sd: float
+
+
+def measure(replicates: int, seed: int, noise: float) -> Coverage:
+    """
+    Fit ``replicates`` nodes drawn from the known USL and count the intervals holding its
+    capacity.
+    """
     slo_ms = 1e3 * FACTORS["p99"][0] * CONCURRENCY[-1] / throughput(float(CONCURRENCY[-1]))
     truth = true_capacity(slo_ms)
-    rng = np.random.default_rng(args.seed)
-    nodes = [replicate(f"u{r}", rng, args.noise) for r in range(args.replicates)]
+    rng = np.random.default_rng(seed)
+    nodes = [replicate(f"u{r}", rng, noise) for r in range(replicates)]
     fits = fit_nodes(nodes, SLOTarget(percentile=99.0, latency_ms=slo_ms), model="usl")
     low = np.array([f.capacity_interval[0] for f in fits])
     high = np.array([f.capacity_interval[1] for f in fits])
     point = np.array([f.capacity_rps for f in fits])
     covered = int(np.count_nonzero((low <= truth) & (truth <= high)))
     below = int(np.count_nonzero(high < truth))
+    return Coverage(
+        truth,
+        slo_ms,
+        covered,
+        below,
+        replicates - covered - below,
+        replicates,
+        float(np.median((high - low) / 2 / truth)),
+        float(np.median(point / truth)),
+        float(np.std(point / truth)),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--replicates", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--noise", type=float, default=0.03, help="throughput noise (sd of log)")
+    args = parser.parse_args(argv)
+    got = measure(args.replicates, args.seed, args.noise)
     print(
-        f"USL σ={SIGMA} κ={KAPPA} λ={LAMBDA}, p99 SLO {slo_ms:.1f} ms, true capacity "
-        f"{truth:.2f} rps; {args.replicates} replicates, throughput noise {args.noise:.0%}, "
+        f"USL σ={SIGMA} κ={KAPPA} λ={LAMBDA}, p99 SLO {got.slo_ms:.1f} ms, true capacity "
+        f"{got.truth:.2f} rps; {args.replicates} replicates, throughput noise {args.noise:.0%}, "
         f"seed {args.seed}"
     )
     print(
-        f"coverage {covered}/{args.replicates} = {covered / args.replicates:.1%} (target "
-        f"93–97%); intervals entirely below the truth {below}, above "
-        f"{args.replicates - covered - below}"
+        f"coverage {got.covered}/{args.replicates} = {got.covered / args.replicates:.1%} (target "
+        f"93–97%); intervals entirely below the truth {got.below}, above {got.above}"
     )
     print(
-        f"median half-width {np.median((high - low) / 2 / truth):.2%}; point estimate / truth: "
-        f"median {np.median(point / truth):.4f}, sd {np.std(point / truth):.2%}"
+        f"median half-width {got.half_width:.2%}; point estimate / truth: "
+        f"median {got.point_median:.4f}, sd {got.point_sd:.2%}"
     )
     return 0
 

@@ -786,6 +786,42 @@ def _factor_variance(
     return out
 
 
+@dataclass(frozen=True)
+class _Sandwich:
+    """
+    The joint sandwich of ``_joint_covariance``, with what its degrees of freedom need.
+
+    A sandwich variance is a weighted sum of a few windows' squared residuals, and for a
+    capacity set by the windows at one end of the range a few windows carry most of it: it is
+    far less sure of itself than s² on m − k degrees of freedom.  ``dof`` gives, per node and
+    for a gradient g, Satterthwaite's degrees of freedom of g'Vg (Bell and McCaffrey 2002;
+    Imbens and Kolesár 2016): under a working model of independent errors (the curve's residuals
+    ``(I − H)ε`` with a common variance, the factor's log ratios about their weighted mean with
+    variance ∝ 1/weight), g'Vg = zᵀKᵀKz for standard normal z, and ν = (tr M)² / tr M² with
+    M = KKᵀ.
+    """
+
+    covariance: FloatArray  # (n, k + 1, k + 1); inf where unusable
+    bread_inv: FloatArray  # (n, k + 1, k + 1)
+    curve_score: FloatArray  # (n, m, k): Jᵢ / (1 − hᵢ)
+    factor_score: FloatArray  # (n, m): wᵢ / (1 − sᵢ)
+    curve_noise: FloatArray  # (n, m, m): s_ε² (I − H)
+    factor_noise: FloatArray  # (n, m, m): (I − Q) diag(s_η² / w) (I − Q)ᵀ
+
+    def dof(self, grad: FloatArray) -> FloatArray:
+        k = self.curve_score.shape[2]
+        row = np.einsum("ik,ikl->il", grad, np.nan_to_num(self.bread_inv))  # gᵀA⁻¹
+        a = np.einsum("imk,ik->im", self.curve_score, row[:, :k])
+        b = self.factor_score * row[:, k:]
+        m = a[:, :, None] * self.curve_noise * a[:, None, :]
+        m += b[:, :, None] * self.factor_noise * b[:, None, :]
+        trace = np.trace(m, axis1=1, axis2=2)
+        square = np.sum(m * m, axis=(1, 2))  # M is symmetric: tr M² = Σ Mᵢⱼ²
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out: FloatArray = np.where(square > 0, trace * trace / square, np.nan)
+        return out
+
+
 def _joint_covariance(
     fits: BaseFits,
     theta: FloatArray,
@@ -795,7 +831,7 @@ def _joint_covariance(
     fitted: IntArray,
     factors: FloatArray,
     q: float,
-) -> FloatArray:
+) -> _Sandwich:
     """
     Per node, the sandwich covariance of (theta, a shift of the log SLO factor), one M-estimate.
 
@@ -805,7 +841,7 @@ def _joint_covariance(
     leverage (HC3, MacKinnon and White; Long and Ervin recommend it below ~250 points: with the
     plain scaling G/(G − k − 1) the capacity interval covered a known USL's capacity 87.2% and
     89.0% of 400 replicates, seeds 1 and 2 of ``bench.usl_coverage``; with HC3 90.2% and
-    91.2%).
+    91.2%; with HC3 on the degrees of freedom of ``_Sandwich.dof``, 94.5% and 95.2%).
     inf (the caller keeps the curve's own covariance, with no factor error) where the SLO
     statistic is the one the curve is fitted to (its factor is 1), and where there are too few
     windows.
@@ -838,21 +874,37 @@ def _joint_covariance(
     # for the curve's equations and its weight share for the factor's mean
     with np.errstate(divide="ignore", invalid="ignore"):
         jtj_inv = np.linalg.pinv(bread[:, :k, :k])
-        leverage = np.einsum("imk,ikl,iml->im", jac, jtj_inv, jac)
+        hat = np.einsum("imk,ikl,ijl->imj", jac, jtj_inv, jac)
+        leverage = np.diagonal(hat, axis1=1, axis2=2)
         share = w / np.sum(w, axis=1, keepdims=True)
+    curve_score = jac / np.maximum(1.0 - leverage, 1e-6)[..., None]
+    factor_score = w / np.maximum(1.0 - share, 1e-6)
     score = np.zeros((n, m, k + 1))
-    score[..., :k] = jac * (res / np.maximum(1.0 - leverage, 1e-6))[..., None]
-    score[..., k] = w * (logs - level[:, None]) / np.maximum(1.0 - share, 1e-6)
+    score[..., :k] = curve_score * res[..., None]
+    score[..., k] = factor_score * (logs - level[:, None])
     meat = np.einsum("imk,iml->ikl", score, score)
     windows = np.count_nonzero(np.any(score != 0, axis=2), axis=1)
     out = np.full((n, k + 1, k + 1), np.inf)
+    inv = np.full((n, k + 1, k + 1), np.nan)
     good = has_factor & (windows > k + 1) & np.all(np.isfinite(bread.reshape(n, -1)), axis=1)
     good &= np.all(np.isfinite(meat.reshape(n, -1)), axis=1)
     good &= np.abs(np.linalg.det(np.where(good[:, None, None], bread, np.eye(k + 1)))) > 0
     if np.any(good):
-        inv = np.linalg.inv(bread[good])
-        out[good] = inv @ meat[good] @ np.swapaxes(inv, 1, 2)
-    return out
+        inv[good] = np.linalg.inv(bread[good])
+        out[good] = inv[good] @ meat[good] @ np.swapaxes(inv[good], 1, 2)
+    # the working model's noise: the curve's residuals (I − H)ε, s_ε² = RSS/(windows − k); the
+    # factor's log ratios about their weighted mean, (I − Q)η with Q = 1wᵀ/Σw, Var ηᵢ = s_η²/wᵢ
+    used = np.count_nonzero(ok, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s_eps = np.sum(res * res, axis=1) / np.maximum(used - k, 1)
+        s_eta = np.sum(w * (logs - level[:, None]) ** 2, axis=1) / np.maximum(used - 1, 1)
+        spread = np.where(ok, s_eta[:, None] / np.where(ok, w, 1.0), 0.0)
+    eye = np.eye(m)
+    centre = eye[None] - share[:, None, :]  # I − Q, rows of Q are the weight shares
+    centre = np.where(ok[:, :, None] & ok[:, None, :], centre, 0.0)
+    factor_noise = np.einsum("imj,ij,ilj->iml", centre, spread, centre)
+    curve_noise = s_eps[:, None, None] * (eye[None] - np.nan_to_num(hat))
+    return _Sandwich(out, inv, curve_score, factor_score, curve_noise, factor_noise)
 
 
 def _slo_factor(factors: FloatArray, q: float) -> FloatArray:
@@ -945,7 +997,8 @@ def _scaled_candidates(
     )
     if fits.jacobian is not None and fits.residuals is not None:
         # (θ, ℓ) apart: the factor stays at its estimate when θ moves, ℓ moves it
-        joint = _joint_covariance(fits, theta, rate, observed, weight, fitted, fac, q)
+        sandwich = _joint_covariance(fits, theta, rate, observed, weight, fitted, fac, q)
+        joint = sandwich.covariance
         usable = np.all(np.isfinite(joint.reshape(n, -1)), axis=1)
         if np.any(usable):
             f_hat = _slo_factor(fac, q)
@@ -955,6 +1008,7 @@ def _scaled_candidates(
                 np.where(usable[:, None, None], joint, extended),
                 fits.dof,
                 cap,
+                sandwich.dof,
             )
             low, high = np.where(usable, low_j, low), np.where(usable, high_j, high)
     common = np.array([keys.index(p.common) for p in plans])
@@ -1053,9 +1107,11 @@ def _delta_interval(
     covariance: FloatArray,
     dof: npt.NDArray[np.intp],
     point: FloatArray,
+    dof_of: Callable[[FloatArray], FloatArray] | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """
-    95% delta-method interval on log capacity per node (Student t on the fit's dof); (0, inf)
+    95% delta-method interval on log capacity per node (Student t on the fit's dof, or on what
+    ``dof_of`` gives for the gradient of log capacity, never more than the fit's); (0, inf)
     where the data cannot bound it.
     """
     k = theta.shape[1]
@@ -1081,7 +1137,11 @@ def _delta_interval(
             "ik,ikl,il->i", grad, np.where(np.isfinite(covariance), covariance, 0.0), grad
         )
     good &= np.isfinite(var) & (var >= 0)
-    spread = stats.t.ppf(0.975, np.maximum(dof, 1)) * np.sqrt(np.where(good, var, 0.0))
+    nu = np.maximum(dof, 1).astype(np.float64)
+    if dof_of is not None:
+        own = dof_of(grad)
+        nu = np.where(np.isfinite(own), np.clip(own, 1.0, nu), nu)
+    spread = stats.t.ppf(0.975, nu) * np.sqrt(np.where(good, var, 0.0))
     # beyond a factor e^50 either way the data do not bound the capacity at all
     good &= spread <= 50
     low = np.where(good, point * np.exp(-np.minimum(spread, 50)), 0.0)

@@ -8,6 +8,8 @@ are batched over nodes with einsum; here one loop per window says the same thing
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from capplan.models.scaled_fit import _hc2_cov
@@ -121,7 +123,8 @@ def test_usl_joint_sandwich_is_hc3_window_by_window() -> None:
     factors = np.full((1, len(stats)), np.nan)
     factors[0, stats.index("p99")] = 3.0
     fitted = np.array([stats.index("mean")])
-    got = _joint_covariance(fits, theta, rate, observed, weight, fitted, factors, 0.99)[0]
+    got = _joint_covariance(fits, theta, rate, observed, weight, fitted, factors, 0.99)
+    got = got.covariance[0]
 
     logs = np.log(observed[0, stats.index("p99")] / curve)
     w = weight[0]
@@ -143,3 +146,90 @@ def test_usl_joint_sandwich_is_hc3_window_by_window() -> None:
         meat += np.outer(score, score)
     inv = np.linalg.inv(bread)
     np.testing.assert_allclose(got, inv @ meat @ inv.T, rtol=1e-5)
+
+
+def _joint_fixture(
+    m: int, k: int, seed: int, weight: np.ndarray | None = None
+) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """
+    A ``_Sandwich`` for one node whose base curve is ``k`` columns of a design (a linear curve
+    a + b·rate when k = 2, a constant when k = 1), the design, the curve's residuals and the
+    p99's log ratios to the curve.
+    """
+    from capplan.models.fit import STAT_QUANTILES, _joint_covariance
+    from capplan.models.scaled_fit import BaseFits
+
+    rng = np.random.default_rng(seed)
+    rate = np.sort(rng.uniform(1.0, 50.0, size=(1, m)), axis=1)
+    theta = np.array([[0.05, 0.002][:k]])
+
+    def base(th: np.ndarray, r: np.ndarray) -> np.ndarray:
+        out = th[:, :1] + (th[:, 1:2] * r if k > 1 else 0.0 * r)
+        return np.asarray(out)
+
+    design = np.column_stack([np.ones(m), rate[0]])[:, :k]
+    noise = rng.normal(size=m)
+    hat = design @ np.linalg.inv(design.T @ design) @ design.T
+    res = ((np.eye(m) - hat) @ noise)[None]
+    fits = BaseFits(
+        theta, np.eye(k)[None], np.array([m - k]), np.array([True]), ("ok",), ("a", "b")[:k],
+        base, lambda th: np.full(th.shape[0], np.inf), design[None], res,
+    )  # fmt: skip
+    stats = list(STAT_QUANTILES)
+    observed = np.full((1, len(stats), m), np.nan)
+    observed[0, stats.index("p99")] = base(theta, rate)[0] * 3.0 * np.exp(rng.normal(0, 0.05, m))
+    w = np.ones((1, m)) if weight is None else weight[None]
+    factors = np.full((1, len(stats)), np.nan)
+    factors[0, stats.index("p99")] = 3.0
+    fitted = np.array([stats.index("mean")])
+    sandwich = _joint_covariance(fits, theta, rate, observed, w, fitted, factors, 0.99)
+    logs = np.log(observed[0, stats.index("p99")] / base(theta, rate)[0])
+    return sandwich, design, res[0], logs
+
+
+def test_sandwich_dof_of_a_plain_mean_is_windows_minus_one() -> None:
+    """
+    Satterthwaite's degrees of freedom where they are known exactly: a constant curve, or the
+    factor's mean with equal weights, has every window at the same leverage, and the sandwich
+    variance is then s²-like on m − 1 degrees of freedom.
+    """
+    m = 12
+    sandwich, *_ = _joint_fixture(m, 1, seed=3)
+    curve_only = np.array([[1.0, 0.0]])
+    factor_only = np.array([[0.0, 1.0]])
+    np.testing.assert_allclose(sandwich.dof(curve_only), [m - 1], rtol=1e-9)
+    np.testing.assert_allclose(sandwich.dof(factor_only), [m - 1], rtol=1e-9)
+
+
+def test_sandwich_dof_matches_the_quadratic_form_written_out() -> None:
+    """
+    ν = (tr M)² / tr M², M = KKᵀ, K = [diag(a)(I − H)s_ε, diag(b)(I − Q)diag(s_η/√w)], with
+    aᵢ and bᵢ each window's share of gᵀA⁻¹ψᵢ per unit residual; fewer than m − k when a few
+    windows carry the variance (a contrast at the far end of a line).
+    """
+    m, k = 15, 2
+    rng = np.random.default_rng(4)
+    weight = rng.uniform(0.5, 3.0, size=m)
+    sandwich, design, res, logs = _joint_fixture(m, k, seed=5, weight=weight)
+    grad = np.array([[1.0, 50.0, 0.7]])  # the curve at rate 50, and the factor
+    hat = design @ np.linalg.inv(design.T @ design) @ design.T
+    lev = np.diag(hat)
+    row = grad[0] @ sandwich.bread_inv[0]
+    a = (design @ row[:k]) / (1 - lev)
+    share = weight / weight.sum()
+    b = row[k] * weight / (1 - share)
+    s_eps = np.sqrt(res @ res / (m - k))
+    centre = np.eye(m) - np.outer(np.ones(m), share)
+    level = share @ logs
+    s_eta2 = weight @ (logs - level) ** 2 / (m - 1)
+    big_k = np.hstack(
+        [
+            np.diag(a) @ (np.eye(m) - hat) * s_eps,
+            np.diag(b) @ centre @ np.diag(np.sqrt(s_eta2 / weight)),
+        ]
+    )
+    big_m = big_k @ big_k.T
+    expected = np.trace(big_m) ** 2 / np.trace(big_m @ big_m)
+    got = sandwich.dof(grad)[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-8)
+    assert 1.0 < got < m - k
