@@ -70,6 +70,15 @@ STATIONS = ("mgc", "mmc")
 #: The hyperbola replaces the best mechanistic model only when this F test rejects it.
 FALLBACK_ALPHA = 0.01
 
+#: A window shows the stationary percentiles when it lasts this many relaxation times of the
+#: queue (``_stationary_windows``).  Simulated M/G/c windows (``bench.lab.window_bias``'s
+#: recursion, c = 1, 2, 8, exponential and fixed service, ρ = 0.5–0.9, 10 s and 60 s;
+#: ``python -m bench.lab.window_bias --relaxations``): the geometric mean of the windows' p99
+#: against the model's is 0.50–0.71 under 10 relaxation times, 0.74–1.00 at 10–80, and
+#: 0.95–1.03 from 100 on with exponential service (fixed service at c ≤ 2 reads 0.85–0.94 at
+#: any length: the model's own error there).
+STATIONARY_RELAXATIONS = 100.0
+
 #: Below this share of the estimated capacity the windows cannot support the number.
 SUPPORT_SHARE = 0.3
 #: Predictions beyond this multiple of the highest measured rate are extrapolations.
@@ -282,6 +291,9 @@ class Candidate:
     curve: LatencyCurve | None = field(default=None, compare=False, repr=False)
     #: What the node's result must warn of when this candidate is chosen.
     warnings: tuple[str, ...] = ()
+    #: Per window, √weight × the log residual on the common statistic (``rss`` is their sum of
+    #: squares); nan where the window has no such statistic.  None: not kept.
+    residuals: FloatArray | None = field(default=None, compare=False, repr=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -531,7 +543,7 @@ def _finish(plan: _Plan, candidates: list[Candidate], slo: SLOTarget, model: str
         reasons = "; ".join(f"{c.model}: {c.message}" for c in candidates)
         return _empty(plan, f"no model could be fitted ({reasons})", candidates)
     if model == "auto":
-        chosen, selection = _select(usable, plan.common)
+        chosen, selection = _select(usable, plan.common, _stationary_windows(usable, obs))
         if plan.common == slo.stat:
             chosen, selection, contradiction = _consistent(
                 chosen, selection, usable, _held_rate(obs, plan.common, slo.latency_ms * 1e-3)
@@ -633,14 +645,53 @@ def _consistent(
     return other, selection + f"; {chosen.model} contradicted the windows", warning
 
 
-def _select(usable: Sequence[Candidate], common: str) -> tuple[Candidate, str]:
+def _stationary_windows(usable: Sequence[Candidate], obs: Observations) -> BoolArray | None:
+    """
+    The windows long enough to show the stationary percentiles the models predict: at least
+    ``STATIONARY_RELAXATIONS`` relaxation times of the best queueing candidate's queue; None
+    when every window is (or there is no queueing candidate to tell).
+
+    A window's percentile rests on the queue's excursions within it.  Near saturation those
+    are long and rare, and a short window mostly misses them: its p99 is below the stationary
+    one (simulated by ``bench.lab.window_bias``; the lab's 10 s windows at ρ ≈ 0.7–0.95 read
+    20–50% low).  A free-form curve follows them and, on the F test over every window, beats
+    the queueing model that predicts the stationary p99 — and overstates the capacity (the
+    lab's c = 2 fixed-service node: hyperbola 85.8 rps, M/G/c 79.8, stationary 80.0).  The
+    relaxation time is the heavy-traffic one of the queue, ``(1 + scv)/2 · S / (c(1 − √ρ)²)``
+    (Morse's for M/M/1 when c = 1 and scv = 1).
+    """
+    stations = [c for c in usable if c.model in STATIONS and math.isfinite(c.aicc)]
+    if not stations:
+        return None
+    rank = {m: i for i, m in enumerate(MODELS)}
+    station = min(stations, key=lambda c: (c.aicc, rank[c.model]))
+    servers = station.params["servers"]
+    service = station.params["service_ms"] * 1e-3
+    scv = station.params.get("scv", 1.0)
+    rho = obs.rate * service / servers
+    seconds = obs.requests / obs.rate
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = np.where(
+            rho < 1.0,
+            (1.0 + scv) / 2.0 * service / (servers * (1.0 - np.sqrt(np.minimum(rho, 1.0))) ** 2),
+            np.inf,
+        )
+    keep: BoolArray = seconds >= STATIONARY_RELAXATIONS * tau
+    return None if bool(np.all(keep)) else keep
+
+
+def _select(
+    usable: Sequence[Candidate], common: str, stationary: BoolArray | None = None
+) -> tuple[Candidate, str]:
     """
     The queueing model (M/G/c or M/M/c) unless another fits significantly better; among the
     others, the mechanistic model with the least AICc unless the empirical hyperbola fits
     significantly better than every one of them.
 
     "Significantly": the residual-variance ratio on the common statistic beyond the F
-    distribution's ``1 − FALLBACK_ALPHA`` quantile on the two fits' residual degrees of freedom.
+    distribution's ``1 − FALLBACK_ALPHA`` quantile on the two fits' residual degrees of freedom,
+    over the ``stationary`` windows (``_stationary_windows``; all when None) — too few of them
+    to test, and the queueing model stands.
     Plain AICc picked models that fit the noise: the hyperbola ("for when nothing else fits")
     has as many parameters as M/G/c and no structure, and won AICc on a few noisy windows (the
     lab's c = 2 node: hyperbola −17% against the measured capacity, M/G/c within 3%); the USL
@@ -649,7 +700,7 @@ def _select(usable: Sequence[Candidate], common: str) -> tuple[Candidate, str]:
     6%), and on every lab node where a model other than the station was selected, the
     station's capacity was nearer the simulated stationary one.
     """
-    pick, why = _select_free(usable, common)
+    pick, why = _select_free(usable, common, stationary)
     stations = [c for c in usable if c.model in STATIONS and math.isfinite(c.aicc)]
     if pick.model in STATIONS or not stations:
         return pick, why
@@ -660,36 +711,71 @@ def _select(usable: Sequence[Candidate], common: str) -> tuple[Candidate, str]:
         mechanistic, key=lambda c: (c.aicc, rank[c.model])
     ):
         return pick, why  # the hyperbola was tested against the station already
-    better = _significantly_better(pick, station)
+    better = _significantly_better(pick, station, stationary)
     if better is None:
-        return pick, why
+        if stationary is None:
+            return pick, why
+        return station, (
+            f"{why}; too few windows long enough to show stationary percentiles to test the "
+            f"queueing model {station.model} against {pick.model}: {station.model} is kept"
+        )
     ratio, limit, significant = better
     if not significant:
         return station, (
             f"{why}; {pick.model} fits no significantly better than the queueing model "
-            f"{station.model} (variance ratio {ratio:.3g} ≤ {limit:.3g}), which is kept"
+            f"{station.model} (variance ratio {ratio:.3g} ≤ {limit:.3g}"
+            f"{_over(stationary)}), which is kept"
         )
     return pick, (
-        f"{why}; {station.model} lacks fit against it (variance ratio {ratio:.3g} > {limit:.3g})"
+        f"{why}; {station.model} lacks fit against it (variance ratio {ratio:.3g} > "
+        f"{limit:.3g}{_over(stationary)})"
+    )
+
+
+def _over(stationary: BoolArray | None) -> str:
+    """
+    Which windows an F test was over, when not all.
+    """
+    if stationary is None:
+        return ""
+    return (
+        f" over the {int(np.count_nonzero(stationary))} of {stationary.size} windows long "
+        "enough to show stationary percentiles"
     )
 
 
 def _significantly_better(
-    challenger: Candidate, incumbent: Candidate
+    challenger: Candidate, incumbent: Candidate, windows: BoolArray | None = None
 ) -> tuple[float, float, bool] | None:
     """
-    The F test of ``challenger`` against ``incumbent``: (variance ratio, its limit, whether
-    beyond it); None where either has no residual degrees of freedom or a perfect fit.
+    The F test of ``challenger`` against ``incumbent`` over ``windows`` (all when None, or
+    when either candidate kept no residuals): (variance ratio, its limit, whether beyond it);
+    None where either has no residual degrees of freedom or a perfect fit.
     """
-    dof_i, dof_c = incumbent.n - incumbent.k, challenger.n - challenger.k
-    if dof_i <= 0 or dof_c <= 0 or challenger.rss <= 0:
+    n_i, rss_i = _on(incumbent, windows)
+    n_c, rss_c = _on(challenger, windows)
+    dof_i, dof_c = n_i - incumbent.k, n_c - challenger.k
+    if dof_i <= 0 or dof_c <= 0 or rss_c <= 0:
         return None
-    ratio = (incumbent.rss / dof_i) / (challenger.rss / dof_c)
+    ratio = (rss_i / dof_i) / (rss_c / dof_c)
     limit = float(stats.f.ppf(1.0 - FALLBACK_ALPHA, dof_i, dof_c))
     return ratio, limit, ratio > limit
 
 
-def _select_free(usable: Sequence[Candidate], common: str) -> tuple[Candidate, str]:
+def _on(candidate: Candidate, windows: BoolArray | None) -> tuple[int, float]:
+    """
+    A candidate's count of fitted windows and residual sum of squares over ``windows``.
+    """
+    res = candidate.residuals
+    if windows is None or res is None or res.shape != windows.shape:
+        return candidate.n, candidate.rss
+    kept = res[windows & np.isfinite(res)]
+    return int(kept.size), float(np.sum(kept * kept))
+
+
+def _select_free(
+    usable: Sequence[Candidate], common: str, stationary: BoolArray | None = None
+) -> tuple[Candidate, str]:
     """
     The least AICc among the mechanistic models, unless the empirical hyperbola fits
     significantly better than the best of them (see ``_select``).
@@ -700,18 +786,24 @@ def _select_free(usable: Sequence[Candidate], common: str) -> tuple[Candidate, s
     if best.model != "hyperbolic" or not mechanistic:
         return best, f"AICc on log {common} latency"
     mech = min(mechanistic, key=lambda c: (c.aicc, rank[c.model]))
-    better = _significantly_better(best, mech)
+    better = _significantly_better(best, mech, stationary)
     if better is None:
-        return best, f"AICc on log {common} latency"
+        if stationary is None:
+            return best, f"AICc on log {common} latency"
+        return mech, (
+            f"AICc on log {common} latency among the mechanistic models; too few windows long "
+            "enough to show stationary percentiles to test them against the empirical hyperbola"
+        )
     ratio, limit, significant = better
     if not significant:
         return mech, (
             f"AICc on log {common} latency among the mechanistic models; the empirical "
-            f"hyperbola fits no significantly better (variance ratio {ratio:.3g} ≤ {limit:.3g})"
+            f"hyperbola fits no significantly better (variance ratio {ratio:.3g} ≤ {limit:.3g}"
+            f"{_over(stationary)})"
         )
     return best, (
         f"AICc on log {common} latency; {mech.model} lacks fit against the empirical "
-        f"hyperbola (variance ratio {ratio:.3g} > {limit:.3g})"
+        f"hyperbola (variance ratio {ratio:.3g} > {limit:.3g}{_over(stationary)})"
     )
 
 
@@ -1066,6 +1158,7 @@ def _scaled_candidates(
                 True,
                 message,
                 curve,
+                residuals=np.where(ok_c[i], np.sqrt(weight[i]) * r[i], np.nan)[: plan.obs.n],
             )
         )
     return out
@@ -1240,6 +1333,8 @@ def _station_candidates(
             r = log_quantile_residuals(obs.rate[ok], qc, values[ok], c, s, v, newton_steps=3)
         rss = float(np.sum(obs.weight[ok] * r**2))
         n = int(np.count_nonzero(ok))
+        residuals = np.full(obs.n, np.nan)
+        residuals[ok] = np.sqrt(obs.weight[ok]) * r
         params = {"servers": c, "service_ms": s * 1e3, "scv": v}
         sd = np.sqrt(np.clip(np.diag(fits.covariance[i]), 0, np.inf))
         stderr = {"service_ms": s * 1e3 * float(sd[0])}  # d(e^x) = e^x dx
@@ -1288,6 +1383,7 @@ def _station_candidates(
                 message,
                 curve,
                 lower_only,
+                residuals,
             )
         )
     return out
