@@ -897,20 +897,46 @@ class _Sandwich:
     bread_inv: FloatArray  # (n, k + 1, k + 1)
     curve_score: FloatArray  # (n, m, k): Jᵢ / (1 − hᵢ)
     factor_score: FloatArray  # (n, m): wᵢ / (1 − sᵢ)
-    curve_noise: FloatArray  # (n, m, m): s_ε² (I − H)
-    factor_noise: FloatArray  # (n, m, m): (I − Q) diag(s_η² / w) (I − Q)ᵀ
+    jacobian: FloatArray  # (n, m, k): the curve's J, for H = J(JᵀJ)⁻¹Jᵀ
+    jtj_inv: FloatArray  # (n, k, k)
+    curve_var: FloatArray  # (n,): s_ε²
+    share: FloatArray  # (n, m): sᵢ = wᵢ/Σw, 0 where a window has no log ratio
+    factor_var: FloatArray  # (n, m): s_η²/wᵢ, 0 where a window has no log ratio
+
+    #: Nodes per block of ``dof``: its m × m matrices are formed a block at a time.
+    BLOCK = 256
 
     def dof(self, grad: FloatArray) -> FloatArray:
-        k = self.curve_score.shape[2]
+        """
+        ν per node for the gradient ``grad`` (n, k + 1); nan where it says nothing.
+
+        M = diag(a)·s_ε²(I − H)·diag(a) + diag(b)·F·diag(b), a and b the windows' shares of
+        gᵀA⁻¹ψ per unit residual, F = (I − 1sᵀ)diag(s_η²/w)(I − 1sᵀ)ᵀ on the windows with a log
+        ratio: Fᵢⱼ = δᵢⱼdᵢ − sᵢdᵢ − sⱼdⱼ + Σ sₗ²dₗ.
+        """
+        n, m, k = self.curve_score.shape
         row = np.einsum("ik,ikl->il", grad, np.nan_to_num(self.bread_inv))  # gᵀA⁻¹
         a = np.einsum("imk,ik->im", self.curve_score, row[:, :k])
         b = self.factor_score * row[:, k:]
-        m = a[:, :, None] * self.curve_noise * a[:, None, :]
-        m += b[:, :, None] * self.factor_noise * b[:, None, :]
-        trace = np.trace(m, axis1=1, axis2=2)
-        square = np.sum(m * m, axis=(1, 2))  # M is symmetric: tr M² = Σ Mᵢⱼ²
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out: FloatArray = np.where(square > 0, trace * trace / square, np.nan)
+        out = np.full(n, np.nan)
+        eye = np.eye(m)
+        for start in range(0, n, self.BLOCK):
+            at = slice(start, start + self.BLOCK)
+            jac = self.jacobian[at]
+            hat = np.einsum("imk,ikl,ijl->imj", jac, self.jtj_inv[at], jac)
+            aa = a[at, :, None] * a[at, None, :]
+            total = self.curve_var[at, None, None] * aa * (eye - hat)
+            d, sh = self.factor_var[at], self.share[at]
+            sd = sh * d
+            used = (sh > 0).astype(np.float64)
+            f = eye * d[:, :, None] - sd[:, :, None] - sd[:, None, :]
+            f += np.sum(sh * sd, axis=1)[:, None, None]
+            f *= used[:, :, None] * used[:, None, :]
+            total += b[at, :, None] * f * b[at, None, :]
+            trace = np.trace(total, axis1=1, axis2=2)
+            square = np.sum(total * total, axis=(1, 2))  # M is symmetric: tr M² = Σ Mᵢⱼ²
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out[at] = np.where(square > 0, trace * trace / square, np.nan)
         return out
 
 
@@ -966,8 +992,7 @@ def _joint_covariance(
     # for the curve's equations and its weight share for the factor's mean
     with np.errstate(divide="ignore", invalid="ignore"):
         jtj_inv = np.linalg.pinv(bread[:, :k, :k])
-        hat = np.einsum("imk,ikl,ijl->imj", jac, jtj_inv, jac)
-        leverage = np.diagonal(hat, axis1=1, axis2=2)
+        leverage = np.einsum("imk,ikl,iml->im", jac, jtj_inv, jac)
         share = w / np.sum(w, axis=1, keepdims=True)
     curve_score = jac / np.maximum(1.0 - leverage, 1e-6)[..., None]
     factor_score = w / np.maximum(1.0 - share, 1e-6)
@@ -991,12 +1016,17 @@ def _joint_covariance(
         s_eps = np.sum(res * res, axis=1) / np.maximum(used - k, 1)
         s_eta = np.sum(w * (logs - level[:, None]) ** 2, axis=1) / np.maximum(used - 1, 1)
         spread = np.where(ok, s_eta[:, None] / np.where(ok, w, 1.0), 0.0)
-    eye = np.eye(m)
-    centre = eye[None] - share[:, None, :]  # I − Q, rows of Q are the weight shares
-    centre = np.where(ok[:, :, None] & ok[:, None, :], centre, 0.0)
-    factor_noise = np.einsum("imj,ij,ilj->iml", centre, spread, centre)
-    curve_noise = s_eps[:, None, None] * (eye[None] - np.nan_to_num(hat))
-    return _Sandwich(out, inv, curve_score, factor_score, curve_noise, factor_noise)
+    return _Sandwich(
+        out,
+        inv,
+        curve_score,
+        factor_score,
+        jac,
+        np.nan_to_num(jtj_inv),
+        s_eps,
+        np.where(ok, np.nan_to_num(share), 0.0),
+        spread,
+    )
 
 
 def _slo_factor(factors: FloatArray, q: float) -> FloatArray:
