@@ -39,6 +39,7 @@ from capplan.models.station_fit import (
     STAT_QUANTILES,
     Packed,
     fit_stations,
+    idle_quantile,
     log_quantile_residuals,
     station_capacity,
 )
@@ -1346,6 +1347,18 @@ def _station_candidates(
         floor = station_capacity(floor_c[below], floor_s[below], floor_v[below], latency, q)
         low[below] = np.fmin(fixed_c[0][below], floor)
         high[below] = np.inf
+    # An idle station's latency is its service time's, and the capacity jumps to 0 where that
+    # misses the SLO — a jump the delta method's smooth interval cannot see: where the SLO is
+    # inside the interval of the idle quantile, the capacity's interval reaches down to 0.
+    idle = idle_quantile(fits.service_time, fits.scv, q)
+    _, idle_high = _delta_interval(
+        lambda th: idle_quantile(*fits.unpack_rounded(th)[1:], q),
+        fits.rounded_theta,
+        fits.rounded_covariance,
+        fits.dof,
+        idle,
+    )
+    low = np.where(np.isfinite(idle_high) & (idle_high >= latency), 0.0, low)
     theta = fits.theta
     k = theta.shape[1]
     # Goodness of fit on the common observable, with the exact (Newton-polished) quantile.

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy import special, stats
 
 from capplan.models._batch_lm import batched_lm
 from capplan.models.queueing import (
@@ -723,6 +723,18 @@ def _round_servers(
     assert out_j is not None
     assert out_r is not None
     return out_c, out_s, out_v, out_x, best_cost, out_j, out_r
+
+
+def idle_quantile(service_time: FloatArray, scv: FloatArray, q: float) -> FloatArray:
+    """
+    Per station, the q-quantile of an idle station's response time: its service time's (gamma
+    with this mean and scv; the mean itself where scv < 1e-10, deterministic service).
+    """
+    k = 1.0 / np.maximum(scv, 1e-10)
+    with np.errstate(invalid="ignore", over="ignore"):
+        gamma = special.gammainccinv(k, 1.0 - q) / k * service_time
+    out: FloatArray = np.where(scv < 1e-10, service_time, gamma)
+    return out
 
 
 def station_capacity(

@@ -404,3 +404,27 @@ def test_stationary_windows_follow_the_relaxation_time() -> None:
     assert [True, False, True, False] == keep.tolist()
     # every window long enough: no restriction
     assert _stationary_windows([mgc], observations("n", windows[2:3])) is None
+
+
+def test_an_idle_latency_near_the_slo_lets_the_interval_reach_zero() -> None:
+    """
+    Eight slots of exponential 50 ms service: idle, the p99 is the service time's, 230 ms.
+    Against a p99 SLO of 235 ms the capacity is 102.5 rps, but a station a few percent slower
+    or more variable meets it at no rate at all: the capacity jumps to 0, and the windows cannot
+    rule that out — the interval reaches down to 0.  Against 400 ms it does not.
+    """
+    from capplan.models.station_fit import idle_quantile
+
+    truth = Station(servers=8, service_time=0.05, scv=1.0)
+    assert idle_quantile(np.array([0.05]), np.array([1.0]), 0.99)[0] == pytest.approx(
+        truth.response_quantile(0.99, 1e-9), rel=1e-9
+    )
+    assert idle_quantile(np.array([0.05]), np.array([0.0]), 0.99)[0] == 0.05
+    windows = synthetic(truth, SPREAD, seed=3, noise=0.05)
+    tight = fit_node("n", windows, SLOTarget(99, 235))
+    assert tight.model == "mgc"
+    assert tight.capacity_rps > 0
+    assert tight.capacity_interval[0] == 0.0
+    loose = fit_node("n", windows, SLOTarget(99, 400))
+    low, high = loose.capacity_interval
+    assert 0.0 < low <= truth.max_rate_for(0.400, 99) <= high
