@@ -546,8 +546,14 @@ def _finish(plan: _Plan, candidates: list[Candidate], slo: SLOTarget, model: str
     if model == "auto":
         chosen, selection = _select(usable, plan.common, _stationary_windows(usable, obs))
         if plan.common == slo.stat:
+            # "met" beyond the windows' scatter (2 sd of the log residuals about the curve that
+            # fits them best): a window a hair under the SLO is no evidence against capacity 0
+            scatter = min(math.sqrt(c.rss / max(c.n - c.k, 1)) for c in usable)
             chosen, selection, contradiction = _consistent(
-                chosen, selection, usable, _held_rate(obs, plan.common, slo.latency_ms * 1e-3)
+                chosen,
+                selection,
+                usable,
+                _held_rate(obs, plan.common, slo.latency_ms * 1e-3, HELD_MARGIN_SD * scatter),
             )
             if contradiction:
                 warnings.append(contradiction)
@@ -594,11 +600,16 @@ def _finish(plan: _Plan, candidates: list[Candidate], slo: SLOTarget, model: str
 #: A model whose capacity is below this share of the rate every window up to met the SLO
 #: contradicts the windows (see ``_consistent``).
 CONTRADICTION_SHARE = 0.5
+#: ... where a window "met" it by this many standard deviations of the log residuals about the
+#: best-fitting candidate.
+HELD_MARGIN_SD = 2.0
 
 
-def _held_rate(obs: Observations, stat: str, latency_s: float) -> float:
+def _held_rate(obs: Observations, stat: str, latency_s: float, margin: float = 0.0) -> float:
     """
-    The highest rate up to which every window met the SLO's latency (0 when the lowest did not).
+    The highest rate up to which every window met the SLO's latency (0 when the lowest did not),
+    each by ``margin`` on the log scale over the square root of its weight (a window's log
+    residual variance is the fit's over its weight).
 
     The windows' own evidence of what the node takes: noisy one by one, but a model that puts
     capacity far below it contradicts them.
@@ -606,7 +617,8 @@ def _held_rate(obs: Observations, stat: str, latency_s: float) -> float:
     values = obs.latency[stat]
     ok = np.isfinite(values) & (obs.weight > 0)
     order = np.argsort(obs.rate[ok], kind="stable")
-    rates, met = obs.rate[ok][order], values[ok][order] <= latency_s
+    limit = np.log(latency_s) - margin / np.sqrt(obs.weight[ok][order])
+    rates, met = obs.rate[ok][order], np.log(values[ok][order]) <= limit
     held = 0.0
     for rate, good in zip(rates.tolist(), met.tolist(), strict=True):
         if not good:

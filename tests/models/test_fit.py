@@ -428,3 +428,39 @@ def test_an_idle_latency_near_the_slo_lets_the_interval_reach_zero() -> None:
     loose = fit_node("n", windows, SLOTarget(99, 400))
     low, high = loose.capacity_interval
     assert 0.0 < low <= truth.max_rate_for(0.400, 99) <= high
+
+
+@pytest.mark.parametrize(
+    ("node", "servers", "service_s", "scv"),
+    [
+        ("edge545", 4, 0.09464201, 0.30381851),
+        ("edge1026", 4, 0.07876822, 0.47469764),
+        ("edge1170", 2, 0.05400688, 1.02282825),
+    ],
+)
+def test_windows_a_hair_under_the_slo_do_not_contradict_a_capacity_of_zero(
+    node: str, servers: int, service_s: float, scv: float
+) -> None:
+    """
+    Three nodes of ``bench.fit``'s synthetic pool (seed 1, nodes 545, 1026 and 1170, captured)
+    whose service time alone misses the p99 SLO of 250 ms by a hair: their capacity is 0.
+    M/G/c says so, but their lightest windows read p99s just under 250 ms, and the guard that
+    replaces a model "contradicting the windows" took the hyperbola or the utilization law
+    instead (10–18 rps with narrow intervals).  A window now meets the SLO for the guard only by
+    two standard deviations of its own log residual.
+    """
+    from pathlib import Path
+
+    from capplan.models.station_fit import station_capacity
+    from capplan.samples import parse_samples
+
+    text = (Path(__file__).parent / "data" / "idle-edge.csv").read_text()
+    windows = [w.window for w in parse_samples(text, "idle-edge.csv") if w.window.node == node]
+    slo = SLOTarget(percentile=99, latency_ms=250, max_error_rate=0.001)
+    truth = station_capacity(
+        np.array([float(servers)]), np.array([service_s]), np.array([scv]), 0.250, 0.99
+    )
+    assert truth[0] == 0.0
+    fit = fit_node(node, windows, slo)
+    assert fit.capacity_rps == 0.0, (fit.model, fit.selection, fit.warnings)
+    assert fit.capacity_interval[0] == 0.0
