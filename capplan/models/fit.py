@@ -76,7 +76,7 @@ FALLBACK_ALPHA = 0.01
 #: recursion, c = 1, 2, 8, exponential and fixed service, ρ = 0.5–0.9, 10 s and 60 s;
 #: ``python -m bench.lab.window_bias --relaxations``): the geometric mean of the windows' p99
 #: against the model's is 0.50–0.71 under 10 relaxation times, 0.74–1.00 at 10–80, and
-#: 0.95–1.03 from 100 on with exponential service (fixed service at c ≤ 2 reads 0.85–0.94 at
+#: 0.95–1.02 from 100 on with exponential service (fixed service at c ≤ 2 reads 0.85–0.94 at
 #: any length: the model's own error there).
 STATIONARY_RELAXATIONS = 100.0
 
