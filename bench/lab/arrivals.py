@@ -28,29 +28,16 @@ try.
 from __future__ import annotations
 
 import argparse
-import heapq
 
 import numpy as np
 
 from bench.lab.pool import DEFAULT_CV, service_times
+from bench.lab.stationary import fcfs_response
 
 SERVERS = (2, 4, 8, 8)
 SERVICE_S = 0.020
 POOL_RPS = 1048.0  # the fixed-service lab run's measured pool capacity
 CAPPLAN_SHARES = (0.052, 0.156, 0.396, 0.396)
-
-
-def node_response(arrivals: np.ndarray, servers: int, service: np.ndarray) -> np.ndarray:
-    """
-    Response times of FCFS arrivals at ``servers`` slots (each takes the slot that frees first).
-    """
-    free = [0.0] * servers
-    out = np.empty(arrivals.size)
-    for i, (t, s) in enumerate(zip(arrivals.tolist(), service.tolist(), strict=True)):
-        start = max(t, heapq.heappop(free))
-        heapq.heappush(free, start + s)
-        out[i] = start + s - t
-    return out
 
 
 def smooth_wrr(weights: tuple[float, ...], count: int) -> np.ndarray:
@@ -85,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     def pooled(assign: np.ndarray) -> float:
         times = np.concatenate(
             [
-                node_response(arrivals[assign == j], c, service[assign == j])
+                fcfs_response(arrivals[assign == j], c, service[assign == j])
                 for j, c in enumerate(SERVERS)
             ]
         )

@@ -51,15 +51,24 @@ def simulate(
     arrivals = arrivals[arrivals < horizon]
     n = arrivals.size
     service = service_times(rng, law, service_s, cv, n)
+    response = fcfs_response(arrivals, servers, service)
+    kept: np.ndarray = response[arrivals >= warm_s]
+    return kept
+
+
+def fcfs_response(arrivals: np.ndarray, servers: int, service: np.ndarray) -> np.ndarray:
+    """
+    Response times of requests arriving at ``arrivals`` (sorted) at ``servers`` slots with one
+    FIFO queue: the exact recursion, each request taking the slot that frees first.
+    """
     free = [0.0] * servers  # when each slot frees, as a heap
-    response = np.empty(n)
-    for i in range(n):
+    response = np.empty(arrivals.size)
+    for i in range(arrivals.size):
         start = max(arrivals[i], heapq.heappop(free))
         done = start + service[i]
         heapq.heappush(free, done)
         response[i] = done - arrivals[i]
-    kept: np.ndarray = response[arrivals >= warm_s]
-    return kept
+    return response
 
 
 def long_run_quantile(

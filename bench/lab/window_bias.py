@@ -38,7 +38,7 @@ import numpy as np
 
 from bench.lab.pool import DEFAULT_CV, scv
 from bench.lab.stationary import simulate
-from capplan.models.queueing import Station
+from capplan.models.queueing import Station, relaxation_time
 
 LAWS = ("exp", "fixed", "lognormal")
 
@@ -56,7 +56,7 @@ def relaxations() -> None:
             for rho in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9):
                 rate = rho * servers / service_s
                 model = station.response_quantile(0.99, rate)
-                tau = (1 + v) / 2 * service_s / (servers * (1 - rho**0.5) ** 2)
+                tau = float(relaxation_time(servers, service_s, v, rate))
                 for seconds, seeds in ((10.0, 40), (60.0, 16)):
                     p99 = [
                         np.quantile(

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from capplan.models.queueing import Station, mgc_mean_response
+from capplan.models.queueing import Station, mgc_mean_response, relaxation_time
 from capplan.models.scaled_fit import (
     BaseFits,
     fit_demand_many,
@@ -627,6 +627,22 @@ def _held_rate(obs: Observations, stat: str, latency_s: float, margin: float = 0
     return held
 
 
+def _least_aicc(candidates: Sequence[Candidate]) -> Candidate:
+    """
+    The candidate of least AICc; ties go to the model listed first in MODELS.
+    """
+    rank = {m: i for i, m in enumerate(MODELS)}
+    return min(candidates, key=lambda c: (c.aicc, rank[c.model]))
+
+
+def _best_station(usable: Sequence[Candidate]) -> Candidate | None:
+    """
+    The queueing candidate (M/G/c or M/M/c) of least AICc; None when there is none.
+    """
+    stations = [c for c in usable if c.model in STATIONS and math.isfinite(c.aicc)]
+    return _least_aicc(stations) if stations else None
+
+
 def _consistent(
     chosen: Candidate, selection: str, usable: Sequence[Candidate], held: float
 ) -> tuple[Candidate, str, str | None]:
@@ -639,7 +655,6 @@ def _consistent(
     floor = CONTRADICTION_SHARE * held
     if held <= 0 or chosen.capacity_rps >= floor:
         return chosen, selection, None
-    rank = {m: i for i, m in enumerate(MODELS)}
     others = [c for c in usable if c.capacity_rps >= floor and math.isfinite(c.aicc)]
     if not others:
         return (
@@ -650,7 +665,7 @@ def _consistent(
                 f"which met the SLO up to {held:.4g} rps, and no other model agrees with them"
             ),
         )
-    other = min(others, key=lambda c: (c.aicc, rank[c.model]))
+    other = _least_aicc(others)
     warning = (
         f"{chosen.model} put capacity at {chosen.capacity_rps:.4g} rps, below half of the "
         f"{held:.4g} rps up to which every window met the SLO: {other.model} is used instead"
@@ -670,25 +685,18 @@ def _stationary_windows(usable: Sequence[Candidate], obs: Observations) -> BoolA
     20–50% low).  A free-form curve follows them and, on the F test over every window, beats
     the queueing model that predicts the stationary p99 — and overstates the capacity (the
     lab's c = 2 fixed-service node: hyperbola 85.8 rps, M/G/c 79.8, stationary 80.0).  The
-    relaxation time is the heavy-traffic one of the queue, ``(1 + scv)/2 · S / (c(1 − √ρ)²)``
-    (Morse's for M/M/1 when c = 1 and scv = 1).
+    relaxation time is the queue's heavy-traffic one (``queueing.relaxation_time``).
     """
-    stations = [c for c in usable if c.model in STATIONS and math.isfinite(c.aicc)]
-    if not stations:
+    station = _best_station(usable)
+    if station is None:
         return None
-    rank = {m: i for i, m in enumerate(MODELS)}
-    station = min(stations, key=lambda c: (c.aicc, rank[c.model]))
-    servers = station.params["servers"]
-    service = station.params["service_ms"] * 1e-3
-    scv = station.params.get("scv", 1.0)
-    rho = obs.rate * service / servers
+    tau = relaxation_time(
+        station.params["servers"],
+        station.params["service_ms"] * 1e-3,
+        station.params.get("scv", 1.0),
+        obs.rate,
+    )
     seconds = obs.requests / obs.rate
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tau = np.where(
-            rho < 1.0,
-            (1.0 + scv) / 2.0 * service / (servers * (1.0 - np.sqrt(np.minimum(rho, 1.0))) ** 2),
-            np.inf,
-        )
     keep: BoolArray = seconds >= STATIONARY_RELAXATIONS * tau
     return None if bool(np.all(keep)) else keep
 
@@ -714,15 +722,11 @@ def _select(
     station's capacity was nearer the simulated stationary one.
     """
     pick, why = _select_free(usable, common, stationary)
-    stations = [c for c in usable if c.model in STATIONS and math.isfinite(c.aicc)]
-    if pick.model in STATIONS or not stations:
+    station = _best_station(usable)
+    if pick.model in STATIONS or station is None:
         return pick, why
-    rank = {m: i for i, m in enumerate(MODELS)}
-    station = min(stations, key=lambda c: (c.aicc, rank[c.model]))
     mechanistic = [c for c in usable if c.model != "hyperbolic" and math.isfinite(c.aicc)]
-    if pick.model == "hyperbolic" and station is min(
-        mechanistic, key=lambda c: (c.aicc, rank[c.model])
-    ):
+    if pick.model == "hyperbolic" and station is _least_aicc(mechanistic):
         return pick, why  # the hyperbola was tested against the station already
     better = _significantly_better(pick, station, stationary)
     if better is None:
@@ -793,12 +797,11 @@ def _select_free(
     The least AICc among the mechanistic models, unless the empirical hyperbola fits
     significantly better than the best of them (see ``_select``).
     """
-    rank = {m: i for i, m in enumerate(MODELS)}
-    best = min(usable, key=lambda c: (c.aicc, rank[c.model]))
+    best = _least_aicc(usable)
     mechanistic = [c for c in usable if c.model != "hyperbolic" and math.isfinite(c.aicc)]
     if best.model != "hyperbolic" or not mechanistic:
         return best, f"AICc on log {common} latency"
-    mech = min(mechanistic, key=lambda c: (c.aicc, rank[c.model]))
+    mech = _least_aicc(mechanistic)
     better = _significantly_better(best, mech, stationary)
     if better is None:
         if stationary is None:

@@ -55,6 +55,7 @@ __all__ = [
     "mgc_response_sf_pdf",
     "mgc_response_sf_pdf_given_wait",
     "mgc_wait",
+    "relaxation_time",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -896,6 +897,23 @@ def _fill(values: FloatArray, unstable: npt.NDArray[np.bool_] | None, fill: floa
     """
     if unstable is not None:
         np.copyto(values, fill, where=unstable)
+
+
+def relaxation_time(
+    servers: ArrayLike, service_time: ArrayLike, scv: ArrayLike, rate: ArrayLike
+) -> FloatArray:
+    """
+    The heavy-traffic relaxation time of an M/G/c queue, ``(1 + scv)/2 · S / (c(1 − √ρ)²)``
+    with ``ρ = λS/c`` (Morse's ``1/(μ(1 − √ρ)²)`` for M/M/1): how long the queue takes to
+    forget where it started, and so how long a window must last to show its stationary
+    percentiles.  inf at and beyond saturation.
+    """
+    c, s, v, lam = (np.asarray(x, dtype=np.float64) for x in (servers, service_time, scv, rate))
+    rho = lam * s / c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = (1.0 + v) / 2.0 * s / (c * (1.0 - np.sqrt(np.minimum(rho, 1.0))) ** 2)
+    out: FloatArray = np.where(rho < 1.0, tau, np.inf)
+    return out
 
 
 def mgc_mean_response(

@@ -43,6 +43,7 @@ from capplan.models.queueing import (
     mgc_response_sf_pdf,
     mgc_response_sf_pdf_given_wait,
     mgc_wait,
+    relaxation_time,
 )
 
 
@@ -992,3 +993,16 @@ def test_pool_wait_tail_agrees_with_simulation(utilization: float) -> None:
     assert 0.007 <= float(np.mean(beyond)) <= 0.016
     model_p99 = optimize.brentq(lambda x: pool.response_sf(x, rate) - 0.01, 1e-6, 1.0)
     assert -0.15 <= model_p99 / float(np.mean(p99)) - 1 <= 0.0
+
+
+def test_relaxation_time_is_morses_for_mm1_and_infinite_at_saturation() -> None:
+    """
+    M/M/1 (c = 1, scv = 1): 1/(μ(1 − √ρ)²) (Morse 1955); fixed service halves it; c slots of
+    the same utilization relax c times faster; at and beyond ρ = 1 it is infinite.
+    """
+    mu, rho = 50.0, 0.81
+    assert relaxation_time(1, 1 / mu, 1.0, rho * mu) == pytest.approx(1 / (mu * 0.1**2))
+    assert relaxation_time(1, 1 / mu, 0.0, rho * mu) == pytest.approx(0.5 / (mu * 0.1**2))
+    assert relaxation_time(8, 1 / mu, 1.0, 8 * rho * mu) == pytest.approx(1 / (8 * mu * 0.01))
+    got = relaxation_time(2, 0.02, 1.0, np.array([100.0, 150.0]))
+    assert np.all(np.isinf(got))
