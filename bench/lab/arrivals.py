@@ -1,43 +1,64 @@
 """
-How a balancer's interleaving changes the best split: a pool simulated under Poisson and under
-smooth weighted round-robin arrivals.
+How a balancer's interleaving changes the best split: the lab's pool simulated behind smooth
+weighted round robin and least connections, against a random (Poisson) split.
 
-    python -m bench.lab.arrivals [--service fixed] [--load 0.8] [--seconds 300] [--seed 1]
+    python -m bench.lab.arrivals [--service fixed] [--cv 0.4] [--load 0.8] [--seconds 300]
+                                 [--seed 1]
 
-capplan's split (``capplan.optimize.weights``) minimises the pool's p99 with each node an M/G/c
-station, that is with Poisson arrivals at every node.  A balancer does not deliver Poisson
-arrivals: nginx's smooth weighted round robin hands a node every k-th request, evenly spaced,
-and least connections is at least as regular.  This simulates the default lab pool (c = 2, 4,
-8, 8 at 20 ms) fed by one Poisson stream at ``--load`` × the lab's measured pool capacity
-(1,048 rps), split four ways: at random (each node Poisson) or by smooth weighted round robin
-(nginx's algorithm), each with capplan's shares from the fixed-service lab run (5.2%, 15.6%,
-39.6%, 39.6%) and with the slots' (2 : 4 : 8 : 8).  Each node is the exact FCFS multi-server
-recursion; the pooled p99 is over every request after the first 5%.  Pure computation.
+capplan's split (``capplan.optimize.weights.split_load``) minimises the pool's p99 over the
+nodes' fitted stations.  A station is fitted to Poisson arrivals, but a balancer does not
+deliver Poisson arrivals: nginx's smooth weighted round robin hands a node every k-th request,
+evenly spaced, and least connections is at least as regular.  capplan's split therefore uses
+the pool's *interleaved* curves (``PoolCurves.interleaved``: each node's inter-arrival scv is
+its share of the load).  This simulates the default lab pool (c = 2, 4, 8, 8 at 20 ms) fed by
+one Poisson stream at ``--load`` × the lab's measured pool capacity (1,048 rps), and compares
+three splits — the slots' (2 : 4 : 8 : 8, what ``wrr`` writes), the split under Poisson
+arrivals (capplan before it modelled the balancer) and the split under interleaved arrivals
+(capplan now) — each dispatched at random (every node Poisson), by smooth weighted round robin
+(nginx's algorithm) and by weighted least connections (the node with the fewest open requests
+per weight, ties by smooth round robin).  Every node is the exact FCFS multi-server recursion
+on the same arrivals and service times; the pooled p99 is over every request after the first
+5%.  The splits' own predicted p99 are printed beside.  Pure computation, ~30 s.
 
-2026-11-24, fixed service, 80%: random split 48.7 ms with capplan's shares, 55.0 ms with the
-slots' — capplan's split is the better one for the model it optimises — but smooth weighted
-round robin 30.5 ms with capplan's shares and 26.4 ms with the slots'; the lab measured
-capplan's least connections at 30 ms and `wrr` (slot weights) at 27 ms.  With the same shares
-and more variable service the gap closes: lognormal (cv 0.4) 48.8 against 47.2 ms, exponential
-100.1 against 99.6 ms (random split: 59.5 / 65.5 and 108.8 / 115.7).  So the model's Poisson
-arrivals, not the fit, cost capplan the fixed pool's p99 at 80%: a split that follows the
-balancer's arrival process (an Allen–Cunneen wait with ca² near the node's share) is the fix to
-try.
+2026-11-24, pooled p99 in ms (random/smooth wrr/least connections; the split's prediction):
+
+| service, load | slots | Poisson split | interleaved split |
+|---|---|---|---|
+| fixed, 80% | 55.2/26.4/28.6 | 46.5/28.7/28.2 (47.2) | 51.4/26.5/28.2 (27.2) |
+| fixed, 90% | 81.0/33.2/35.0 | 70.8/37.4/34.7 (70.6) | 79.2/33.3/35.7 (33.2) |
+| logn. cv 0.2, 80% | 56.3/33.0/33.2 | 48.4/34.1/33.0 (49.4) | 52.8/32.9/33.0 (32.9) |
+| logn. cv 0.3, 80% | 59.7/39.5/39.1 | 52.4/40.3/39.2 (52.4) | 54.4/39.6/39.1 (38.7) |
+| logn. cv 0.4, 80% | 65.0/47.2/46.6 | 58.3/47.9/46.6 (56.8) | 58.2/47.2/46.5 (45.5) |
+| exp, 80% | 115.0/99.6/93.3 | 104.8/98.3/93.4 (106.0) | 106.3/98.3/93.4 (98.6) |
+| exp, 90% | 150.8/117.8/96.4 | 134.6/114.8/96.4 (137.4) | 137.9/112.4/96.4 (112.6) |
+
+(``python -m bench.lab.arrivals --service S [--cv V] [--load L]``.)  The interleaved model
+predicts what round robin measures (within 4%), the Poisson one overstates it by up to 2×;
+with fixed service its split gives the c = 2 node 8.9% of the load (slots: 9.1%) where the
+Poisson one gives it 6.4%, which costs 2.2 ms of round robin's p99 at 80% and 4.1 ms at 90%.
+Least connections barely depends on the weights: it reacts to the queues.  Which method is
+better depends on the service times' variability: round robin with fixed service (26.5
+against 28.2 ms at 80%), least connections with exponential service (93.4 against 98.3; at
+90% 96.4 against 112.4), even in between (logn. cv 0.2 and 0.3).
 """
 
 from __future__ import annotations
 
 import argparse
+import heapq
 
 import numpy as np
 
 from bench.lab.pool import DEFAULT_CV, service_times
 from bench.lab.stationary import fcfs_response
+from capplan.optimize.curves import NodeCurve, PoolCurves
+from capplan.optimize.weights import split_load
 
 SERVERS = (2, 4, 8, 8)
 SERVICE_S = 0.020
 POOL_RPS = 1048.0  # the fixed-service lab run's measured pool capacity
-CAPPLAN_SHARES = (0.052, 0.156, 0.396, 0.396)
+#: The service-time scv capplan's fit gives each law (fixed: the lab run's fitted 0.0003–0.0007).
+FITTED_SCV = {"fixed": 0.0004, "exp": 1.0}
 
 
 def smooth_wrr(weights: tuple[float, ...], count: int) -> np.ndarray:
@@ -55,9 +76,60 @@ def smooth_wrr(weights: tuple[float, ...], count: int) -> np.ndarray:
     return out
 
 
+def least_connections(
+    arrivals: np.ndarray, service: np.ndarray, servers: tuple[int, ...], weights: np.ndarray
+) -> np.ndarray:
+    """
+    Weighted least connections over FCFS multi-slot nodes: each request goes to the node with
+    the fewest open requests per weight (ties by smooth weighted round robin among them); which
+    node each request went to.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    open_ = np.zeros(w.size)
+    slots = [[0.0] * c for c in servers]  # when each slot of each node frees, as heaps
+    done: list[tuple[float, int]] = []  # (completion time, node) of open requests
+    current = np.zeros(w.size)
+    out = np.empty(arrivals.size, dtype=np.intp)
+    for i in range(arrivals.size):
+        t = float(arrivals[i])
+        while done and done[0][0] <= t:
+            open_[heapq.heappop(done)[1]] -= 1
+        score = open_ / w
+        tied = np.flatnonzero(score <= score.min() + 1e-12)
+        current[tied] += w[tied]
+        j = int(tied[np.argmax(current[tied])])
+        current[j] -= w[tied].sum()
+        start = max(t, heapq.heappop(slots[j]))
+        finish = start + float(service[i])
+        heapq.heappush(slots[j], finish)
+        heapq.heappush(done, (finish, j))
+        open_[j] += 1
+        out[i] = j
+    return out
+
+
+def splits(scv: float, load: float) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """
+    The slots' shares, and capplan's split under Poisson and under interleaved arrivals, on
+    the pool's stations with service scv ``scv``: per split its shares, its least-connections
+    weights (the slots'; capplan's: each node's open requests at the split, λ·R, as capplan
+    writes them) and its predicted p99 in ms (nan for the slots).
+    """
+    pool = PoolCurves([NodeCurve(station=(float(c), SERVICE_S, scv)) for c in SERVERS])
+    caps = np.array([c / SERVICE_S for c in SERVERS]) * (1.0 - 1e-6)
+    slots = np.array(SERVERS, dtype=np.float64)
+    out = {"slots": (slots / slots.sum(), slots, float("nan"))}
+    for name, curves in (("Poisson split", pool), ("interleaved split", pool.interleaved(load))):
+        split = split_load(curves, caps, load, objective="percentile", quantile=0.99)
+        rates = np.asarray(split.rates)
+        out[name] = (np.asarray(split.shares), rates * curves.mean(rates), split.quantile_ms)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--service", choices=("exp", "fixed", "lognormal"), default="fixed")
+    parser.add_argument("--cv", type=float, default=DEFAULT_CV, help="lognormal's cv")
     parser.add_argument("--load", type=float, default=0.8, help="share of the pool capacity")
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=1)
@@ -67,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     gaps = rng.exponential(1.0 / rate, int(rate * args.seconds * 1.05) + 10)
     arrivals = np.cumsum(gaps)
     arrivals = arrivals[arrivals < args.seconds]
-    service = service_times(rng, args.service, SERVICE_S, DEFAULT_CV, arrivals.size)
+    service = service_times(rng, args.service, SERVICE_S, args.cv, arrivals.size)
+    scv = FITTED_SCV.get(args.service, args.cv**2)
 
     def pooled(assign: np.ndarray) -> float:
         times = np.concatenate(
@@ -78,18 +151,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         return float(np.quantile(times[times.size // 20 :], 0.99) * 1e3)
 
-    slots = tuple(float(c) for c in SERVERS)
+    law = f"lognormal (cv {args.cv:g})" if args.service == "lognormal" else args.service
     print(
-        f"pool c = {SERVERS}, {args.service} service of {SERVICE_S * 1e3:g} ms, "
-        f"{rate:.0f} rps ({args.load:.0%}), {arrivals.size} requests; pooled p99:"
+        f"pool c = {SERVERS}, {law} service of {SERVICE_S * 1e3:g} ms, {rate:.0f} rps "
+        f"({args.load:.0%}), {arrivals.size} requests; pooled p99 in ms:"
     )
-    for name, shares in (("capplan's shares", CAPPLAN_SHARES), ("the slots' shares", slots)):
-        p = np.asarray(shares) / sum(shares)
-        at_random = rng.choice(len(SERVERS), size=arrivals.size, p=p)
-        print(f"  random split (Poisson at each node), {name}: {pooled(at_random):6.1f} ms")
+    print(f"  {'split':18s} {'shares':30s} random  smooth wrr  least conn  predicted")
+    for name, (shares, lc_weights, predicted) in splits(scv, rate).items():
+        at_random = rng.choice(len(SERVERS), size=arrivals.size, p=shares / shares.sum())
+        wrr = smooth_wrr(tuple(shares), arrivals.size)
+        lc = least_connections(arrivals, service, SERVERS, lc_weights)
+        shown = " ".join(f"{s:.3f}" for s in shares)
         print(
-            f"  smooth weighted round robin, {name}:    "
-            f"{pooled(smooth_wrr(shares, arrivals.size)):6.1f} ms"
+            f"  {name:18s} {shown:30s} {pooled(at_random):6.1f}  {pooled(wrr):10.1f}  "
+            f"{pooled(lc):10.1f}  {predicted:9.1f}"
         )
     return 0
 

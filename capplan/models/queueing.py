@@ -66,6 +66,7 @@ ArrayLike = npt.ArrayLike
 _TINY: Final = 1e-280  # below this, incomplete gamma values lose relative precision
 _LOG_TINY: Final = -745.0  # exp() of anything lower is 0.0 in double precision
 _MIN_SCV: Final = 1e-10  # service time with a smaller scv is treated as deterministic
+_MIN_SPREAD: Final = 1e-9  # ca² + scv below this: a queue that (almost) never waits
 _LOG_2PI: Final = math.log(2.0 * math.pi)
 _STIRLING_CUTOFF: Final = 15.0
 _QUANTILE_RTOL: Final = 1e-12
@@ -408,7 +409,11 @@ def _sub(values: FloatArray, index: IndexArray) -> FloatArray:
 
 
 def _wait_parameters(
-    load: FloatArray, servers: FloatArray, service_time: FloatArray, scv: FloatArray
+    load: FloatArray,
+    servers: FloatArray,
+    service_time: FloatArray,
+    scv: FloatArray,
+    arrival_scv: FloatArray | float = 1.0,
 ) -> tuple[FloatArray, FloatArray]:
     """
     P(wait) and the rate of the conditional (exponential) wait, for stable loads.
@@ -418,12 +423,16 @@ def _wait_parameters(
         servers: server counts.
         service_time: mean service times.
         scv: service-time scvs.
+        arrival_scv: inter-arrival scvs ``ca²`` (1: Poisson).
 
     Returns:
-        ``(C, θ)``: Erlang C and ``θ = (cμ - λ)·2/(1 + scv)``, so that ``E[W | W > 0] = 1/θ``.
+        ``(C, θ)``: Erlang C and ``θ = (cμ - λ)·2/(ca² + scv)``, so that
+        ``E[W | W > 0] = 1/θ`` (Allen–Cunneen; ``θ`` is capped where ``ca² + scv`` is 0, a
+        queue that never waits).
     """
     p_wait = _erlang_c(servers, load)
-    theta = np.asarray((servers - load) / service_time * (2.0 / (1.0 + scv)), dtype=np.float64)
+    spread = np.maximum(arrival_scv + scv, _MIN_SPREAD)
+    theta = np.asarray((servers - load) / service_time * (2.0 / spread), dtype=np.float64)
     return p_wait, theta
 
 
@@ -874,7 +883,11 @@ def _batch_parameters(
 
 
 def _batch_wait(
-    rate: FloatArray, servers: FloatArray, service_time: FloatArray, scv: FloatArray
+    rate: FloatArray,
+    servers: FloatArray,
+    service_time: FloatArray,
+    scv: FloatArray,
+    arrival_scv: FloatArray | float = 1.0,
 ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_] | None]:
     """
     ``(C, θ, unstable)`` on flat arguments; unstable elements (``λ ≥ c/E[S]``) get ``λ = 0``.
@@ -886,9 +899,18 @@ def _batch_wait(
     with np.errstate(over="ignore"):
         unstable = (load >= servers) | (rate >= servers / service_time)
     if not unstable.any():
-        return (*_wait_parameters(load, servers, service_time, scv), None)
+        return (*_wait_parameters(load, servers, service_time, scv, arrival_scv), None)
     load = np.where(unstable, 0.0, load)
-    return (*_wait_parameters(load, servers, service_time, scv), unstable)
+    return (*_wait_parameters(load, servers, service_time, scv, arrival_scv), unstable)
+
+
+def _arrival_scv(value: ArrayLike) -> FloatArray:
+    """
+    The batch API's ``arrival_scv`` argument, range-checked.
+    """
+    return _batch_argument(
+        value, "arrival_scv", "a finite number >= 0", 0.0, strict=False, high=np.inf
+    )
 
 
 def _fill(values: FloatArray, unstable: npt.NDArray[np.bool_] | None, fill: float) -> None:
@@ -917,10 +939,15 @@ def relaxation_time(
 
 
 def mgc_mean_response(
-    rate: ArrayLike, servers: ArrayLike, service_time: ArrayLike, scv: ArrayLike
+    rate: ArrayLike,
+    servers: ArrayLike,
+    service_time: ArrayLike,
+    scv: ArrayLike,
+    *,
+    arrival_scv: ArrayLike = 1.0,
 ) -> FloatArray:
     """
-    Mean M/G/c response time, Allen–Cunneen: ``C / (cμ - λ) · (1 + scv)/2 + E[S]``, batched.
+    Mean M/G/c response time, Allen–Cunneen: ``C / (cμ - λ) · (ca² + scv)/2 + E[S]``, batched.
 
     All arguments broadcast together (numpy rules); the station parameters may differ per
     element.  Unlike :class:`Station`, an unstable element does not raise.
@@ -930,14 +957,18 @@ def mgc_mean_response(
         servers: server counts ``c``, finite, at least 1 (need not be integers).
         service_time: mean service times ``E[S]``, finite, greater than 0.
         scv: service-time scvs, finite, at least 0.
+        arrival_scv: inter-arrival scvs ``ca²``, finite, at least 0: 1 (the default) is
+            Poisson arrivals, M/G/c; below 1 smoother arrivals (GI/G/c), e.g. a balancer's
+            even interleaving (:mod:`capplan.optimize.curves`).
 
     Returns:
         The mean response times (float64, the broadcast shape); ``inf`` where
         ``rate >= servers / service_time``.
     """
-    shape, flat = _batch_flat(*_batch_parameters(rate, servers, service_time, scv))
-    rate_, servers_, service_time_, scv_ = flat
-    p_wait, theta, unstable = _batch_wait(rate_, servers_, service_time_, scv_)
+    parameters = (*_batch_parameters(rate, servers, service_time, scv), _arrival_scv(arrival_scv))
+    shape, flat = _batch_flat(*parameters)
+    rate_, servers_, service_time_, scv_, arrival_ = flat
+    p_wait, theta, unstable = _batch_wait(rate_, servers_, service_time_, scv_, arrival_)
     mean = _mean_response(p_wait, theta, service_time_)
     _fill(mean, unstable, np.inf)
     return mean.reshape(shape)
@@ -951,14 +982,15 @@ def _batch_sf_pdf(
     scv: ArrayLike,
     want_sf: bool,
     want_pdf: bool,
+    arrival_scv: ArrayLike = 1.0,
 ) -> tuple[tuple[int, ...], FloatArray | None, FloatArray | None]:
     """
     Validate, broadcast and compute ``P(T > t)`` and/or the density (flat results).
     """
     times = _batch_argument(t, "t", "a time >= 0", 0.0, strict=False, high=math.nan)
-    parameters = _batch_parameters(rate, servers, service_time, scv)
-    shape, (times, rate_, servers_, service_time_, scv_) = _batch_flat(times, *parameters)
-    p_wait, theta, unstable = _batch_wait(rate_, servers_, service_time_, scv_)
+    parameters = (*_batch_parameters(rate, servers, service_time, scv), _arrival_scv(arrival_scv))
+    shape, (times, rate_, servers_, service_time_, scv_, arrival_) = _batch_flat(times, *parameters)
+    p_wait, theta, unstable = _batch_wait(rate_, servers_, service_time_, scv_, arrival_)
     sf, pdf = _sf_pdf(times, p_wait, theta, service_time_, scv_, want_sf, want_pdf)
     if sf is not None:
         _fill(sf, unstable, 1.0)
@@ -968,7 +1000,13 @@ def _batch_sf_pdf(
 
 
 def mgc_response_sf(
-    t: ArrayLike, rate: ArrayLike, servers: ArrayLike, service_time: ArrayLike, scv: ArrayLike
+    t: ArrayLike,
+    rate: ArrayLike,
+    servers: ArrayLike,
+    service_time: ArrayLike,
+    scv: ArrayLike,
+    *,
+    arrival_scv: ArrayLike = 1.0,
 ) -> FloatArray:
     """
     ``P(T > t)`` of the M/G/c response time (see :meth:`Station.response_sf`), batched.
@@ -982,12 +1020,13 @@ def mgc_response_sf(
         servers: server counts ``c``, finite, at least 1 (need not be integers).
         service_time: mean service times ``E[S]``, finite, greater than 0.
         scv: service-time scvs, finite, at least 0.
+        arrival_scv: inter-arrival scvs, as for :func:`mgc_mean_response`.
 
     Returns:
         The survival probabilities (float64, the broadcast shape); 1 where
         ``rate >= servers / service_time`` (unstable: the response time is unbounded).
     """
-    shape, sf, _ = _batch_sf_pdf(t, rate, servers, service_time, scv, True, False)
+    shape, sf, _ = _batch_sf_pdf(t, rate, servers, service_time, scv, True, False, arrival_scv)
     assert sf is not None
     return sf.reshape(shape)
 
@@ -1028,11 +1067,16 @@ def mgc_response_sf_pdf(
 
 
 def mgc_wait(
-    rate: ArrayLike, servers: ArrayLike, service_time: ArrayLike, scv: ArrayLike
+    rate: ArrayLike,
+    servers: ArrayLike,
+    service_time: ArrayLike,
+    scv: ArrayLike,
+    *,
+    arrival_scv: ArrayLike = 1.0,
 ) -> tuple[FloatArray, FloatArray]:
     """
     The load-dependent part of the M/G/c response time, batched: Erlang C ``C`` and the rate
-    ``θ = (cμ - λ)·2/(1 + scv)`` of the exponential wait (``E[W | W > 0] = 1/θ``).
+    ``θ = (cμ - λ)·2/(ca² + scv)`` of the exponential wait (``E[W | W > 0] = 1/θ``).
 
     Computed once per rate, they give the mean (``C/θ + E[S]``) and, through
     :func:`mgc_response_sf_pdf_given_wait`, the distribution at any number of times.  Arguments
@@ -1041,7 +1085,8 @@ def mgc_wait(
     Returns:
         ``(C, θ)``, float64 of the broadcast shape; nan where ``rate >= servers/service_time``.
     """
-    shape, flat = _batch_flat(*_batch_parameters(rate, servers, service_time, scv))
+    parameters = (*_batch_parameters(rate, servers, service_time, scv), _arrival_scv(arrival_scv))
+    shape, flat = _batch_flat(*parameters)
     p_wait, theta, unstable = _batch_wait(*flat)
     _fill(p_wait, unstable, math.nan)
     _fill(theta, unstable, math.nan)
@@ -1141,7 +1186,13 @@ def mgc_response_truncated_mean_given_wait(
 
 
 def mgc_response_quantile(
-    p: ArrayLike, rate: ArrayLike, servers: ArrayLike, service_time: ArrayLike, scv: ArrayLike
+    p: ArrayLike,
+    rate: ArrayLike,
+    servers: ArrayLike,
+    service_time: ArrayLike,
+    scv: ArrayLike,
+    *,
+    arrival_scv: ArrayLike = 1.0,
 ) -> FloatArray:
     """
     M/G/c response-time quantile (see :meth:`Station.response_quantile`), batched.
@@ -1155,15 +1206,16 @@ def mgc_response_quantile(
         servers: server counts ``c``, finite, at least 1 (need not be integers).
         service_time: mean service times ``E[S]``, finite, greater than 0.
         scv: service-time scvs, finite, at least 0.
+        arrival_scv: inter-arrival scvs, as for :func:`mgc_mean_response`.
 
     Returns:
         The quantiles (float64, the broadcast shape); ``inf`` where
         ``rate >= servers / service_time``.
     """
     probs = _batch_argument(p, "p", "a probability in (0, 1)", 0.0, strict=True, high=1.0)
-    parameters = _batch_parameters(rate, servers, service_time, scv)
-    shape, (probs, rate_, servers_, service_time_, scv_) = _batch_flat(probs, *parameters)
-    p_wait, theta, unstable = _batch_wait(rate_, servers_, service_time_, scv_)
+    parameters = (*_batch_parameters(rate, servers, service_time, scv), _arrival_scv(arrival_scv))
+    shape, (probs, rate_, servers_, service_time_, scv_, arrival_) = _batch_flat(probs, *parameters)
+    p_wait, theta, unstable = _batch_wait(rate_, servers_, service_time_, scv_, arrival_)
     q = 1.0 - probs
     if unstable is None:
         return _response_isf(q, p_wait, theta, service_time_, scv_).reshape(shape)

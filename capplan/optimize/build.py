@@ -229,7 +229,10 @@ def build_plan(
     )
     caps = np.array([fits[i].capacity_rps * (1.0 - profile.headroom) for i in usable])
     q = slo.percentile / 100.0
-    split = split_load(pool, caps, load_rps, objective=profile.objective, quantile=q)
+    # the balancer interleaves the load over the nodes (every method capplan writes does):
+    # the split and what it predicts follow; capacities and limits keep Poisson arrivals
+    behind = pool.interleaved(load_rps) if load_rps > 0 else pool
+    split = split_load(behind, caps, load_rps, objective=profile.objective, quantile=q)
     if not split.success:
         raise InfeasibleError(
             f"{load_rps:.6g} rps cannot be served within {slo.label} ≤ {slo.latency_ms:g} ms "
@@ -249,7 +252,7 @@ def build_plan(
     # least connections keeps each node's open connections in proportion to its weight: the
     # weights that realize the split are the nodes' numbers in system (Little's law: λᵢ·Rᵢ)
     planned = np.asarray(rates[usable], dtype=np.float64)
-    in_system = planned * pool.mean(planned)
+    in_system = planned * behind.mean(planned)
     connections = dict(zip(usable, in_system, strict=True))
     for kind in kinds:
         traffic = [float(shares[i]) for i in active]

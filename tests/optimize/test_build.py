@@ -5,11 +5,12 @@ survive.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from capplan.inventory import effective_slo, load_profile, parse_inventory
 from capplan.models.fit import Candidate, NodeFit
-from capplan.models.queueing import Station
+from capplan.models.queueing import mgc_mean_response
 from capplan.optimize.build import Slots, build_plan, node_slots, planning_losses
 from capplan.optimize.curves import NodeCurve, PoolCurves
 from capplan.optimize.thresholds import NodeThresholdInput, ThresholdInputs, derive_thresholds
@@ -118,8 +119,10 @@ def test_slots_source_in_the_reason() -> None:
     assert "8 slots (from its mgc fit) + 1 waiting" in result.node_reasons[0]["max_active"]
 
 
-def _station_fit(node: str, servers: float, service_ms: float, capacity: float) -> NodeFit:
-    params = {"servers": servers, "service_ms": service_ms, "scv": 1.0}
+def _station_fit(
+    node: str, servers: float, service_ms: float, capacity: float, scv: float = 1.0
+) -> NodeFit:
+    params = {"servers": servers, "service_ms": service_ms, "scv": scv}
     return NodeFit(
         node, "mgc", params, {}, capacity, (capacity, capacity), (), 20, capacity, "", (), True, ""
     )
@@ -128,8 +131,9 @@ def _station_fit(node: str, servers: float, service_ms: float, capacity: float) 
 def test_least_connections_weights_are_the_connections_at_the_split() -> None:
     """
     Least connections keeps each node's open connections in proportion to its weight, so its
-    weights are the nodes' numbers in system at the split (λᵢ·Rᵢ); round robin's are the
-    rates.  Two 8-slot nodes, 20 and 40 ms: the slow one holds more connections per request.
+    weights are the nodes' numbers in system at the split (λᵢ·Rᵢ, with Rᵢ behind the
+    balancer: arrivals of scv λᵢ/Λ); round robin's are the rates.  Two 8-slot nodes, 20 and
+    40 ms: the slow one holds more connections per request.
     """
     text = (
         "cluster: web\nslo: {latency_ms: 250, percentile: 99}\n"
@@ -154,8 +158,8 @@ def test_least_connections_weights_are_the_connections_at_the_split() -> None:
     least = plans["balanced"]
     assert least.methods.haproxy == "leastconn"
     rates = [n.rate_rps for n in least.nodes]
-    stations = [Station(8, 0.02), Station(8, 0.04)]
-    held = [r * s.mean_response(r) for r, s in zip(rates, stations, strict=True)]
+    behind = mgc_mean_response(rates, 8.0, [0.02, 0.04], 1.0, arrival_scv=np.array(rates) / 350)
+    held = list(np.array(rates) * behind)
     weights = [n.weights.haproxy for n in least.nodes]
     assert weights[0] == 256 or weights[1] == 256
     assert weights[1] / weights[0] == pytest.approx(held[1] / held[0], rel=0.01)
@@ -167,3 +171,33 @@ def test_least_connections_weights_are_the_connections_at_the_split() -> None:
     rates = [n.rate_rps for n in robin.nodes]
     weights = [n.weights.haproxy for n in robin.nodes]
     assert weights[1] / weights[0] == pytest.approx(rates[1] / rates[0], rel=0.01)
+
+
+def test_the_split_follows_the_balancers_interleaving() -> None:
+    """
+    The lab's pool with near-fixed service (c = 2, 4, 8, 8 at 20 ms, the fitted scv 0.0004) at
+    700 rps: behind a balancer each node's arrivals are as even as its share, so the small node
+    queues little and gets about its slots' share (2/22 = 9.1%); a split over Poisson arrivals
+    at each node gave it 6%, which costs the pool's p99 on a real balancer (bench.lab.arrivals).
+    """
+    text = "cluster: web\nslo: {latency_ms: 120, percentile: 99}\n" + NODES
+    inventory = parse_inventory(text, "inv.yaml")
+    fits = [
+        _station_fit(f"web-{i + 1}", c, 20.0, c / 0.02 * 0.95, scv=0.0004)
+        for i, c in enumerate((2, 4, 8, 8))
+    ]
+    prof = load_profile("balanced")
+    plan = build_plan(
+        inventory=inventory,
+        inventory_name="inv.yaml",
+        profile=prof,
+        slo=effective_slo(None, inventory.slo, prof.slo),
+        fits=fits,
+        load_rps=700.0,
+        windows=40,
+        newest=None,
+        error_rates=[0.0] * 4,
+    ).plan
+    shares = [n.share for n in plan.nodes]
+    assert shares[0] == pytest.approx(2 / 22, abs=0.006)
+    assert shares[1] == pytest.approx(4 / 22, abs=0.006)
