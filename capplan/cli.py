@@ -808,6 +808,7 @@ def _optimize_document(opt: Any) -> dict[str, Any]:
         "profile": plan.inputs.profile,
         "slo": plan.inputs.slo.model_dump(),
         "methods": plan.methods.model_dump(exclude_none=True),
+        "methods_reason": plan.pool.reasons.get("methods", ""),
         "nodes": [
             {
                 "node": n.node,
@@ -1087,6 +1088,7 @@ def _print_optimized(opt: Any, label: str) -> None:
         Text(
             "methods: "
             + ", ".join(f"{k} {v}" for k, v in plan.methods.model_dump(exclude_none=True).items())
+            + (f" — {plan.pool.reasons['methods']}" if "methods" in plan.pool.reasons else "")
         )
     )
     thresholds = Table("threshold", "value", "reason")

@@ -243,13 +243,15 @@ class Profile(_Strict):
 
 class Methods(_Strict):
     """
-    The balancing method per balancer kind (each balancer's own name for it).
+    The balancing method per balancer kind (each balancer's own name for it); ``auto``:
+    round robin or least connections, whichever suits how much the nodes' service times vary
+    (``capplan.optimize.build.choose_methods``).
     """
 
-    nginx: Literal["least_conn", "round_robin"] = "least_conn"
-    haproxy: Literal["leastconn", "roundrobin", "static-rr"] = "leastconn"
-    ipvsadm: Literal["wlc", "wrr", "sed", "lc", "rr", "nq"] = "wlc"
-    keepalived: Literal["wlc", "wrr", "sed", "lc", "rr", "nq"] = "wlc"
+    nginx: Literal["auto", "least_conn", "round_robin"] = "auto"
+    haproxy: Literal["auto", "leastconn", "roundrobin", "static-rr"] = "auto"
+    ipvsadm: Literal["auto", "wlc", "wrr", "sed", "lc", "rr", "nq"] = "auto"
+    keepalived: Literal["auto", "wlc", "wrr", "sed", "lc", "rr", "nq"] = "auto"
 
 
 DEFAULT_SLO = SLO(percentile=99.0, latency_ms=250.0, max_error_rate=0.001)

@@ -50,6 +50,8 @@ class TestOptimize:
         assert 600 == doc["load_rps"]
         assert "percentile" == doc["objective"]
         assert {"nginx": "least_conn", "haproxy": "leastconn"} == doc["methods"]
+        # the balanced profile's methods are auto: the choice and why
+        assert doc["methods_reason"].startswith("least connections (nginx least_conn, haproxy")
         for node in doc["nodes"]:
             assert {"node", "share", "rate_rps", "capacity_rps", "weights", "limits"} <= set(node)
         assert sum(n["share"] for n in doc["nodes"]) == pytest.approx(1.0)

@@ -401,7 +401,12 @@ def split_figure(
     q = slo.percentile / 100.0
     curves = [node_curve(f) for f in fits]
     modelled = [i for i, c in enumerate(curves) if c is not None]
-    pool = PoolCurves([c for c in curves if c is not None], tail_quantile=q)
+    # both splits behind a balancer that interleaves the load (as optimize's split assumes)
+    pool = PoolCurves(
+        [c for c in curves if c is not None],
+        tail_quantile=q,
+        interleaved_load=load if load > 0 else None,
+    )
 
     def per_node(rates: FloatArray) -> list[float | None]:
         out: list[float | None] = [None] * len(names)

@@ -132,8 +132,9 @@ def test_model_against_a_simulated_round_robin() -> None:
     smooth weighted round robin over one Poisson stream (exact FCFS per node, 120 s): the
     interleaved split's predicted p99 is within 6% of the simulated one (27.2 ms against
     25.9–26.8 on seeds 1–4 and 7: Allen–Cunneen's GI/G/c wait is a little high here), the
-    Poisson split's prediction is not within 50%; and the interleaved split's p99 is no worse than the slots'
-    (the split a careful person writes by hand), where the Poisson split's is 5% worse.
+    Poisson split's prediction is not within 50%; and the interleaved split's p99 is no worse
+    than the slots' (the split a careful person writes by hand), where the Poisson split's is
+    5% worse.
     """
     load = 0.8 * 1048.0
     rng = np.random.default_rng(7)

@@ -11,7 +11,13 @@ import pytest
 from capplan.inventory import effective_slo, load_profile, parse_inventory
 from capplan.models.fit import Candidate, NodeFit
 from capplan.models.queueing import mgc_mean_response
-from capplan.optimize.build import Slots, build_plan, node_slots, planning_losses
+from capplan.optimize.build import (
+    Slots,
+    build_plan,
+    choose_methods,
+    node_slots,
+    planning_losses,
+)
 from capplan.optimize.curves import NodeCurve, PoolCurves
 from capplan.optimize.thresholds import NodeThresholdInput, ThresholdInputs, derive_thresholds
 
@@ -201,3 +207,57 @@ def test_the_split_follows_the_balancers_interleaving() -> None:
     shares = [n.share for n in plan.nodes]
     assert shares[0] == pytest.approx(2 / 22, abs=0.006)
     assert shares[1] == pytest.approx(4 / 22, abs=0.006)
+    # near-constant service: the balanced profile's auto method is round robin, said why
+    assert plan.methods.nginx == "round_robin"
+    assert plan.methods.haproxy == "roundrobin"
+    assert "near-constant" in plan.pool.reasons["methods"]
+    # round robin's weights are the rates
+    weights = [n.weights.haproxy for n in plan.nodes]
+    assert weights[3] == 256
+    for node, weight in zip(plan.nodes, weights, strict=True):
+        assert weight / 256 == pytest.approx(node.share / plan.nodes[3].share, abs=0.01)
+
+
+AUTO = {"nginx": "auto", "haproxy": "auto", "ipvsadm": "auto", "keepalived": "auto"}
+
+
+class TestChooseMethods:
+    def test_even_service_is_round_robin(self) -> None:
+        stations = [(2.0, 0.02, 0.0), (8.0, 0.02, 0.05)]
+        # weighted by rate: (100·0 + 300·0.05)/400 = 0.0375 ≤ 0.04
+        methods, why = choose_methods(AUTO, ["a", "b"], stations, [100.0, 300.0])
+        assert methods == {
+            "nginx": "round_robin",
+            "haproxy": "roundrobin",
+            "ipvsadm": "wrr",
+            "keepalived": "wrr",
+        }
+        assert "scv 0.037" in why
+
+    def test_variable_service_is_least_connections(self) -> None:
+        stations = [(2.0, 0.02, 0.0), (8.0, 0.02, 0.06)]
+        # (100·0 + 300·0.06)/400 = 0.045 > 0.04
+        methods, why = choose_methods(AUTO, ["a", "b"], stations, [100.0, 300.0])
+        assert methods == {
+            "nginx": "least_conn",
+            "haproxy": "leastconn",
+            "ipvsadm": "wlc",
+            "keepalived": "wlc",
+        }
+        assert "vary" in why
+
+    def test_unknown_variability_is_least_connections_naming_the_node(self) -> None:
+        methods, why = choose_methods(AUTO, ["a", "b"], [(2.0, 0.02, 0.0), None], [100.0, 300.0])
+        assert methods["nginx"] == "least_conn"
+        assert "unknown for b" in why
+
+    def test_a_pinned_method_is_kept(self) -> None:
+        requested = {"nginx": "least_conn", "haproxy": "auto"}
+        methods, why = choose_methods(requested, ["a"], [(2.0, 0.02, 0.0)], [100.0])
+        assert methods == {"nginx": "least_conn", "haproxy": "roundrobin"}
+        assert "haproxy roundrobin" in why
+        assert "nginx" not in why
+        assert choose_methods({"nginx": "round_robin"}, ["a"], [None], [1.0]) == (
+            {"nginx": "round_robin"},
+            "",
+        )
