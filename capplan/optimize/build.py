@@ -61,6 +61,10 @@ LEAST_CONNECTIONS = frozenset({"least_conn", "leastconn", "wlc", "sed", "nq"})
 #: at 90%), where it steers requests away from a node held up by slow ones.
 ROUND_ROBIN_MAX_SCV = 0.04
 
+#: HAProxy's methods that hand out requests in turn (its queueing limit, ``maxconn``, must not
+#: bind at the planned load: ``capplan.optimize.thresholds``).
+ROUND_ROBIN_QUEUEING = frozenset({"roundrobin", "static-rr"})
+
 #: Each target's name for the two methods ``auto`` chooses between.
 ROUND_ROBIN_NAMES = {
     "nginx": "round_robin",
@@ -383,6 +387,7 @@ def build_plan(
         slowstart_s=profile.slowstart_s,
         losses=planning_losses(inventory, fits, usable),
         forecast=None if capacity is None else _scale_out_forecast(capacity),
+        round_robin=chosen.get("haproxy") in ROUND_ROBIN_QUEUEING,
     )
     derived = derive_thresholds(limit_input)
     nodes = []

@@ -27,6 +27,15 @@ Per node (``Limits`` in plan.yaml):
   a 20 ms service, which near saturation is the difference between meeting the SLO and not.
   The buffer, ⌈c · HANDOFF_S / S⌉ and at least 1 (S the mean service time), is what the node
   completes during one hand-over: requests waiting at the node take a slot the moment it frees.
+  With round robin (HAProxy's ``roundrobin``/``static-rr``) the buffer is larger: the
+  balancer hands each node its turn whatever its queue and skips a node at ``maxconn``, which
+  breaks the even interleaving that makes round robin good (``bench.lab.arrivals``).  The
+  buffer is the least k ≥ 1 such that at the node's cap (capacity less headroom), with
+  arrivals as even as its share of the caps, at most ``ROUND_ROBIN_DIVERT`` (1%) of its
+  requests find c + k at the node (``PoolCurves.in_system_limit``).  Simulated on the lab's
+  pool with fixed service (smooth round robin, one queue behind ``maxconn``, seeds 1–3): p99
+  27.7–28.1 ms at 80% with a buffer of 1, 26.4–26.9 with this one (2–4), the same as with no
+  limit.
 - No ``maxqueue``: HAProxy's leastconn queues requests at a server up to its ``maxqueue``
   (when set) instead of in the backend's one queue.  In the lab one node without
   ``max_active`` but with a ``maxqueue`` drew the overflow into its own queue: p99 163 ms at
@@ -120,6 +129,9 @@ CONNECT_TIMEOUT_MS = 1000
 #: What a balancer's hand-over of a queued request to a node takes: a LAN round trip and the
 #: request's turn in the balancer's event loop.
 HANDOFF_S = 0.001
+#: With round robin, the share of a node's requests at its cap that may find it at
+#: ``max_active`` (and go to another node or the balancer's queue instead of taking their turn).
+ROUND_ROBIN_DIVERT = 0.01
 #: The longest timeout written (the plan's bound: a day).
 MAX_TIMEOUT_MS = 86_400_000
 SERVER_TIMEOUT_SLO_MULTIPLE = 10
@@ -235,6 +247,7 @@ class ThresholdInputs:
     error_budget: float = 0.001  # the SLO's max_error_rate
     losses: tuple[Loss, ...] | None = None
     forecast: ScaleOutForecast | None = None
+    round_robin: bool = False  # the queueing balancer (HAProxy) hands out requests in turn
 
     def __post_init__(self) -> None:
         """
@@ -516,13 +529,15 @@ def _node_limits(
     node: NodeThresholdInput,
     r_cap: float,
     k_cap: float,
+    k_turn: float,
     inputs: ThresholdInputs,
     reasons: dict[str, str],
 ) -> dict[str, int]:
     """
     One node's limits from its mean response at capacity (``r_cap``) and at its planned rate,
-    and its queue-tail limit at capacity (``k_cap``, nan when it is not a station); their
-    reasons go into ``reasons``.
+    its queue-tail limit at capacity (``k_cap``) and, with round robin, the number in system
+    that at most ``ROUND_ROBIN_DIVERT`` of its requests find at its cap (``k_turn``; both nan
+    when it is not a station); their reasons go into ``reasons``.
     """
     limits: dict[str, int] = {}
     margin = inputs.headroom
@@ -565,21 +580,35 @@ def _node_limits(
         service = node.station[1] if node.station is not None else math.inf
         during = node.servers * HANDOFF_S / service
         buffer = max(math.ceil(round(during, 9)), 1)
-        active = min(node.servers + buffer, max_conns)
-        limits["max_active"] = active
         source = f" (from {node.servers_from})" if node.servers_from else ""
-        served = (
-            f" ({node.servers} × {HANDOFF_S * 1e3:g} ms / {_ms(service)} = {during:.2g})"
-            if math.isfinite(service)
-            else ""
-        )
-        reasons["max_active"] = (
-            f"max_active {active} = the node's {node.servers} slots{source} + {buffer} waiting "
-            f"at the node, what it completes during a {HANDOFF_S * 1e3:g} ms hand-over{served}, "
-            "so no slot idles while the balancer sends the next: a balancer that queues "
-            "(HAProxy's maxconn) sends it no more at once and keeps the rest in one queue for "
-            "the pool, where a request takes the first slot free on any node"
-        )
+        if inputs.round_robin and math.isfinite(k_turn):
+            buffer = max(int(k_turn) - node.servers, buffer)
+            active = min(node.servers + buffer, max_conns)
+            reasons["max_active"] = (
+                f"max_active {active} = the node's {node.servers} slots{source} + {buffer} "
+                "waiting: round robin hands the node its turn whatever its queue, and a node at "
+                "max_active is skipped (its request goes to the next node or the balancer's "
+                f"queue), which breaks the even interleaving; at its cap "
+                f"({_rps(cap * (1 - margin))}) at most {ROUND_ROBIN_DIVERT:.0%} of its requests "
+                f"find {node.servers + buffer} at the node (the fitted M/G/c, arrivals as even as "
+                "its share of the caps)"
+            )
+        else:
+            active = min(node.servers + buffer, max_conns)
+            served = (
+                f" ({node.servers} × {HANDOFF_S * 1e3:g} ms / {_ms(service)} = {during:.2g})"
+                if math.isfinite(service)
+                else ""
+            )
+            reasons["max_active"] = (
+                f"max_active {active} = the node's {node.servers} slots{source} + {buffer} "
+                f"waiting at the node, what it completes during a {HANDOFF_S * 1e3:g} ms "
+                f"hand-over{served}, so no slot idles while the balancer sends the next: a "
+                "balancer that queues (HAProxy's maxconn) sends it no more at once and keeps "
+                "the rest in one queue for the pool, where a request takes the first slot free "
+                "on any node"
+            )
+        limits["max_active"] = active
         if active < node.servers + buffer:
             reasons["max_active"] += f"; held to max_conns {max_conns}"
     reasons["maxqueue"] = (
@@ -950,11 +979,19 @@ def derive_thresholds(inputs: ThresholdInputs) -> DerivedThresholds:
         ]
     )
     k_cap = queues.in_system_limit(caps, max(inputs.error_budget / 2, MIN_BUDGET))
+    k_turn = np.full(len(nodes), np.nan)
+    planned_caps = caps * (1.0 - inputs.headroom)
+    if inputs.round_robin and planned_caps.sum() > 0:
+        k_turn = queues.interleaved(float(planned_caps.sum())).in_system_limit(
+            planned_caps, ROUND_ROBIN_DIVERT
+        )
     limits: list[dict[str, int]] = []
     node_reasons: list[dict[str, str]] = []
     for i, node in enumerate(nodes):
         reasons: dict[str, str] = {}
-        limits.append(_node_limits(node, float(r_cap[i]), float(k_cap[i]), inputs, reasons))
+        limits.append(
+            _node_limits(node, float(r_cap[i]), float(k_cap[i]), float(k_turn[i]), inputs, reasons)
+        )
         node_reasons.append(_lines(reasons))
     thresholds: dict[str, float | int] = {}
     pool_reasons: dict[str, str] = {}

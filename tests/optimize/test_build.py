@@ -211,6 +211,8 @@ def test_the_split_follows_the_balancers_interleaving() -> None:
     assert plan.methods.nginx == "round_robin"
     assert plan.methods.haproxy == "roundrobin"
     assert "near-constant" in plan.pool.reasons["methods"]
+    # HAProxy's maxconn leaves room for round robin's turns (not the hand-over buffer of 1)
+    assert all(n.limits.max_active >= s + 2 for n, s in zip(plan.nodes, (2, 4, 8, 8), strict=True))
     # round robin's weights are the rates
     weights = [n.weights.haproxy for n in plan.nodes]
     assert weights[3] == 256

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from scipy.optimize import brentq
 from scipy.stats import binom
 
+from capplan.models.queueing import mgc_wait
 from capplan.models.station_fit import station_capacity
 from capplan.optimize.curves import NodeCurve, PoolCurves
 from capplan.optimize.thresholds import (
@@ -132,6 +133,40 @@ class TestLimits:
         assert expected == result.limits[0]["max_active"]
         assert result.limits[0]["max_active"] <= result.limits[0]["max_conns"]
         assert f"+ {expected - servers} waiting at the node" in result.node_reasons[0]["max_active"]
+
+    def test_max_active_with_round_robin_rarely_binds(self) -> None:
+        """
+        With round robin a node at max_active is skipped, which breaks the interleaving:
+        max_active is the least c + k (k ≥ 1) that at most 1% of the node's requests find at its
+        cap, its arrivals as even as its share of the caps (ca² = share); the M/G/c queue's law
+        P(N = c + j) = C·(1 − r)·rʲ, r = λ/(λ + θ), cut at K, refuses P(N = K)/P(N ≤ K).
+        """
+        params = [(2.0, 0.02, 0.0004), (8.0, 0.02, 0.0004)]
+        caps = [95.0, 380.0]
+        nodes = tuple(
+            NodeThresholdInput(
+                rate_rps=0.7 * cap, capacity_rps=cap, servers=int(p[0]), station=p, name=f"n{i}"
+            )
+            for i, (p, cap) in enumerate(zip(params, caps, strict=True))
+        )
+        pool = stations(*params)
+        turn = derive_thresholds(ThresholdInputs(pool=pool, nodes=nodes, round_robin=True))
+        least = derive_thresholds(ThresholdInputs(pool=pool, nodes=nodes))
+        assert [limits["max_active"] for limits in least.limits] == [3, 9]
+        planned = np.array(caps) * 0.8  # the default headroom, 20%
+        for i, (c, s, v) in enumerate(params):
+            p_wait, theta = mgc_wait(planned[i], c, s, v, arrival_scv=planned[i] / planned.sum())
+            r = planned[i] / (planned[i] + float(theta))
+
+            def refused(k: int, p_wait: float = float(p_wait), r: float = r) -> float:
+                return p_wait * (1 - r) * r**k / (1 - p_wait * r ** (k + 1))
+
+            active = turn.limits[i]["max_active"]
+            k = active - int(c)
+            assert k >= 2  # more than the hand-over buffer
+            assert refused(k) <= 0.01 < refused(k - 1)
+            assert "round robin" in turn.node_reasons[i]["max_active"]
+            assert_reasons_ok(turn.node_reasons[i])
 
     def test_queue_tail_from_an_agreeing_station(self) -> None:
         """
