@@ -61,9 +61,10 @@ LEAST_CONNECTIONS = frozenset({"least_conn", "leastconn", "wlc", "sed", "nq"})
 #: at 90%), where it steers requests away from a node held up by slow ones.
 ROUND_ROBIN_MAX_SCV = 0.04
 
-#: HAProxy's methods that hand out requests in turn (its queueing limit, ``maxconn``, must not
-#: bind at the planned load: ``capplan.optimize.thresholds``).
-ROUND_ROBIN_QUEUEING = frozenset({"roundrobin", "static-rr"})
+#: Methods that hand out requests in turn.  The plan's ``max_active`` (HAProxy's ``maxconn``,
+#: the one balancer that queues) must then not bind at the planned load
+#: (``capplan.optimize.thresholds``); without HAProxy, the other balancers' method decides.
+IN_TURN = frozenset({"round_robin", "roundrobin", "static-rr", "wrr", "rr"})
 
 #: Each target's name for the two methods ``auto`` chooses between.
 ROUND_ROBIN_NAMES = {
@@ -387,7 +388,11 @@ def build_plan(
         slowstart_s=profile.slowstart_s,
         losses=planning_losses(inventory, fits, usable),
         forecast=None if capacity is None else _scale_out_forecast(capacity),
-        round_robin=chosen.get("haproxy") in ROUND_ROBIN_QUEUEING,
+        round_robin=(
+            chosen["haproxy"] in IN_TURN
+            if "haproxy" in chosen
+            else any(m in IN_TURN for m in chosen.values())
+        ),
     )
     derived = derive_thresholds(limit_input)
     nodes = []

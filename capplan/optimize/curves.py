@@ -19,7 +19,8 @@ with fixed service Poisson arrivals predict a p99 of 47 ms, interleaved 27 ms, a
 weighted round robin measures 26.5 ms (least connections 28 ms); the Poisson split gives the
 c = 2 node 6% of the load instead of its slots' 9%, which costs 2–4 ms of the pool's p99.
 Capacities, limits and thresholds keep Poisson arrivals: a node's capacity is what it carries
-on its own, and the limits are meant to hold whatever the balancer does.
+on its own, and the limits are meant to hold whatever the balancer does — except the room
+round robin needs at a node (``max_active``), which is sized for its interleaving.
 """
 
 from __future__ import annotations

@@ -179,6 +179,38 @@ def test_least_connections_weights_are_the_connections_at_the_split() -> None:
     assert weights[1] / weights[0] == pytest.approx(rates[1] / rates[0], rel=0.01)
 
 
+@pytest.mark.parametrize(
+    ("balancers", "room"),
+    [
+        ("", 2),  # every target, HAProxy among them: its roundrobin decides
+        ("balancers:\n  - {kind: nginx, name: web_backend}\n", 2),  # nginx's round_robin
+        ("balancers:\n  - {kind: haproxy, name: web}\n", 2),
+    ],
+)
+def test_round_robin_room_without_or_with_haproxy(balancers: str, room: int) -> None:
+    """max_active leaves round robin room whichever balancers the plan is for."""
+    text = "cluster: web\nslo: {latency_ms: 120, percentile: 99}\n" + balancers + NODES
+    inventory = parse_inventory(text, "inv.yaml")
+    fits = [
+        _station_fit(f"web-{i + 1}", c, 20.0, c / 0.02 * 0.95, scv=0.0004)
+        for i, c in enumerate((2, 4, 8, 8))
+    ]
+    prof = load_profile("balanced")
+    plan = build_plan(
+        inventory=inventory,
+        inventory_name="inv.yaml",
+        profile=prof,
+        slo=effective_slo(None, inventory.slo, prof.slo),
+        fits=fits,
+        load_rps=700.0,
+        windows=40,
+        newest=None,
+        error_rates=[0.0] * 4,
+    ).plan
+    for node, slots in zip(plan.nodes, (2, 4, 8, 8), strict=True):
+        assert node.limits.max_active >= slots + room
+
+
 def test_the_split_follows_the_balancers_interleaving() -> None:
     """
     The lab's pool with near-fixed service (c = 2, 4, 8, 8 at 20 ms, the fitted scv 0.0004) at
