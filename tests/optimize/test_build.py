@@ -20,6 +20,7 @@ from capplan.optimize.build import (
 )
 from capplan.optimize.curves import NodeCurve, PoolCurves
 from capplan.optimize.thresholds import NodeThresholdInput, ThresholdInputs, derive_thresholds
+from capplan.planfile import Plan
 
 NODES = """nodes:
   - {name: web-1, host: 127.0.0.2, address: 127.0.0.2:8080, zone: a}
@@ -134,6 +135,25 @@ def _station_fit(
     )
 
 
+def _plan(text: str, fits: list[NodeFit], profile: str, load_rps: float) -> Plan:
+    """
+    The plan for the inventory ``text`` and its nodes' ``fits`` (no errors, 40 windows).
+    """
+    inventory = parse_inventory(text, "inv.yaml")
+    prof = load_profile(profile)
+    return build_plan(
+        inventory=inventory,
+        inventory_name="inv.yaml",
+        profile=prof,
+        slo=effective_slo(None, inventory.slo, prof.slo),
+        fits=fits,
+        load_rps=load_rps,
+        windows=40,
+        newest=None,
+        error_rates=[0.0] * len(fits),
+    ).plan
+
+
 def test_least_connections_weights_are_the_connections_at_the_split() -> None:
     """
     Least connections keeps each node's open connections in proportion to its weight, so its
@@ -145,22 +165,8 @@ def test_least_connections_weights_are_the_connections_at_the_split() -> None:
         "cluster: web\nslo: {latency_ms: 250, percentile: 99}\n"
         + NODES.split("  - {name: web-3")[0]
     )
-    inventory = parse_inventory(text, "inv.yaml")
     fits = [_station_fit("web-1", 8, 20.0, 350.0), _station_fit("web-2", 8, 40.0, 170.0)]
-    plans = {}
-    for profile in ("balanced", "cost-first"):
-        prof = load_profile(profile)
-        plans[profile] = build_plan(
-            inventory=inventory,
-            inventory_name="inv.yaml",
-            profile=prof,
-            slo=effective_slo(None, inventory.slo, prof.slo),
-            fits=fits,
-            load_rps=350.0,
-            windows=40,
-            newest=None,
-            error_rates=[0.0, 0.0],
-        ).plan
+    plans = {profile: _plan(text, fits, profile, 350.0) for profile in ("balanced", "cost-first")}
     least = plans["balanced"]
     assert least.methods.haproxy == "leastconn"
     rates = [n.rate_rps for n in least.nodes]
@@ -179,6 +185,19 @@ def test_least_connections_weights_are_the_connections_at_the_split() -> None:
     assert weights[1] / weights[0] == pytest.approx(rates[1] / rates[0], rel=0.01)
 
 
+def _fixed_service_plan(balancers: str) -> Plan:
+    """
+    The balanced profile's plan for the lab's pool with near-fixed service (c = 2, 4, 8, 8 at
+    20 ms, the fitted scv 0.0004) at 700 rps, p99 ≤ 120 ms, for ``balancers`` (inventory text).
+    """
+    text = "cluster: web\nslo: {latency_ms: 120, percentile: 99}\n" + balancers + NODES
+    fits = [
+        _station_fit(f"web-{i + 1}", c, 20.0, c / 0.02 * 0.95, scv=0.0004)
+        for i, c in enumerate((2, 4, 8, 8))
+    ]
+    return _plan(text, fits, "balanced", 700.0)
+
+
 @pytest.mark.parametrize(
     ("balancers", "room"),
     [
@@ -189,24 +208,7 @@ def test_least_connections_weights_are_the_connections_at_the_split() -> None:
 )
 def test_round_robin_room_without_or_with_haproxy(balancers: str, room: int) -> None:
     """max_active leaves round robin room whichever balancers the plan is for."""
-    text = "cluster: web\nslo: {latency_ms: 120, percentile: 99}\n" + balancers + NODES
-    inventory = parse_inventory(text, "inv.yaml")
-    fits = [
-        _station_fit(f"web-{i + 1}", c, 20.0, c / 0.02 * 0.95, scv=0.0004)
-        for i, c in enumerate((2, 4, 8, 8))
-    ]
-    prof = load_profile("balanced")
-    plan = build_plan(
-        inventory=inventory,
-        inventory_name="inv.yaml",
-        profile=prof,
-        slo=effective_slo(None, inventory.slo, prof.slo),
-        fits=fits,
-        load_rps=700.0,
-        windows=40,
-        newest=None,
-        error_rates=[0.0] * 4,
-    ).plan
+    plan = _fixed_service_plan(balancers)
     for node, slots in zip(plan.nodes, (2, 4, 8, 8), strict=True):
         assert node.limits.max_active >= slots + room
 
@@ -218,24 +220,7 @@ def test_the_split_follows_the_balancers_interleaving() -> None:
     queues little and gets about its slots' share (2/22 = 9.1%); a split over Poisson arrivals
     at each node gave it 6%, which costs the pool's p99 on a real balancer (bench.lab.arrivals).
     """
-    text = "cluster: web\nslo: {latency_ms: 120, percentile: 99}\n" + NODES
-    inventory = parse_inventory(text, "inv.yaml")
-    fits = [
-        _station_fit(f"web-{i + 1}", c, 20.0, c / 0.02 * 0.95, scv=0.0004)
-        for i, c in enumerate((2, 4, 8, 8))
-    ]
-    prof = load_profile("balanced")
-    plan = build_plan(
-        inventory=inventory,
-        inventory_name="inv.yaml",
-        profile=prof,
-        slo=effective_slo(None, inventory.slo, prof.slo),
-        fits=fits,
-        load_rps=700.0,
-        windows=40,
-        newest=None,
-        error_rates=[0.0] * 4,
-    ).plan
+    plan = _fixed_service_plan("")
     shares = [n.share for n in plan.nodes]
     assert shares[0] == pytest.approx(2 / 22, abs=0.006)
     assert shares[1] == pytest.approx(4 / 22, abs=0.006)
@@ -256,29 +241,22 @@ AUTO = {"nginx": "auto", "haproxy": "auto", "ipvsadm": "auto", "keepalived": "au
 
 
 class TestChooseMethods:
-    def test_even_service_is_round_robin(self) -> None:
-        stations = [(2.0, 0.02, 0.0), (8.0, 0.02, 0.05)]
-        # weighted by rate: (100·0 + 300·0.05)/400 = 0.0375 ≤ 0.04
+    @pytest.mark.parametrize(
+        ("scv", "names", "said"),
+        [
+            # weighted by rate: (100·0 + 300·0.05)/400 = 0.0375 ≤ 0.04
+            (0.05, ("round_robin", "roundrobin", "wrr", "wrr"), "scv 0.037"),
+            # (100·0 + 300·0.06)/400 = 0.045 > 0.04
+            (0.06, ("least_conn", "leastconn", "wlc", "wlc"), "vary (scv 0.045"),
+        ],
+    )
+    def test_by_the_service_times_variability(
+        self, scv: float, names: tuple[str, ...], said: str
+    ) -> None:
+        stations = [(2.0, 0.02, 0.0), (8.0, 0.02, scv)]
         methods, why = choose_methods(AUTO, ["a", "b"], stations, [100.0, 300.0])
-        assert methods == {
-            "nginx": "round_robin",
-            "haproxy": "roundrobin",
-            "ipvsadm": "wrr",
-            "keepalived": "wrr",
-        }
-        assert "scv 0.037" in why
-
-    def test_variable_service_is_least_connections(self) -> None:
-        stations = [(2.0, 0.02, 0.0), (8.0, 0.02, 0.06)]
-        # (100·0 + 300·0.06)/400 = 0.045 > 0.04
-        methods, why = choose_methods(AUTO, ["a", "b"], stations, [100.0, 300.0])
-        assert methods == {
-            "nginx": "least_conn",
-            "haproxy": "leastconn",
-            "ipvsadm": "wlc",
-            "keepalived": "wlc",
-        }
-        assert "vary" in why
+        assert methods == dict(zip(AUTO, names, strict=True))
+        assert said in why
 
     def test_unknown_variability_is_least_connections_naming_the_node(self) -> None:
         methods, why = choose_methods(AUTO, ["a", "b"], [(2.0, 0.02, 0.0), None], [100.0, 300.0])
