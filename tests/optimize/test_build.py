@@ -262,6 +262,11 @@ class TestChooseMethods:
         methods, why = choose_methods(AUTO, ["a", "b"], [(2.0, 0.02, 0.0), None], [100.0, 300.0])
         assert methods["nginx"] == "least_conn"
         assert "unknown for b" in why
+        # the longest names a node may have still give one plan reason (≤ 500 characters)
+        names = [f"{i}" + "n" * 62 for i in range(5)]
+        _, why = choose_methods(AUTO, names, [None] * 5, [1.0] * 5)
+        assert "and 2 more" in why
+        assert len(why) <= 500
 
     def test_a_pinned_method_is_kept(self) -> None:
         requested = {"nginx": "least_conn", "haproxy": "auto"}
