@@ -867,10 +867,10 @@ def _batch_flat(*arrays: FloatArray) -> tuple[tuple[int, ...], list[FloatArray]]
 
 
 def _batch_parameters(
-    rate: object, servers: object, service_time: object, scv: object
-) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    rate: object, servers: object, service_time: object, scv: object, arrival_scv: object
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
     """
-    Validate the station parameters of the batch API.
+    Validate the station parameters of the batch API and the arrivals' scv.
     """
     return (
         _batch_argument(rate, "rate", "a finite rate >= 0", 0.0, strict=False, high=np.inf),
@@ -879,6 +879,9 @@ def _batch_parameters(
             service_time, "service_time", "a finite number > 0", 0.0, strict=True, high=np.inf
         ),
         _batch_argument(scv, "scv", "a finite number >= 0", 0.0, strict=False, high=np.inf),
+        _batch_argument(
+            arrival_scv, "arrival_scv", "a finite number >= 0", 0.0, strict=False, high=np.inf
+        ),
     )
 
 
@@ -902,15 +905,6 @@ def _batch_wait(
         return (*_wait_parameters(load, servers, service_time, scv, arrival_scv), None)
     load = np.where(unstable, 0.0, load)
     return (*_wait_parameters(load, servers, service_time, scv, arrival_scv), unstable)
-
-
-def _arrival_scv(value: ArrayLike) -> FloatArray:
-    """
-    The batch API's ``arrival_scv`` argument, range-checked.
-    """
-    return _batch_argument(
-        value, "arrival_scv", "a finite number >= 0", 0.0, strict=False, high=np.inf
-    )
 
 
 def _fill(values: FloatArray, unstable: npt.NDArray[np.bool_] | None, fill: float) -> None:
@@ -965,7 +959,7 @@ def mgc_mean_response(
         The mean response times (float64, the broadcast shape); ``inf`` where
         ``rate >= servers / service_time``.
     """
-    parameters = (*_batch_parameters(rate, servers, service_time, scv), _arrival_scv(arrival_scv))
+    parameters = _batch_parameters(rate, servers, service_time, scv, arrival_scv)
     shape, flat = _batch_flat(*parameters)
     rate_, servers_, service_time_, scv_, arrival_ = flat
     p_wait, theta, unstable = _batch_wait(rate_, servers_, service_time_, scv_, arrival_)
@@ -988,7 +982,7 @@ def _batch_sf_pdf(
     Validate, broadcast and compute ``P(T > t)`` and/or the density (flat results).
     """
     times = _batch_argument(t, "t", "a time >= 0", 0.0, strict=False, high=math.nan)
-    parameters = (*_batch_parameters(rate, servers, service_time, scv), _arrival_scv(arrival_scv))
+    parameters = _batch_parameters(rate, servers, service_time, scv, arrival_scv)
     shape, (times, rate_, servers_, service_time_, scv_, arrival_) = _batch_flat(times, *parameters)
     p_wait, theta, unstable = _batch_wait(rate_, servers_, service_time_, scv_, arrival_)
     sf, pdf = _sf_pdf(times, p_wait, theta, service_time_, scv_, want_sf, want_pdf)
@@ -1085,7 +1079,7 @@ def mgc_wait(
     Returns:
         ``(C, θ)``, float64 of the broadcast shape; nan where ``rate >= servers/service_time``.
     """
-    parameters = (*_batch_parameters(rate, servers, service_time, scv), _arrival_scv(arrival_scv))
+    parameters = _batch_parameters(rate, servers, service_time, scv, arrival_scv)
     shape, flat = _batch_flat(*parameters)
     p_wait, theta, unstable = _batch_wait(*flat)
     _fill(p_wait, unstable, math.nan)
@@ -1213,7 +1207,7 @@ def mgc_response_quantile(
         ``rate >= servers / service_time``.
     """
     probs = _batch_argument(p, "p", "a probability in (0, 1)", 0.0, strict=True, high=1.0)
-    parameters = (*_batch_parameters(rate, servers, service_time, scv), _arrival_scv(arrival_scv))
+    parameters = _batch_parameters(rate, servers, service_time, scv, arrival_scv)
     shape, (probs, rate_, servers_, service_time_, scv_, arrival_) = _batch_flat(probs, *parameters)
     p_wait, theta, unstable = _batch_wait(rate_, servers_, service_time_, scv_, arrival_)
     q = 1.0 - probs
