@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from bench.lab.arrivals import SERVERS, SERVICE_S, smooth_wrr
-from bench.lab.stationary import fcfs_response
+from bench.lab.arrivals import SERVERS, SERVICE_S, pooled_p99, smooth_wrr
 from capplan.models.queueing import (
     mgc_mean_response,
     mgc_response_quantile,
@@ -145,13 +144,8 @@ def test_model_against_a_simulated_round_robin() -> None:
 
     def simulated(shares: tuple[float, ...]) -> float:
         assign = smooth_wrr(shares, arrivals.size)
-        times = np.concatenate(
-            [
-                fcfs_response(arrivals[assign == j], c, np.full(np.sum(assign == j), SERVICE_S))
-                for j, c in enumerate(SERVERS)
-            ]
-        )
-        return float(np.quantile(times[times.size // 20 :], 0.99)) * 1e3
+        fixed = np.ones(arrivals.size)
+        return pooled_p99(arrivals, assign, SERVERS, fixed, np.full(len(SERVERS), SERVICE_S))
 
     poisson = split_load(pool, caps, load, objective="percentile", quantile=0.99)
     even = split_load(pool.interleaved(load), caps, load, objective="percentile", quantile=0.99)
