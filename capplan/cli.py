@@ -11,7 +11,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -36,6 +36,7 @@ from capplan.status import ExitStatus
 
 if TYPE_CHECKING:
     from capplan.inventory import SLOSpec
+    from capplan.models.fit import NodeFit, NodeInput, SLOTarget
 
 __all__ = ["app", "run"]
 
@@ -75,12 +76,56 @@ DbOpt = Annotated[
 ]
 
 
+ParallelFitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--parallel",
+        min=1,
+        help="Worker processes for a pool of more than 250 nodes (default: one per core).",
+    ),
+]
+
+
 def _stdout() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
 def _stderr() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _fit_pool(
+    inputs: Sequence[NodeInput],
+    target: SLOTarget,
+    *,
+    ceiling: float,
+    model: str = "auto",
+    parallel: int | None = None,
+    show_progress: bool = False,
+) -> list[NodeFit]:
+    """
+    Fit the nodes (in batches over worker processes when there are many), with a progress bar
+    on a terminal when asked and the pool is more than one batch.
+    """
+    from capplan.models.parallel import BATCH_NODES, fit_in_batches
+
+    def run(progress: Callable[[int, int], None] | None) -> list[NodeFit]:
+        return fit_in_batches(
+            inputs,
+            target,
+            model=model,
+            utilization_ceiling=ceiling,
+            processes=parallel,
+            progress=progress,
+        )
+
+    out = _stdout()
+    if show_progress and len(inputs) > BATCH_NODES and out.is_terminal:
+        from capplan.progress import FitProgress
+
+        with FitProgress(out, len(inputs)) as bar:
+            return run(bar.update)
+    return run(None)
 
 
 def _finite(value: Any) -> Any:
@@ -664,6 +709,7 @@ def fit(
     profile: Annotated[str | None, typer.Option("--profile", help="Profile name or file.")] = None,
     ansible_inventory: AnsibleOpt = None,
     group: GroupOpt = None,
+    parallel: ParallelFitOpt = None,
     json_: JsonOpt = False,
 ) -> ExitStatus:
     """
@@ -676,7 +722,7 @@ def fit(
     if csv_file is not None:
         return _fit_table_csv(csv_file, model, json_)
     from capplan.inventory import effective_slo, load_inventory, load_profile
-    from capplan.models.fit import NodeInput, SLOTarget, fit_nodes
+    from capplan.models.fit import NodeInput, SLOTarget
     from capplan.store import Store
 
     override = _slo_override(slo_ms, percentile)
@@ -720,7 +766,14 @@ def fit(
             )
             for name in names
         ]
-    fits = fit_nodes(inputs, target, model=model, utilization_ceiling=prof.utilization_ceiling)
+    fits = _fit_pool(
+        inputs,
+        target,
+        ceiling=prof.utilization_ceiling,
+        model=model,
+        parallel=parallel,
+        show_progress=not json_,
+    )
     failed = [f for f in fits if not f.success]
     status = (
         ExitStatus.OK
@@ -877,7 +930,7 @@ def optimize(
     Fit, split the load, derive limits and thresholds, write the plan and configs.
     """
     from capplan.inventory import effective_slo, load_inventory, load_profile
-    from capplan.models.fit import NodeInput, SLOTarget, fit_nodes
+    from capplan.models.fit import NodeInput, SLOTarget
     from capplan.optimize.build import build_plan
     from capplan.planfile import TARGETS, dump_plan
     from capplan.render import render
@@ -908,10 +961,11 @@ def optimize(
             file=str(inventory),
             hint="run `capplan collect -i INV` or `capplan import FILE.csv` first",
         )
-    fits = fit_nodes(
+    fits = _fit_pool(
         [NodeInput(n.name, windows[n.name], n.workers) for n in inv.nodes],
         target,
-        utilization_ceiling=prof.utilization_ceiling,
+        ceiling=prof.utilization_ceiling,
+        show_progress=not json_,
     )
     capacity = _capacity_of(out, inv.cluster) if out is not None else None
     load_from = None
@@ -1455,7 +1509,7 @@ def plan_cmd(
     import time
 
     from capplan.inventory import effective_slo, load_inventory, load_profile
-    from capplan.models.fit import NodeInput, SLOTarget, fit_nodes
+    from capplan.models.fit import NodeInput, SLOTarget
     from capplan.plan.build import parse_add, plan_capacity
     from capplan.plan.fleet import METHODS
     from capplan.plan.forecast import (
@@ -1508,10 +1562,11 @@ def plan_cmd(
     slo = effective_slo(override, inv.slo, prof.slo)
     with Store.open(_db_path(db), create=False) as store:
         windows = {n.name: list(store.windows(n.name)) for n in inv.nodes}
-    fits = fit_nodes(
+    fits = _fit_pool(
         [NodeInput(n.name, windows[n.name], n.workers) for n in inv.nodes if windows[n.name]],
         SLOTarget(slo.percentile, slo.latency_ms, slo.max_error_rate),
-        utilization_ceiling=prof.utilization_ceiling,
+        ceiling=prof.utilization_ceiling,
+        show_progress=not json_,
     )
     if history is not None:
         past = _pool_history(windows) if history == "store" else read_history_csv(history)

@@ -1,7 +1,7 @@
 """
-Live progress on a terminal for long runs (``capplan collect``): one line per state with the
-nodes in it, and the time elapsed.  Never used under ``--json`` or when stdout is not a
-terminal.
+Live progress on a terminal for long runs: ``capplan collect`` (one line per state with the
+nodes in it, and the time elapsed) and the fit of a large pool (a bar).  Never used under
+``--json`` or when stdout is not a terminal.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from types import TracebackType
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-__all__ = ["CollectProgress"]
+__all__ = ["CollectProgress", "FitProgress"]
 
 _ORDER = (
     "connecting",
@@ -76,3 +77,36 @@ class CollectProgress:
         traceback: TracebackType | None,
     ) -> None:
         self._live.__exit__(kind, value, traceback)
+
+
+class FitProgress:
+    """
+    A bar of the nodes fitted so far; ``update`` is the fit's progress callback.
+    """
+
+    def __init__(self, console: Console, total: int) -> None:
+        self._bar = Progress(
+            TextColumn("fitting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("nodes"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task = self._bar.add_task("fit", total=total)
+
+    def update(self, done: int, total: int) -> None:
+        self._bar.update(self._task, completed=done, total=total)
+
+    def __enter__(self) -> FitProgress:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._bar.__exit__(kind, value, traceback)

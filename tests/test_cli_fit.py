@@ -75,6 +75,43 @@ class TestFitStore:
         assert node["capacity_rps"] < base["capacity_rps"]
         assert 60 == result.json["slo"]["latency_ms"]
 
+    def test_parallel_batches_same_json(
+        self, cli: CLI, example_fit: dict, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """--parallel 2 over batches of one node: the same document as the one-batch fit."""
+        import capplan.models.parallel
+
+        monkeypatch.setattr(capplan.models.parallel, "BATCH_NODES", 1)
+        args = ("fit", "-i", EXAMPLES / "web" / "inventory.yaml", "--db", example_fit["db"])
+        result = cli(*args, "--parallel", "2", "--json")
+        assert ExitStatus.OK == result.status
+        assert example_fit["json"] == result.json
+        assert 2 == cli(*args, "--parallel", "0").status  # at least one process
+
+    def test_progress_bar_on_a_terminal(
+        self, example_fit: dict, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On a terminal, a pool of several batches shows a bar of the nodes fitted."""
+        import io
+
+        from rich.console import Console
+
+        import capplan.cli
+        import capplan.models.parallel
+        from capplan.cli import run
+
+        screen = io.StringIO()
+        monkeypatch.setattr(capplan.models.parallel, "BATCH_NODES", 1)
+        monkeypatch.setattr(
+            capplan.cli, "_stdout", lambda: Console(file=screen, force_terminal=True, width=100)
+        )
+        args = ["fit", "-i", str(EXAMPLES / "web" / "inventory.yaml"), "--db"]
+        assert ExitStatus.OK == run([*args, str(example_fit["db"]), "--parallel", "1"])
+        text = screen.getvalue()
+        assert "fitting" in text
+        assert "4/4" in text
+        assert "web-4" in text  # the table follows
+
     def test_unknown_node(self, cli: CLI, example_fit: dict) -> None:
         """An unknown --node exits 2 and lists the nodes."""
         result = cli("fit", "--db", example_fit["db"], "--node", "web-9")

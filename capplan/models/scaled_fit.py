@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from capplan.models._batch_lm import batched_lm
 
-__all__ = ["BaseFits", "fit_demand_many", "fit_hyperbolic_many", "fit_usl_many"]
+__all__ = ["BaseFits", "demand_latency", "fit_demand_many", "fit_hyperbolic_many", "fit_usl_many"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -254,6 +254,17 @@ def fit_usl_many(load: FloatArray, throughput: FloatArray, weight: FloatArray) -
 # ---------------------------------------------------------------------------- demand law
 
 
+def demand_latency(theta: FloatArray, rate: FloatArray) -> FloatArray:
+    """
+    The utilization law's latency curve ``R0 / (1 − D·λ)`` per row of ``theta`` = (D, R0).
+    """
+    dem, base0 = theta[:, 0:1], theta[:, 1:2]
+    util = dem * rate
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: FloatArray = np.where(util < 1, base0 / (1 - util), np.inf)
+    return out
+
+
 def fit_demand_many(
     rate: FloatArray,
     cpu: FloatArray,
@@ -295,18 +306,13 @@ def fit_demand_many(
     cov = np.zeros((theta.shape[0], 2, 2))
     cov[:, 0, 0] = se**2  # R0 is taken as known (its error is second order here)
 
-    def base(th: FloatArray, r: FloatArray) -> FloatArray:
-        dem, base0 = th[:, 0:1], th[:, 1:2]
-        util = dem * r
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out: FloatArray = np.where(util < 1, base0 / (1 - util), np.inf)
-        return out
-
     def saturation(th: FloatArray) -> FloatArray:
         out: FloatArray = ceiling / np.maximum(th[:, 0], 1e-300)
         return out
 
-    return BaseFits(theta, cov, dof, success, messages, ("demand_s", "base_s"), base, saturation)
+    return BaseFits(
+        theta, cov, dof, success, messages, ("demand_s", "base_s"), demand_latency, saturation
+    )
 
 
 # ------------------------------------------------------------------------------ hyperbola

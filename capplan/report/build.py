@@ -3,7 +3,7 @@ The report's one core call: fit, split and plan with capplan's own functions, th
 results into figure data (pure: plain data in, a ``Report`` out).
 
 The report shows what ``capplan fit``, ``capplan optimize`` and ``capplan plan`` answer for the
-same inputs: it calls ``fit_nodes``, ``build_plan`` and ``plan_capacity`` exactly as they do,
+same inputs: it calls ``fit_in_batches``, ``build_plan`` and ``plan_capacity`` exactly as they do,
 and never recomputes a capacity, a split or a fleet itself.  A section that cannot be
 computed (the load is more than the pool can carry, the inventory declares nothing to plan
 with) is left out with the reason in the notes, so the rest of the report is still there.
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from capplan.errors import InfeasibleError, InputError
 from capplan.inventory import SLO, Inventory, Profile
-from capplan.models.fit import NodeFit, NodeInput, SLOTarget, fit_nodes
+from capplan.models.fit import NodeFit, NodeInput, SLOTarget
+from capplan.models.parallel import fit_in_batches
 from capplan.optimize.build import Optimized, build_plan
 from capplan.plan.build import CapacityPlan, plan_capacity
 from capplan.plan.forecast import Forecast
@@ -91,7 +92,7 @@ def build_report(
         )
     target = SLOTarget(slo.percentile, slo.latency_ms, slo.max_error_rate)
     per_node = [list(windows.get(n.name, ())) for n in inventory.nodes]
-    fits = fit_nodes(
+    fits = fit_in_batches(
         [NodeInput(n.name, ws, n.workers) for n, ws in zip(inventory.nodes, per_node, strict=True)],
         target,
         utilization_ceiling=profile.utilization_ceiling,
