@@ -1,0 +1,50 @@
+"""
+bench.lab.behind: the windows it cuts are the simulated requests' statistics, and its control
+(every node fed Poisson traffic) is fitted back to the true stations — the baseline its table of
+behind-the-balancer errors is measured against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.lab import behind
+from capplan.models.station_fit import station_capacity
+
+
+def test_windows_are_the_requests_statistics() -> None:
+    """Each window holds the requests that arrived in it: count, mean, percentiles, Little."""
+    arrivals = np.array([0.5, 1.0, 1.5] * 10 + [61.0] * 25, dtype=np.float64)
+    arrivals.sort()
+    response = np.linspace(0.010, 0.050, arrivals.size)
+    got = behind.windows("n", arrivals, response, 60.0)
+    assert [30, 25] == [w.requests for w in got]
+    first = response[:30] * 1e3
+    assert got[0].mean_ms == pytest.approx(first.mean())
+    assert got[0].p99_ms == pytest.approx(np.quantile(first, 0.99))
+    assert got[0].concurrency == pytest.approx(30 / 60 * first.mean() / 1e3)
+    assert got[1].start > got[0].start
+
+
+def test_round_robin_hands_each_node_its_slots_share() -> None:
+    """Smooth round robin by slots: each node's share of the requests is its slots' share."""
+    arrivals, _, unit = behind.ramp(1, 5.0, "exp", 0.4)
+    assign = behind.dispatch("round robin", arrivals, unit, 1)
+    shares = np.bincount(assign, minlength=4) / assign.size
+    np.testing.assert_allclose(shares, np.array(behind.SERVERS) / 22, atol=1e-3)
+
+
+def test_poisson_control_recovers_the_stations() -> None:
+    """Random dispatch (Poisson at every node): slots exact, capacity within 6% of the truth."""
+    fits = behind.measure("random", 1, 60.0, "exp", 0.4, workers=False)
+    truth = station_capacity(
+        np.array(behind.SERVERS, dtype=np.float64),
+        np.full(4, behind.SERVICE_S),
+        np.ones(4),
+        behind.SLO.latency_ms / 1e3,
+        behind.SLO.percentile / 100,
+    )
+    assert list(behind.SERVERS) == [f.params["servers"] for f in fits]
+    got = np.array([f.capacity_rps for f in fits])
+    np.testing.assert_allclose(got, truth, rtol=0.06)
