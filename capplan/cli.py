@@ -11,7 +11,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -37,6 +37,7 @@ from capplan.status import ExitStatus
 if TYPE_CHECKING:
     from capplan.inventory import SLOSpec
     from capplan.models.fit import NodeFit, NodeInput, SLOTarget
+    from capplan.samples import Window
 
 __all__ = ["app", "run"]
 
@@ -102,12 +103,19 @@ def _fit_pool(
     model: str = "auto",
     parallel: int | None = None,
     show_progress: bool = False,
+    behind: Mapping[str, Sequence[Window]] | None = None,
 ) -> list[NodeFit]:
     """
     Fit the nodes (in batches over worker processes when there are many), with a progress bar
-    on a terminal when asked and the pool is more than one batch.
+    on a terminal when asked and the pool is more than one batch.  ``behind``: every node's
+    windows of a pool measured behind its balancer (the inventory's ``arrivals: balancer``),
+    whose shares of the stream give each window's arrivals.
     """
+    from capplan.models.fit import with_balancer_arrivals
     from capplan.models.parallel import BATCH_NODES, fit_in_batches
+
+    if behind is not None:
+        inputs = with_balancer_arrivals(inputs, behind)
 
     def run(progress: Callable[[int, int], None] | None) -> list[NodeFit]:
         return fit_in_batches(
@@ -758,10 +766,15 @@ def fit(
                 "no nodes to fit: the store is empty",
                 hint="run `capplan import FILE.csv` or `capplan collect` first",
             )
+        behind = (
+            {n.name: list(store.windows(n.name)) for n in inv.nodes}
+            if inv is not None and inv.arrivals == "balancer"
+            else None
+        )
         inputs = [
             NodeInput(
                 name,
-                list(store.windows(name)),
+                behind[name] if behind is not None else list(store.windows(name)),
                 inv.node(name).workers if inv is not None else None,
             )
             for name in names
@@ -769,6 +782,7 @@ def fit(
     fits = _fit_pool(
         inputs,
         target,
+        behind=behind,
         ceiling=prof.utilization_ceiling,
         model=model,
         parallel=parallel,
@@ -791,6 +805,7 @@ def fit(
                     "max_error_rate": slo.max_error_rate,
                 },
                 "profile": prof.name,
+                "arrivals": "balancer" if behind is not None else "poisson",
                 "nodes": [_node_document(f) for f in fits],
             }
         )
@@ -805,6 +820,12 @@ def fit(
         "windows",
         "fit",
         title=f"Capacity at {slo.label} ≤ {slo.latency_ms:g} ms (requests per second)",
+        caption=(
+            "windows measured behind the balancer (arrivals: balancer): each node's share of "
+            "the stream evens its arrivals"
+            if behind is not None
+            else None
+        ),
     )
     for f in fits:
         if not f.success:
@@ -964,6 +985,7 @@ def optimize(
     fits = _fit_pool(
         [NodeInput(n.name, windows[n.name], n.workers) for n in inv.nodes],
         target,
+        behind=windows if inv.arrivals == "balancer" else None,
         ceiling=prof.utilization_ceiling,
         show_progress=not json_,
     )
@@ -1565,6 +1587,7 @@ def plan_cmd(
     fits = _fit_pool(
         [NodeInput(n.name, windows[n.name], n.workers) for n in inv.nodes if windows[n.name]],
         SLOTarget(slo.percentile, slo.latency_ms, slo.max_error_rate),
+        behind=windows if inv.arrivals == "balancer" else None,
         ceiling=prof.utilization_ceiling,
         show_progress=not json_,
     )

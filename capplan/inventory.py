@@ -201,6 +201,9 @@ class Inventory(_Strict):
     cluster: Name
     profile: str = "balanced"
     load_rps: float | None = Field(None, gt=0)
+    #: How the windows' requests arrived: ``poisson`` (each node driven alone, or at random)
+    #: or ``balancer`` (measured behind one balancer spreading a stream over the nodes).
+    arrivals: Literal["poisson", "balancer"] = "poisson"
     slo: SLOSpec = Field(default_factory=SLOSpec)
     ssh: SSHSettings = Field(default_factory=SSHSettings)
     nodes: list[Node] = Field(min_length=1)

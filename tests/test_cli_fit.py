@@ -88,6 +88,32 @@ class TestFitStore:
         assert example_fit["json"] == result.json
         assert 2 == cli(*args, "--parallel", "0").status  # at least one process
 
+    def test_arrivals_behind_the_balancer(
+        self, cli: CLI, example_fit: dict, tmp_path: Path
+    ) -> None:
+        """
+        arrivals: balancer reads each window as the node's share of the pool's stream: the
+        example's Poisson windows then mean slower M/G/c stations (lower capacities), also
+        for --node.
+        """
+        text = (EXAMPLES / "web" / "inventory.yaml").read_text(encoding="utf-8")
+        inventory = tmp_path / "inventory.yaml"
+        inventory.write_text(text.replace("cluster: web\n", "cluster: web\narrivals: balancer\n"))
+        assert "poisson" == example_fit["json"]["arrivals"]
+        db = example_fit["db"]
+        mgc = ("--db", db, "--model", "mgc", "--json")
+        poisson = cli("fit", "-i", EXAMPLES / "web" / "inventory.yaml", *mgc)
+        result = cli("fit", "-i", inventory, *mgc)
+        assert ExitStatus.OK == result.status
+        assert "balancer" == result.json["arrivals"]
+        before = {n["node"]: n["capacity_rps"] for n in poisson.json["nodes"]}
+        after = {n["node"]: n["capacity_rps"] for n in result.json["nodes"]}
+        assert all(after[n] < before[n] for n in before)
+        one = cli("fit", "-i", inventory, "--node", "web-1", *mgc)
+        assert after["web-1"] == one.json["nodes"][0]["capacity_rps"]
+        table = cli("fit", "-i", inventory, "--db", db)
+        assert "arrivals: balancer" in table.stdout
+
     def test_progress_bar_on_a_terminal(
         self, example_fit: dict, monkeypatch: pytest.MonkeyPatch
     ) -> None:

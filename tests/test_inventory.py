@@ -56,6 +56,15 @@ class TestInventory:
         assert "local" == inv.node("web-2").host
         assert "nginx" == inv.balancers[0].kind
 
+    def test_arrivals(self) -> None:
+        """arrivals: poisson unless the windows were measured behind the balancer; else refused."""
+        assert "poisson" == parse_inventory(GOOD, "inv.yaml").arrivals
+        text = GOOD.replace("load_rps: 1800\n", "load_rps: 1800\narrivals: balancer\n")
+        assert "balancer" == parse_inventory(text, "inv.yaml").arrivals
+        bad = error_of(GOOD.replace("load_rps: 1800\n", "load_rps: 1800\narrivals: lc\n"))
+        assert bad.startswith("inv.yaml:4: arrivals:")
+        assert "'poisson' or 'balancer'" in bad
+
     def test_duplicated_node_name(self) -> None:
         """A duplicated node name points at the second one and names the first's line."""
         text = GOOD.replace("name: web-2", "name: web-1")

@@ -19,8 +19,8 @@ upward rather than reported as a confident number.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Protocol
 
@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from capplan.models.queueing import Station, mgc_mean_response, relaxation_time
+from capplan.models.queueing import Station, mgc_mean_response, mgc_wait, relaxation_time
 from capplan.models.scaled_fit import (
     BaseFits,
     fit_demand_many,
@@ -53,9 +53,11 @@ __all__ = [
     "NodeInput",
     "Observations",
     "SLOTarget",
+    "balancer_arrival_scvs",
     "fit_node",
     "fit_nodes",
     "observations",
+    "with_balancer_arrivals",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -150,6 +152,8 @@ class Observations:
     latency: dict[str, FloatArray]
     concurrency: FloatArray
     cpu: FloatArray
+    #: Each window's inter-arrival scv (1: Poisson; see ``NodeInput.arrival_scv``).
+    arrival: FloatArray | None = None
 
     @property
     def n(self) -> int:
@@ -173,11 +177,19 @@ class Observations:
         return bool(np.count_nonzero(np.isfinite(values)) * 2 >= max(self.n, 1))
 
 
-def observations(node: str, windows: Sequence[Window]) -> Observations:
+def observations(
+    node: str, windows: Sequence[Window], arrival_scv: Sequence[float] | None = None
+) -> Observations:
     """
-    Arrays of one node's windows that carry requests (empty windows say nothing of latency).
+    Arrays of one node's windows that carry requests (empty windows say nothing of latency),
+    with each one's inter-arrival scv when given (one per window of ``windows``).
     """
-    used = [w for w in windows if w.requests > 0 and w.seconds > 0]
+    if arrival_scv is not None and len(arrival_scv) != len(windows):
+        raise ValueError(
+            f"{node}: {len(arrival_scv)} arrival scvs for {len(windows)} windows (one each)"
+        )
+    keep = [w.requests > 0 and w.seconds > 0 for w in windows]
+    used = [w for w, k in zip(windows, keep, strict=True) if k]
 
     def column(get: Callable[[Window], float | None], scale: float = 1.0) -> FloatArray:
         return np.array(
@@ -200,6 +212,9 @@ def observations(node: str, windows: Sequence[Window]) -> Observations:
         latency=latency,
         concurrency=column(lambda w: w.concurrency),
         cpu=column(lambda w: w.cpu_util),
+        arrival=None
+        if arrival_scv is None
+        else np.array([a for a, k in zip(arrival_scv, keep, strict=True) if k], dtype=np.float64),
     )
 
 
@@ -391,6 +406,12 @@ class NodeInput:
     node: str
     windows: Sequence[Window]
     workers: int | None = None
+    #: Per window, the scv of its requests' inter-arrival times (None: 1 for every window,
+    #: Poisson traffic).  Behind a balancer that interleaves one stream (round robin; least
+    #: connections at least as evenly) it is the node's share of the stream in that window
+    #: (``balancer_arrival_scvs``): the station is fitted to the waits those arrivals make
+    #: (Allen–Cunneen's (ca² + scv)/2), and its capacity is still that of Poisson traffic.
+    arrival_scv: Sequence[float] | None = None
 
 
 def fit_node(
@@ -492,8 +513,54 @@ class _Plan:
     warnings: tuple[str, ...]
 
 
+def balancer_arrival_scvs(windows: Mapping[str, Sequence[Window]]) -> dict[str, list[float]]:
+    """
+    Per node and window, its requests' inter-arrival scv behind a balancer that spreads one
+    Poisson stream over the nodes: the node's share of the requests of every node's window of
+    the same start and length.
+
+    Round robin hands a node of share p every (1/p)-th request of the stream, so its gaps are
+    Erlang-(1/p): scv p.  Least connections spreads the stream at least as evenly.  A window
+    that no other node has one of alike gets 1 (nothing tells its share: Poisson).
+
+    Args:
+        windows: Each node's windows (the pool behind one balancer).
+
+    Returns:
+        Per node, one scv per window, in the order of its windows.
+    """
+    total: dict[tuple[object, float], int] = {}
+    count: dict[tuple[object, float], int] = {}
+    for ws in windows.values():
+        for w in ws:
+            key = (w.start, w.seconds)
+            total[key] = total.get(key, 0) + w.requests
+            count[key] = count.get(key, 0) + 1
+    out: dict[str, list[float]] = {}
+    for node, ws in windows.items():
+        shares = []
+        for w in ws:
+            key = (w.start, w.seconds)
+            alone = count[key] < 2 or total[key] <= 0
+            shares.append(1.0 if alone else w.requests / total[key])
+        out[node] = shares
+    return out
+
+
+def with_balancer_arrivals(
+    inputs: Sequence[NodeInput], pool: Mapping[str, Sequence[Window]]
+) -> list[NodeInput]:
+    """
+    ``inputs`` with each window's arrival scv behind the balancer, from the shares of the
+    whole ``pool``'s windows (``balancer_arrival_scvs``; a node fitted alone is still one of
+    the pool that shared the stream).
+    """
+    scvs = balancer_arrival_scvs({**pool, **{i.node: i.windows for i in inputs}})
+    return [replace(i, arrival_scv=scvs[i.node]) for i in inputs]
+
+
 def _plan(item: NodeInput, slo: SLOTarget, model: str) -> _Plan:
-    obs = observations(item.node, item.windows)
+    obs = observations(item.node, item.windows, item.arrival_scv)
     common = slo.stat if slo.stat is not None and obs.has(slo.stat) else "mean"
     has_percentiles = any(obs.has(k) for k in ("p50", "p95", "p99"))
     wanted = list(MODELS) if model == "auto" else [model]
@@ -1306,7 +1373,11 @@ def _pack(plans: Sequence[_Plan]) -> Packed:
         for key in STAT_QUANTILES:
             if p.obs.has(key):
                 latency[key][i, :m] = p.obs.latency[key]
-    return Packed(rate, weight, latency, requests)
+    arrival = np.ones((n, width))
+    for i, p in enumerate(plans):
+        if p.obs.arrival is not None:
+            arrival[i, : p.obs.n] = p.obs.arrival
+    return Packed(rate, weight, latency, requests, arrival)
 
 
 def _station_candidates(
@@ -1384,11 +1455,15 @@ def _station_candidates(
         values = obs.latency[plan.common]
         ok = np.isfinite(values)
         qc = STAT_QUANTILES[plan.common]
+        arrival = np.ones(int(np.count_nonzero(ok))) if obs.arrival is None else obs.arrival[ok]
         if qc is None:
-            pred = mgc_mean_response(obs.rate[ok], c, s, v)
+            pred = mgc_mean_response(obs.rate[ok], c, s, v, arrival_scv=arrival)
             r = np.log(np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)) - np.log(values[ok])
         else:
-            r = log_quantile_residuals(obs.rate[ok], qc, values[ok], c, s, v, newton_steps=3)
+            rate_ok = obs.rate[ok]
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                wait = mgc_wait(*np.broadcast_arrays(rate_ok, c, s, v), arrival_scv=arrival)
+            r = log_quantile_residuals(rate_ok, qc, values[ok], c, s, v, newton_steps=3, wait=wait)
         rss = float(np.sum(obs.weight[ok] * r**2))
         n = int(np.count_nonzero(ok))
         residuals = np.full(obs.n, np.nan)

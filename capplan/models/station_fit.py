@@ -6,6 +6,11 @@ inventory gives ``workers``) and its service-time squared coefficient of variati
 (fixed at 1 for M/M/c) — are fitted by generalised least squares on the log of every latency
 statistic its windows carry (mean, p50, p95, p99): residual ln(predicted) − ln(observed).
 
+A window may carry the scv of its requests' inter-arrival times (``Packed.arrival``: behind a
+balancer, the node's share of the stream; 1 for Poisson traffic): its predicted wait is then
+Allen–Cunneen's for those arrivals, ``C/(cμ − λ) · (ca² + scv)/2``, while the whitening below
+keeps the Poisson model's sampling covariance (it only weights the statistics).
+
 The four statistics of one window are strongly correlated (its p95 and p99 rest on overlapping
 slow requests; a slow burst lifts the mean with them), so they are not weighted as independent.
 The fit has two stages.  Stage 1 is weighted least squares (weights: the window's request count
@@ -100,6 +105,8 @@ class Packed:
     weight: FloatArray  # (n, w) request count / the node's mean request count
     latency: dict[str, FloatArray]  # stat -> (n, w) seconds, nan where unknown or unused
     requests: FloatArray  # (n, w) request count of each window (pads: 0)
+    #: (n, w) each window's inter-arrival scv, ca² in the wait (None: 1, Poisson traffic)
+    arrival: FloatArray | None = None
 
     @property
     def rmax(self) -> FloatArray:
@@ -234,7 +241,8 @@ def _raw_residuals(
     rate = packed.rate[idx]
     mean_obs = packed.latency["mean"][idx]
     # Erlang C and the wait's rate once per window, for its mean and its percentiles
-    p_wait, theta = mgc_wait(rate, c[:, None], s[:, None], v[:, None])
+    arrival = 1.0 if packed.arrival is None else packed.arrival[idx]
+    p_wait, theta = mgc_wait(rate, c[:, None], s[:, None], v[:, None], arrival_scv=arrival)
     with np.errstate(divide="ignore", invalid="ignore"):
         pred = p_wait / theta + s[:, None]
         pred = np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)
@@ -628,6 +636,7 @@ def _bounded_below(
             packed.weight[nodes],
             {key: value[nodes] for key, value in packed.latency.items()},
             packed.requests[nodes],
+            None if packed.arrival is None else packed.arrival[nodes],
         )
         kept = theta[rows].copy()
         kept[:, 0] += np.log(servers / c[rows])  # the same utilization at the highest rate

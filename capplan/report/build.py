@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from capplan.errors import InfeasibleError, InputError
 from capplan.inventory import SLO, Inventory, Profile
-from capplan.models.fit import NodeFit, NodeInput, SLOTarget
+from capplan.models.fit import NodeFit, NodeInput, SLOTarget, with_balancer_arrivals
 from capplan.models.parallel import fit_in_batches
 from capplan.optimize.build import Optimized, build_plan
 from capplan.plan.build import CapacityPlan, plan_capacity
@@ -92,8 +92,13 @@ def build_report(
         )
     target = SLOTarget(slo.percentile, slo.latency_ms, slo.max_error_rate)
     per_node = [list(windows.get(n.name, ())) for n in inventory.nodes]
+    inputs = [
+        NodeInput(n.name, ws, n.workers) for n, ws in zip(inventory.nodes, per_node, strict=True)
+    ]
+    if inventory.arrivals == "balancer":  # as capplan fit does
+        inputs = with_balancer_arrivals(inputs, windows)
     fits = fit_in_batches(
-        [NodeInput(n.name, ws, n.workers) for n, ws in zip(inventory.nodes, per_node, strict=True)],
+        inputs,
         target,
         utilization_ceiling=profile.utilization_ceiling,
     )

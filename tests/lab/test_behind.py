@@ -37,7 +37,7 @@ def test_round_robin_hands_each_node_its_slots_share() -> None:
 
 def test_poisson_control_recovers_the_stations() -> None:
     """Random dispatch (Poisson at every node): slots exact, capacity within 6% of the truth."""
-    fits = behind.measure("random", 1, 60.0, "exp", 0.4, workers=False)
+    fits = behind.fit(behind.measure("random", 1, 60.0, "exp", 0.4, workers=False), False)
     truth = station_capacity(
         np.array(behind.SERVERS, dtype=np.float64),
         np.full(4, behind.SERVICE_S),
@@ -48,3 +48,21 @@ def test_poisson_control_recovers_the_stations() -> None:
     assert list(behind.SERVERS) == [f.params["servers"] for f in fits]
     got = np.array([f.capacity_rps for f in fits])
     np.testing.assert_allclose(got, truth, rtol=0.06)
+
+
+@pytest.mark.parametrize("service", ["fixed", "exp"])
+def test_round_robin_windows_fitted_with_their_arrivals(service: str) -> None:
+    """
+    Behind round robin, read as Poisson traffic the small node is fitted well above its
+    capacity; fitted with each window's share as its arrival scv, every node comes back to the
+    true slots and within 6% of the control's capacity.
+    """
+    nodes = behind.measure("round robin", 1, 60.0, service, 0.4, workers=False)
+    control = behind.fit(behind.measure("random", 1, 60.0, service, 0.4, workers=False), False)
+    as_poisson = behind.fit(nodes, modelled=False)
+    modelled = behind.fit(nodes, modelled=True)
+    assert as_poisson[0].capacity_rps > 1.15 * control[0].capacity_rps
+    assert list(behind.SERVERS) == [f.params["servers"] for f in modelled]
+    np.testing.assert_allclose(
+        [f.capacity_rps for f in modelled], [f.capacity_rps for f in control], rtol=0.06
+    )

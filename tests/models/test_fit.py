@@ -10,7 +10,16 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from capplan.models.fit import Candidate, SLOTarget, fit_node
+from capplan.models.fit import (
+    Candidate,
+    NodeInput,
+    SLOTarget,
+    balancer_arrival_scvs,
+    fit_node,
+    fit_nodes,
+    observations,
+    with_balancer_arrivals,
+)
 from capplan.models.queueing import Station
 from capplan.samples import Window
 
@@ -464,3 +473,57 @@ def test_windows_a_hair_under_the_slo_do_not_contradict_a_capacity_of_zero(
     fit = fit_node(node, windows, slo)
     assert fit.capacity_rps == 0.0, (fit.model, fit.selection, fit.warnings)
     assert fit.capacity_interval[0] == 0.0
+
+
+def window(node: str, minute: int, requests: int, seconds: float = 60.0) -> Window:
+    return Window(
+        node=node,
+        start=datetime(2026, 11, 1, tzinfo=UTC) + timedelta(minutes=minute),
+        seconds=seconds,
+        requests=requests,
+        errors=0,
+        mean_ms=20.0 if requests else None,
+    )
+
+
+class TestBalancerArrivals:
+    def test_share_of_the_windows_alike(self) -> None:
+        """A window's scv is the node's share of the requests of the pool's windows alike."""
+        pool = {
+            "a": [window("a", 0, 100), window("a", 1, 300), window("a", 2, 50)],
+            "b": [window("b", 0, 300), window("b", 1, 100), window("b", 5, 70)],
+            "c": [window("c", 0, 0), window("c", 2, 50, seconds=30.0)],
+        }
+        got = balancer_arrival_scvs(pool)
+        assert [0.25, 0.75, 1.0] == got["a"]  # minute 2: no other 60 s window then
+        assert [0.75, 0.25, 1.0] == got["b"]  # minute 5: alone
+        assert [0.0, 1.0] == got["c"]  # an empty window; a 30 s window is not alike
+
+    def test_node_fitted_alone_keeps_the_pool_shares(self) -> None:
+        """--node N: the shares still come from every node of the pool."""
+        pool = {"a": [window("a", 0, 100)], "b": [window("b", 0, 300)]}
+        [one] = with_balancer_arrivals([NodeInput("a", pool["a"])], pool)
+        assert [0.25] == one.arrival_scv
+
+    def test_observations_keep_each_window_its_scv(self) -> None:
+        """Empty windows are dropped with their scv; a count that does not match is refused."""
+        ws = [window("a", 0, 100), window("a", 1, 0), window("a", 2, 50)]
+        obs = observations("a", ws, [0.2, 0.9, 0.4])
+        assert obs.arrival is not None
+        assert [0.2, 0.4] == obs.arrival.tolist()
+        assert observations("a", ws).arrival is None
+        with pytest.raises(ValueError, match="2 arrival scvs for 3 windows"):
+            observations("a", ws, [0.2, 0.4])
+
+    def test_smoother_arrivals_mean_less_capacity_for_the_same_windows(self) -> None:
+        """
+        The same waits under smoother arrivals need a slower station: read as behind a
+        balancer, Poisson windows give a lower capacity (and ca² = 1 changes nothing).
+        """
+        truth = Station(servers=4, service_time=0.025, scv=0.5)
+        ws = synthetic(truth, SPREAD, seed=2)
+        poisson = fit_node("n", ws, SLO, model="mgc")
+        ones = fit_nodes([NodeInput("n", ws, arrival_scv=[1.0] * len(ws))], SLO, model="mgc")
+        smooth = fit_nodes([NodeInput("n", ws, arrival_scv=[0.2] * len(ws))], SLO, model="mgc")
+        assert repr(ones[0]) == repr(poisson)
+        assert smooth[0].capacity_rps < 0.97 * poisson.capacity_rps
