@@ -218,6 +218,22 @@ def observations(
     )
 
 
+def _arrivals_known(obs: Observations) -> tuple[Observations, list[str]]:
+    """
+    ``obs`` with unknown (nan) arrival scvs taken as 1 (Poisson), and a warning naming them.
+    """
+    if obs.arrival is None or not np.any(unknown := np.isnan(obs.arrival)):
+        return obs, []
+    count = int(np.count_nonzero(unknown))
+    warning = (
+        f"{count} of {obs.n} windows line up with no other node's (same start and length), so "
+        "nothing tells their share of the balancer's stream: fitted as Poisson traffic, which "
+        "overstates the capacity when they were measured behind the balancer; store every "
+        "node's windows on the same boundaries (capplan collect does)"
+    )
+    return replace(obs, arrival=np.where(unknown, 1.0, obs.arrival)), [warning]
+
+
 # --------------------------------------------------------------------------------------------
 # latency curves
 
@@ -407,10 +423,11 @@ class NodeInput:
     windows: Sequence[Window]
     workers: int | None = None
     #: Per window, the scv of its requests' inter-arrival times (None: 1 for every window,
-    #: Poisson traffic).  Behind a balancer that interleaves one stream (round robin; least
-    #: connections at least as evenly) it is the node's share of the stream in that window
-    #: (``balancer_arrival_scvs``): the station is fitted to the waits those arrivals make
-    #: (Allen–Cunneen's (ca² + scv)/2), and its capacity is still that of Poisson traffic.
+    #: Poisson traffic; nan: unknown, taken as 1 with a warning).  Behind a balancer that
+    #: interleaves one stream (round robin; least connections at least as evenly) it is the
+    #: node's share of the stream in that window (``balancer_arrival_scvs``): the station is
+    #: fitted to the waits those arrivals make (Allen–Cunneen's (ca² + scv)/2), and its
+    #: capacity is still that of Poisson traffic.
     arrival_scv: Sequence[float] | None = None
 
 
@@ -521,7 +538,8 @@ def balancer_arrival_scvs(windows: Mapping[str, Sequence[Window]]) -> dict[str, 
 
     Round robin hands a node of share p every (1/p)-th request of the stream, so its gaps are
     Erlang-(1/p): scv p.  Least connections spreads the stream at least as evenly.  A window
-    that no other node has one of alike gets 1 (nothing tells its share: Poisson).
+    that no other node has one of alike gets nan: nothing tells its share (the fit takes it as
+    Poisson traffic and says so).
 
     Args:
         windows: Each node's windows (the pool behind one balancer).
@@ -542,7 +560,7 @@ def balancer_arrival_scvs(windows: Mapping[str, Sequence[Window]]) -> dict[str, 
         for w in ws:
             key = (w.start, w.seconds)
             alone = count[key] < 2 or total[key] <= 0
-            shares.append(1.0 if alone else w.requests / total[key])
+            shares.append(math.nan if alone else w.requests / total[key])
         out[node] = shares
     return out
 
@@ -560,11 +578,10 @@ def with_balancer_arrivals(
 
 
 def _plan(item: NodeInput, slo: SLOTarget, model: str) -> _Plan:
-    obs = observations(item.node, item.windows, item.arrival_scv)
+    obs, warnings = _arrivals_known(observations(item.node, item.windows, item.arrival_scv))
     common = slo.stat if slo.stat is not None and obs.has(slo.stat) else "mean"
     has_percentiles = any(obs.has(k) for k in ("p50", "p95", "p99"))
     wanted = list(MODELS) if model == "auto" else [model]
-    warnings = []
     if model == "auto":
         wanted.remove("mgc" if not has_percentiles else "mmc")
         if not has_percentiles:

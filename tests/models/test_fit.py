@@ -495,9 +495,24 @@ class TestBalancerArrivals:
             "c": [window("c", 0, 0), window("c", 2, 50, seconds=30.0)],
         }
         got = balancer_arrival_scvs(pool)
-        assert [0.25, 0.75, 1.0] == got["a"]  # minute 2: no other 60 s window then
-        assert [0.75, 0.25, 1.0] == got["b"]  # minute 5: alone
-        assert [0.0, 1.0] == got["c"]  # an empty window; a 30 s window is not alike
+        assert [0.25, 0.75] == got["a"][:2]
+        assert math.isnan(got["a"][2])  # minute 2: no other 60 s window then
+        assert [0.75, 0.25] == got["b"][:2]
+        assert math.isnan(got["b"][2])  # minute 5: alone
+        assert 0.0 == got["c"][0]  # an empty window
+        assert math.isnan(got["c"][1])  # a 30 s window is not alike
+
+    def test_windows_without_peers_are_fitted_as_poisson_with_a_warning(self) -> None:
+        """Windows no other node shares are taken as Poisson traffic, and the fit says so."""
+        truth = Station(servers=4, service_time=0.025, scv=0.5)
+        ws = synthetic(truth, SPREAD, seed=2)
+        poisson = fit_node("n", ws, SLO, model="mgc")
+        unknown = [math.nan] * len(ws)
+        [fit] = fit_nodes([NodeInput("n", ws, arrival_scv=unknown)], SLO, model="mgc")
+        assert fit.capacity_rps == poisson.capacity_rps
+        assert any(
+            f"{len(ws)} of {len(ws)} windows line up with no other" in w for w in fit.warnings
+        )
 
     def test_node_fitted_alone_keeps_the_pool_shares(self) -> None:
         """--node N: the shares still come from every node of the pool."""
