@@ -11,7 +11,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -35,9 +35,8 @@ from capplan.report.command import report_cmd
 from capplan.status import ExitStatus
 
 if TYPE_CHECKING:
-    from capplan.inventory import SLOSpec
+    from capplan.inventory import Inventory, SLOSpec
     from capplan.models.fit import NodeFit, NodeInput, SLOTarget
-    from capplan.samples import Window
 
 __all__ = ["app", "run"]
 
@@ -103,28 +102,32 @@ def _fit_pool(
     model: str = "auto",
     parallel: int | None = None,
     show_progress: bool = False,
-    behind: Mapping[str, Sequence[Window]] | None = None,
+    inventory: Inventory | None = None,
+    pool: Sequence[NodeInput] | None = None,
 ) -> list[NodeFit]:
     """
-    Fit the nodes (in batches over worker processes when there are many), with a progress bar
-    on a terminal when asked and the pool is more than one batch.  ``behind``: every node's
-    windows of a pool measured behind its balancer (the inventory's ``arrivals: balancer``),
-    whose shares of the stream give each window's arrivals.
+    Fit the nodes as the inventory says their windows were measured (``arrivals``; ``pool``:
+    every node of the inventory, for the balancer's shares and queue), in batches over worker
+    processes when there are many, with a progress bar on a terminal when asked and the pool
+    is more than one batch.
     """
-    from capplan.models.fit import with_balancer_arrivals
+    from functools import partial
+
+    from capplan.models.fit import fit_measured
     from capplan.models.parallel import BATCH_NODES, fit_in_batches
 
-    if behind is not None:
-        inputs = with_balancer_arrivals(inputs, behind)
+    # (the inventory's loader has checked that least_connections has every node's workers)
+    arrivals = inventory.arrivals if inventory is not None else "poisson"
 
     def run(progress: Callable[[int, int], None] | None) -> list[NodeFit]:
-        return fit_in_batches(
+        return fit_measured(
             inputs,
             target,
+            arrivals=arrivals,
+            pool=pool,
             model=model,
             utilization_ceiling=ceiling,
-            processes=parallel,
-            progress=progress,
+            fit=partial(fit_in_batches, processes=parallel, progress=progress),
         )
 
     out = _stdout()
@@ -134,6 +137,14 @@ def _fit_pool(
         with FitProgress(out, len(inputs)) as bar:
             return run(bar.update)
     return run(None)
+
+
+_ARRIVALS_CAPTION = {
+    "round_robin": "windows measured behind round robin (arrivals: round_robin): each window's "
+    "share of the pool's stream evens its arrivals",
+    "least_connections": "windows measured behind least connections (arrivals: "
+    "least_connections): each request waited in the pool's shared queue, then its node served it",
+}
 
 
 def _finite(value: Any) -> Any:
@@ -766,15 +777,16 @@ def fit(
                 "no nodes to fit: the store is empty",
                 hint="run `capplan import FILE.csv` or `capplan collect` first",
             )
-        behind = (
-            {n.name: list(store.windows(n.name)) for n in inv.nodes}
-            if inv is not None and inv.arrivals == "balancer"
+        arrivals = inv.arrivals if inv is not None else "poisson"
+        pool = (
+            [NodeInput(n.name, list(store.windows(n.name)), n.workers) for n in inv.nodes]
+            if inv is not None and arrivals != "poisson"
             else None
         )
         inputs = [
             NodeInput(
                 name,
-                behind[name] if behind is not None else list(store.windows(name)),
+                list(store.windows(name)),
                 inv.node(name).workers if inv is not None else None,
             )
             for name in names
@@ -782,7 +794,8 @@ def fit(
     fits = _fit_pool(
         inputs,
         target,
-        behind=behind,
+        inventory=inv,
+        pool=pool,
         ceiling=prof.utilization_ceiling,
         model=model,
         parallel=parallel,
@@ -805,7 +818,7 @@ def fit(
                     "max_error_rate": slo.max_error_rate,
                 },
                 "profile": prof.name,
-                "arrivals": "balancer" if behind is not None else "poisson",
+                "arrivals": arrivals,
                 "nodes": [_node_document(f) for f in fits],
             }
         )
@@ -820,12 +833,7 @@ def fit(
         "windows",
         "fit",
         title=f"Capacity at {slo.label} ≤ {slo.latency_ms:g} ms (requests per second)",
-        caption=(
-            "windows measured behind the balancer (arrivals: balancer): each node's share of "
-            "the stream evens its arrivals"
-            if behind is not None
-            else None
-        ),
+        caption=_ARRIVALS_CAPTION.get(arrivals),
     )
     for f in fits:
         if not f.success:
@@ -985,7 +993,7 @@ def optimize(
     fits = _fit_pool(
         [NodeInput(n.name, windows[n.name], n.workers) for n in inv.nodes],
         target,
-        behind=windows if inv.arrivals == "balancer" else None,
+        inventory=inv,
         ceiling=prof.utilization_ceiling,
         show_progress=not json_,
     )
@@ -1587,7 +1595,7 @@ def plan_cmd(
     fits = _fit_pool(
         [NodeInput(n.name, windows[n.name], n.workers) for n in inv.nodes if windows[n.name]],
         SLOTarget(slo.percentile, slo.latency_ms, slo.max_error_rate),
-        behind=windows if inv.arrivals == "balancer" else None,
+        inventory=inv,
         ceiling=prof.utilization_ceiling,
         show_progress=not json_,
     )

@@ -201,9 +201,9 @@ class Inventory(_Strict):
     cluster: Name
     profile: str = "balanced"
     load_rps: float | None = Field(None, gt=0)
-    #: How the windows' requests arrived: ``poisson`` (each node driven alone, or at random)
-    #: or ``balancer`` (measured behind one balancer spreading a stream over the nodes).
-    arrivals: Literal["poisson", "balancer"] = "poisson"
+    #: How the windows' requests arrived: ``poisson`` (each node driven alone, or at random),
+    #: or measured behind the pool's balancer: ``round_robin`` or ``least_connections``.
+    arrivals: Literal["poisson", "round_robin", "least_connections"] = "poisson"
     slo: SLOSpec = Field(default_factory=SLOSpec)
     ssh: SSHSettings = Field(default_factory=SSHSettings)
     nodes: list[Node] = Field(min_length=1)
@@ -329,7 +329,8 @@ def _check_unique(located: Located, inventory: Inventory) -> None:
 
 def _check_planning(located: Located, inventory: Inventory) -> None:
     """
-    Kinds and zones must name each other: a node's kind is declared, zones are listed.
+    Kinds and zones must name each other: a node's kind is declared, zones are listed; LVS
+    needs IP real servers; ``arrivals: least_connections`` needs every node's workers.
     """
     zones = set(inventory.zones)
 
@@ -376,6 +377,17 @@ def _check_planning(located: Located, inventory: Inventory) -> None:
                     "not host names",
                     ("nodes", i, "address"),
                     "give the node's IP address, or drop the LVS balancers",
+                )
+    if inventory.arrivals == "least_connections":
+        for i, node in enumerate(inventory.nodes):
+            if node.workers is None:
+                fail(
+                    f"node {node.name!r} has no workers, which arrivals: least_connections "
+                    "needs: behind least connections a node rarely queues alone, so its "
+                    "windows cannot tell its slot count",
+                    ("nodes", i),
+                    "give every node its workers (concurrent request slots), or set arrivals: "
+                    "round_robin for a cruder correction",
                 )
     if inventory.planning.survive == "zone" and len(zones) < 2:
         fail(

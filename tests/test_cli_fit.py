@@ -92,27 +92,55 @@ class TestFitStore:
         self, cli: CLI, example_fit: dict, tmp_path: Path
     ) -> None:
         """
-        arrivals: balancer reads each window as the node's share of the pool's stream: the
+        arrivals: round_robin reads each window as the node's share of the pool's stream: the
         example's Poisson windows then mean slower M/G/c stations (lower capacities), also
         for --node.
         """
         text = (EXAMPLES / "web" / "inventory.yaml").read_text(encoding="utf-8")
         inventory = tmp_path / "inventory.yaml"
-        inventory.write_text(text.replace("cluster: web\n", "cluster: web\narrivals: balancer\n"))
+        inventory.write_text(
+            text.replace("cluster: web\n", "cluster: web\narrivals: round_robin\n")
+        )
         assert "poisson" == example_fit["json"]["arrivals"]
         db = example_fit["db"]
         mgc = ("--db", db, "--model", "mgc", "--json")
         poisson = cli("fit", "-i", EXAMPLES / "web" / "inventory.yaml", *mgc)
         result = cli("fit", "-i", inventory, *mgc)
         assert ExitStatus.OK == result.status
-        assert "balancer" == result.json["arrivals"]
+        assert "round_robin" == result.json["arrivals"]
         before = {n["node"]: n["capacity_rps"] for n in poisson.json["nodes"]}
         after = {n["node"]: n["capacity_rps"] for n in result.json["nodes"]}
         assert all(after[n] < before[n] for n in before)
         one = cli("fit", "-i", inventory, "--node", "web-1", *mgc)
         assert after["web-1"] == one.json["nodes"][0]["capacity_rps"]
         table = cli("fit", "-i", inventory, "--db", db)
-        assert "arrivals: balancer" in table.stdout
+        assert "arrivals: round_robin" in table.stdout
+
+    def test_arrivals_behind_least_connections(
+        self, cli: CLI, example_fit: dict, tmp_path: Path
+    ) -> None:
+        """
+        arrivals: least_connections fits the pool with its shared queue: every node's workers
+        are required (exit 2 naming the node without), --node gives the pool fit's answer.
+        """
+        text = (EXAMPLES / "web" / "inventory.yaml").read_text(encoding="utf-8")
+        text = text.replace("cluster: web\n", "cluster: web\narrivals: least_connections\n")
+        inventory = tmp_path / "inventory.yaml"
+        inventory.write_text(text)
+        db = example_fit["db"]
+        refused = cli("fit", "-i", inventory, "--db", db, "--json")
+        assert ExitStatus.BAD_INPUT == refused.status
+        assert "node 'web-1' has no workers" in refused.stderr
+        for name, c in (("web-1", 2), ("web-2", 4), ("web-3", 8), ("web-4", 8)):
+            text = text.replace(f"name: {name},", f"name: {name}, workers: {c},")
+        inventory.write_text(text)
+        result = cli("fit", "-i", inventory, "--db", db, "--model", "mgc", "--json")
+        assert ExitStatus.OK == result.status
+        assert "least_connections" == result.json["arrivals"]
+        nodes = {n["node"]: n for n in result.json["nodes"]}
+        assert [2, 4, 8, 8] == [nodes[f"web-{i}"]["params"]["servers"] for i in range(1, 5)]
+        one = cli("fit", "-i", inventory, "--db", db, "--model", "mgc", "--node", "web-2", "--json")
+        assert nodes["web-2"]["capacity_rps"] == one.json["nodes"][0]["capacity_rps"]
 
     def test_progress_bar_on_a_terminal(
         self, example_fit: dict, monkeypatch: pytest.MonkeyPatch

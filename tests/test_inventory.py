@@ -57,13 +57,22 @@ class TestInventory:
         assert "nginx" == inv.balancers[0].kind
 
     def test_arrivals(self) -> None:
-        """arrivals: poisson unless the windows were measured behind the balancer; else refused."""
+        """arrivals: poisson unless measured behind round robin or least connections."""
         assert "poisson" == parse_inventory(GOOD, "inv.yaml").arrivals
-        text = GOOD.replace("load_rps: 1800\n", "load_rps: 1800\narrivals: balancer\n")
-        assert "balancer" == parse_inventory(text, "inv.yaml").arrivals
+        for value in ("round_robin", "least_connections"):
+            text = GOOD.replace("load_rps: 1800\n", f"load_rps: 1800\narrivals: {value}\n")
+            text = text.replace("    host: local\n", "    host: local\n    workers: 4\n")
+            assert value == parse_inventory(text, "inv.yaml").arrivals
         bad = error_of(GOOD.replace("load_rps: 1800\n", "load_rps: 1800\narrivals: lc\n"))
         assert bad.startswith("inv.yaml:4: arrivals:")
-        assert "'poisson' or 'balancer'" in bad
+        assert "'least_connections'" in bad
+
+    def test_least_connections_needs_every_nodes_workers(self) -> None:
+        """Behind least connections a node's slots cannot be fitted: its workers are required."""
+        text = GOOD.replace("load_rps: 1800\n", "load_rps: 1800\narrivals: least_connections\n")
+        bad = error_of(text)
+        assert bad.startswith("inv.yaml:15: nodes.1: node 'web-2' has no workers")
+        assert "round_robin" in bad
 
     def test_duplicated_node_name(self) -> None:
         """A duplicated node name points at the second one and names the first's line."""

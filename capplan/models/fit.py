@@ -28,7 +28,13 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from capplan.models.queueing import Station, mgc_mean_response, mgc_wait, relaxation_time
+from capplan.models.queueing import (
+    PooledQueue,
+    Station,
+    mgc_mean_response,
+    mgc_wait,
+    relaxation_time,
+)
 from capplan.models.scaled_fit import (
     BaseFits,
     fit_demand_many,
@@ -46,6 +52,7 @@ from capplan.models.station_fit import (
 from capplan.samples import Window
 
 __all__ = [
+    "ARRIVALS",
     "MODELS",
     "Candidate",
     "LatencyCurve",
@@ -54,6 +61,8 @@ __all__ = [
     "Observations",
     "SLOTarget",
     "balancer_arrival_scvs",
+    "fit_least_connections",
+    "fit_measured",
     "fit_node",
     "fit_nodes",
     "observations",
@@ -154,6 +163,8 @@ class Observations:
     cpu: FloatArray
     #: Each window's inter-arrival scv (1: Poisson; see ``NodeInput.arrival_scv``).
     arrival: FloatArray | None = None
+    #: Each window's given wait, (Erlang C, rate of the wait) (see ``NodeInput.wait``).
+    wait: tuple[FloatArray, FloatArray] | None = None
 
     @property
     def n(self) -> int:
@@ -178,16 +189,23 @@ class Observations:
 
 
 def observations(
-    node: str, windows: Sequence[Window], arrival_scv: Sequence[float] | None = None
+    node: str,
+    windows: Sequence[Window],
+    arrival_scv: Sequence[float] | None = None,
+    wait: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> Observations:
     """
     Arrays of one node's windows that carry requests (empty windows say nothing of latency),
-    with each one's inter-arrival scv when given (one per window of ``windows``).
+    with each one's inter-arrival scv and given wait when given (one per window of
+    ``windows``).
     """
-    if arrival_scv is not None and len(arrival_scv) != len(windows):
-        raise ValueError(
-            f"{node}: {len(arrival_scv)} arrival scvs for {len(windows)} windows (one each)"
-        )
+    for what, given in (
+        ("arrival scvs", arrival_scv),
+        ("wait probabilities", None if wait is None else wait[0]),
+        ("wait rates", None if wait is None else wait[1]),
+    ):
+        if given is not None and len(given) != len(windows):
+            raise ValueError(f"{node}: {len(given)} {what} for {len(windows)} windows (one each)")
     keep = [w.requests > 0 and w.seconds > 0 for w in windows]
     used = [w for w, k in zip(windows, keep, strict=True) if k]
 
@@ -212,10 +230,177 @@ def observations(
         latency=latency,
         concurrency=column(lambda w: w.concurrency),
         cpu=column(lambda w: w.cpu_util),
-        arrival=None
-        if arrival_scv is None
-        else np.array([a for a, k in zip(arrival_scv, keep, strict=True) if k], dtype=np.float64),
+        arrival=None if arrival_scv is None else _kept(arrival_scv, keep),
+        wait=None if wait is None else (_kept(wait[0], keep), _kept(wait[1], keep)),
     )
+
+
+def _kept(values: Sequence[float], keep: Sequence[bool]) -> FloatArray:
+    return np.array([v for v, k in zip(values, keep, strict=True) if k], dtype=np.float64)
+
+
+#: How a pool's windows were measured (the inventory's ``arrivals``): each node driven alone
+#: or at random (Poisson traffic), or behind a balancer using round robin or least connections.
+ARRIVALS = ("poisson", "round_robin", "least_connections")
+
+#: Fits nodes (``fit_nodes``'s signature; e.g. ``fit_in_batches`` with its processes).
+Fitter = Callable[..., list["NodeFit"]]
+
+
+def fit_measured(
+    inputs: Sequence[NodeInput],
+    slo: SLOTarget,
+    *,
+    arrivals: str = "poisson",
+    pool: Sequence[NodeInput] | None = None,
+    model: str = "auto",
+    utilization_ceiling: float = 0.8,
+    fit: Fitter | None = None,
+) -> list[NodeFit]:
+    """
+    Fit ``inputs`` as their windows were measured (``ARRIVALS``).
+
+    Args:
+        inputs: The nodes to fit.
+        slo: The latency percentile and error bounds.
+        arrivals: ``poisson`` (each window Poisson traffic); ``round_robin`` (each window's
+            share of the pool's stream as its inter-arrival scv, ``with_balancer_arrivals``);
+            ``least_connections`` (the pool's shared queue, ``fit_least_connections``).
+        pool: Every node measured behind the same balancer (default: ``inputs``); shares and
+            the pool's queue come from all of them, whichever are fitted.
+        model: ``auto`` or one of ``MODELS``.
+        utilization_ceiling: The CPU utilization the ``demand`` model may reach.
+        fit: What fits nodes for ``poisson`` and ``round_robin`` (default ``fit_nodes``).
+
+    Returns:
+        One fit per input, in order.
+
+    Raises:
+        ValueError: an unknown ``arrivals``; ``least_connections`` with a node of the pool
+            that has windows but no ``workers``.
+    """
+    if arrivals not in ARRIVALS:
+        raise ValueError(f"arrivals must be one of {', '.join(ARRIVALS)}: {arrivals!r}")
+    fitter = fit_nodes if fit is None else fit
+    everyone = list(inputs if pool is None else pool)
+    if arrivals == "poisson":
+        return fitter(inputs, slo, model=model, utilization_ceiling=utilization_ceiling)
+    if arrivals == "round_robin":
+        shared = with_balancer_arrivals(inputs, {n.node: n.windows for n in everyone})
+        return fitter(shared, slo, model=model, utilization_ceiling=utilization_ceiling)
+    measured = [n for n in everyone if any(w.requests > 0 for w in n.windows)]
+    fitted = dict(
+        zip(
+            (n.node for n in measured),
+            fit_least_connections(
+                measured, slo, model=model, utilization_ceiling=utilization_ceiling
+            )
+            if measured
+            else [],
+            strict=True,
+        )
+    )
+    rest = [n for n in inputs if n.node not in fitted]  # no windows: fit_nodes says so
+    for n, f in zip(rest, fit_nodes(rest, slo, model=model) if rest else [], strict=True):
+        fitted[n.node] = f
+    return [fitted[n.node] for n in inputs]
+
+
+#: Rounds of ``fit_least_connections``: each refits every node with the pool's wait from the
+#: previous round's stations (on the lab's pool the capacities move by < 0.1% after the third).
+LEAST_CONNECTIONS_ROUNDS = 4
+
+
+def fit_least_connections(
+    nodes: Sequence[NodeInput],
+    slo: SLOTarget,
+    *,
+    model: str = "auto",
+    utilization_ceiling: float = 0.8,
+    rounds: int = LEAST_CONNECTIONS_ROUNDS,
+) -> list[NodeFit]:
+    """
+    Fit a pool whose windows were measured behind least connections.
+
+    Least connections sends a node a request when it has the fewest open ones: a node waits
+    when the whole pool is busy, and a request's wait is that of one queue the pool shares
+    (``PooledQueue``: the nodes' slots and service rates added up) at the pool's rate in its
+    window, its service its node's.  So each node's service time and variability are fitted
+    with that wait given per window (the pool's rate: the requests of every node's window of
+    the same start and length), from stations fitted first with the balancer's interleaved
+    arrivals; the pool's wait is recomputed from the refitted stations ``rounds`` times.  A
+    node's own latencies cannot tell its slot count there (it rarely queues alone), so every
+    node needs ``workers``.  Each capacity is the node's own, for Poisson traffic.
+
+    Raises:
+        ValueError: when a node has no ``workers``.
+    """
+    missing = [n.node for n in nodes if n.workers is None]
+    if missing:
+        raise ValueError(
+            "behind least connections a node's slot count cannot be fitted from its windows; "
+            "give workers for " + ", ".join(missing)
+        )
+    if model != "auto" and model not in MODELS:
+        raise ValueError(f"model must be 'auto' or one of {', '.join(MODELS)}: {model!r}")
+    scvs = balancer_arrival_scvs({n.node: n.windows for n in nodes})
+    current = [replace(n, arrival_scv=scvs[n.node]) for n in nodes]
+    fits = fit_nodes(current, slo, model="mgc", utilization_ceiling=utilization_ceiling)
+    total: dict[tuple[object, float], float] = {}
+    for n in nodes:
+        for w in n.windows:
+            total[(w.start, w.seconds)] = total.get((w.start, w.seconds), 0.0) + w.rate
+    stations = [_station_of(f, n) for f, n in zip(fits, nodes, strict=True)]
+    for step in range(rounds + 1):
+        pool = PooledQueue(tuple(stations), tuple(int(n.workers or 1) for n in nodes))
+        wait = pool.wait_station
+        current = []
+        for n in nodes:
+            rates = np.array(
+                [
+                    total[(w.start, w.seconds)] if not math.isnan(a) else math.nan
+                    for w, a in zip(n.windows, scvs[n.node], strict=True)
+                ]
+            )
+            ok = np.isfinite(rates) & (rates < wait.max_rate)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                c_wait, theta = mgc_wait(
+                    np.where(ok, rates, 0.0), wait.servers, wait.service_time, wait.scv
+                )
+            given = (
+                np.where(ok, c_wait, math.nan).tolist(),
+                np.where(ok, theta, math.nan).tolist(),
+            )
+            current.append(replace(n, wait=given))
+        last = step == rounds
+        fits = fit_nodes(
+            current,
+            slo,
+            model=model if last else "mgc",
+            utilization_ceiling=utilization_ceiling,
+        )
+        if not last:
+            stations = [
+                _station_of(f, n, keep=old) for f, n, old in zip(fits, nodes, stations, strict=True)
+            ]
+    return fits
+
+
+def _station_of(
+    fit: NodeFit, node: NodeInput, keep: tuple[float, float, float] | None = None
+) -> tuple[float, float, float]:
+    """
+    The node's fitted M/G/c as (servers, service time, scv); ``keep`` (or, without one, the
+    node's lowest mean latency as an exponential service time) where the fit failed.
+    """
+    mgc = next((c for c in fit.candidates if c.model == "mgc" and c.success), None)
+    if mgc is not None:
+        p = mgc.params
+        return float(p["servers"]), float(p["service_ms"]) / 1e3, float(p["scv"])
+    if keep is not None:
+        return keep
+    means = [w.mean_ms for w in node.windows if w.mean_ms]
+    return float(node.workers or 1), (min(means) if means else 1.0) / 1e3, 1.0
 
 
 def _arrivals_known(obs: Observations) -> tuple[Observations, list[str]]:
@@ -429,6 +614,11 @@ class NodeInput:
     #: fitted to the waits those arrivals make (Allen–Cunneen's (ca² + scv)/2), and its
     #: capacity is still that of Poisson traffic.
     arrival_scv: Sequence[float] | None = None
+    #: Per window, the wait its requests met when the node is one of a pool behind least
+    #: connections, which queues the pool's requests as one queue (``fit_least_connections``):
+    #: (Erlang C per window, the rate of the exponential wait per window); nan in both where
+    #: the node's own wait applies.  None: the node's own wait everywhere.
+    wait: tuple[Sequence[float], Sequence[float]] | None = None
 
 
 def fit_node(
@@ -578,7 +768,9 @@ def with_balancer_arrivals(
 
 
 def _plan(item: NodeInput, slo: SLOTarget, model: str) -> _Plan:
-    obs, warnings = _arrivals_known(observations(item.node, item.windows, item.arrival_scv))
+    obs, warnings = _arrivals_known(
+        observations(item.node, item.windows, item.arrival_scv, item.wait)
+    )
     common = slo.stat if slo.stat is not None and obs.has(slo.stat) else "mean"
     has_percentiles = any(obs.has(k) for k in ("p50", "p95", "p99"))
     wanted = list(MODELS) if model == "auto" else [model]
@@ -1391,10 +1583,14 @@ def _pack(plans: Sequence[_Plan]) -> Packed:
             if p.obs.has(key):
                 latency[key][i, :m] = p.obs.latency[key]
     arrival = np.ones((n, width))
+    given = np.full((n, width), np.nan), np.full((n, width), np.nan)
     for i, p in enumerate(plans):
         if p.obs.arrival is not None:
             arrival[i, : p.obs.n] = p.obs.arrival
-    return Packed(rate, weight, latency, requests, arrival)
+        if p.obs.wait is not None:
+            given[0][i, : p.obs.n], given[1][i, : p.obs.n] = p.obs.wait
+    wait = given if any(p.obs.wait is not None for p in plans) else None
+    return Packed(rate, weight, latency, requests, arrival, wait)
 
 
 def _station_candidates(
@@ -1473,13 +1669,23 @@ def _station_candidates(
         ok = np.isfinite(values)
         qc = STAT_QUANTILES[plan.common]
         arrival = np.ones(int(np.count_nonzero(ok))) if obs.arrival is None else obs.arrival[ok]
+        rate_ok = obs.rate[ok]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            wait = mgc_wait(*np.broadcast_arrays(rate_ok, c, s, v), arrival_scv=arrival)
+        if obs.wait is not None:  # a queue the pool shares; the node's slots still cap it
+            given = np.isfinite(obs.wait[0][ok]) & np.isfinite(obs.wait[1][ok])
+            wait = (
+                np.where(given, np.where(rate_ok * s < c, obs.wait[0][ok], np.nan), wait[0]),
+                np.where(given, obs.wait[1][ok], wait[1]),
+            )
         if qc is None:
-            pred = mgc_mean_response(obs.rate[ok], c, s, v, arrival_scv=arrival)
+            if obs.wait is None:
+                pred = mgc_mean_response(rate_ok, c, s, v, arrival_scv=arrival)
+            else:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    pred = wait[0] / wait[1] + s
             r = np.log(np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)) - np.log(values[ok])
         else:
-            rate_ok = obs.rate[ok]
-            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                wait = mgc_wait(*np.broadcast_arrays(rate_ok, c, s, v), arrival_scv=arrival)
             r = log_quantile_residuals(rate_ok, qc, values[ok], c, s, v, newton_steps=3, wait=wait)
         rss = float(np.sum(obs.weight[ok] * r**2))
         n = int(np.count_nonzero(ok))

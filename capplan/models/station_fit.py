@@ -107,6 +107,10 @@ class Packed:
     requests: FloatArray  # (n, w) request count of each window (pads: 0)
     #: (n, w) each window's inter-arrival scv, ca² in the wait (None: 1, Poisson traffic)
     arrival: FloatArray | None = None
+    #: (n, w) each, the wait each window's requests met when it is not the node's own: Erlang C
+    #: and the rate of the exponential wait of a queue the pool shares (behind least
+    #: connections); nan where the node's own wait applies
+    wait: tuple[FloatArray, FloatArray] | None = None
 
     @property
     def rmax(self) -> FloatArray:
@@ -243,6 +247,12 @@ def _raw_residuals(
     # Erlang C and the wait's rate once per window, for its mean and its percentiles
     arrival = 1.0 if packed.arrival is None else packed.arrival[idx]
     p_wait, theta = mgc_wait(rate, c[:, None], s[:, None], v[:, None], arrival_scv=arrival)
+    if packed.wait is not None:
+        given_c, given_theta = packed.wait[0][idx], packed.wait[1][idx]
+        given = np.isfinite(given_c) & np.isfinite(given_theta)
+        p_wait, theta = np.where(given, given_c, p_wait), np.where(given, given_theta, theta)
+        # the node's own slots still cap its rate
+        p_wait = np.where(given & (rate * s[:, None] >= c[:, None]), np.nan, p_wait)
     with np.errstate(divide="ignore", invalid="ignore"):
         pred = p_wait / theta + s[:, None]
         pred = np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)
@@ -637,6 +647,7 @@ def _bounded_below(
             {key: value[nodes] for key, value in packed.latency.items()},
             packed.requests[nodes],
             None if packed.arrival is None else packed.arrival[nodes],
+            None if packed.wait is None else (packed.wait[0][nodes], packed.wait[1][nodes]),
         )
         kept = theta[rows].copy()
         kept[:, 0] += np.log(servers / c[rows])  # the same utilization at the highest rate

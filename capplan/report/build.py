@@ -3,7 +3,7 @@ The report's one core call: fit, split and plan with capplan's own functions, th
 results into figure data (pure: plain data in, a ``Report`` out).
 
 The report shows what ``capplan fit``, ``capplan optimize`` and ``capplan plan`` answer for the
-same inputs: it calls ``fit_in_batches``, ``build_plan`` and ``plan_capacity`` exactly as they do,
+same inputs: it calls ``fit_measured``, ``build_plan`` and ``plan_capacity`` exactly as they do,
 and never recomputes a capacity, a split or a fleet itself.  A section that cannot be
 computed (the load is more than the pool can carry, the inventory declares nothing to plan
 with) is left out with the reason in the notes, so the rest of the report is still there.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from capplan.errors import InfeasibleError, InputError
 from capplan.inventory import SLO, Inventory, Profile
-from capplan.models.fit import NodeFit, NodeInput, SLOTarget, with_balancer_arrivals
+from capplan.models.fit import NodeFit, NodeInput, SLOTarget, fit_measured
 from capplan.models.parallel import fit_in_batches
 from capplan.optimize.build import Optimized, build_plan
 from capplan.plan.build import CapacityPlan, plan_capacity
@@ -95,12 +95,12 @@ def build_report(
     inputs = [
         NodeInput(n.name, ws, n.workers) for n, ws in zip(inventory.nodes, per_node, strict=True)
     ]
-    if inventory.arrivals == "balancer":  # as capplan fit does
-        inputs = with_balancer_arrivals(inputs, windows)
-    fits = fit_in_batches(
+    fits = fit_measured(  # as capplan fit does
         inputs,
         target,
+        arrivals=inventory.arrivals,
         utilization_ceiling=profile.utilization_ceiling,
+        fit=fit_in_batches,
     )
     nodes = tuple(node_figure(fit, ws, target) for fit, ws in zip(fits, per_node, strict=True))
     notes: list[str] = []

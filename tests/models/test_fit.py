@@ -15,6 +15,8 @@ from capplan.models.fit import (
     NodeInput,
     SLOTarget,
     balancer_arrival_scvs,
+    fit_least_connections,
+    fit_measured,
     fit_node,
     fit_nodes,
     observations,
@@ -542,3 +544,27 @@ class TestBalancerArrivals:
         smooth = fit_nodes([NodeInput("n", ws, arrival_scv=[0.2] * len(ws))], SLO, model="mgc")
         assert repr(ones[0]) == repr(poisson)
         assert smooth[0].capacity_rps < 0.97 * poisson.capacity_rps
+
+
+class TestMeasuredFit:
+    def test_unknown_arrivals_refused(self) -> None:
+        with pytest.raises(ValueError, match="arrivals must be one of poisson, round_robin"):
+            fit_measured([], SLO, arrivals="random")
+
+    def test_least_connections_needs_workers(self) -> None:
+        """A node's slots cannot be fitted behind least connections: refused, named."""
+        ws = synthetic(Station(servers=2, service_time=0.02, scv=1.0), SPREAD)
+        nodes = [NodeInput("a", ws, 2), NodeInput("b", ws)]
+        with pytest.raises(ValueError, match="give workers for b"):
+            fit_least_connections(nodes, SLO)
+
+    def test_given_wait_one_per_window(self) -> None:
+        ws = [window("a", 0, 100), window("a", 1, 50)]
+        with pytest.raises(ValueError, match="1 wait rates for 2 windows"):
+            observations("a", ws, wait=([0.1, 0.2], [30.0]))
+
+    def test_poisson_is_fit_nodes(self) -> None:
+        """arrivals: poisson is exactly fit_nodes."""
+        ws = synthetic(Station(servers=4, service_time=0.025, scv=0.5), SPREAD, seed=4)
+        [got] = fit_measured([NodeInput("n", ws)], SLO, model="mgc")
+        assert repr(got) == repr(fit_node("n", ws, SLO, model="mgc"))
