@@ -371,7 +371,7 @@ def fit_least_connections(
                 np.where(ok, c_wait, math.nan).tolist(),
                 np.where(ok, theta, math.nan).tolist(),
             )
-            current.append(replace(n, wait=given))
+            current.append(replace(n, arrival_scv=scvs[n.node], wait=given))
         last = step == rounds
         fits = fit_nodes(
             current,

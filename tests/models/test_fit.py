@@ -5,6 +5,7 @@ Per-node fitting, selection and capacity at the SLO, on windows generated from k
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -568,3 +569,11 @@ class TestMeasuredFit:
         ws = synthetic(Station(servers=4, service_time=0.025, scv=0.5), SPREAD, seed=4)
         [got] = fit_measured([NodeInput("n", ws)], SLO, model="mgc")
         assert repr(got) == repr(fit_node("n", ws, SLO, model="mgc"))
+
+    def test_least_connections_says_which_windows_it_took_as_poisson(self) -> None:
+        """A node whose windows line up with no other's is fitted alone, with the warning."""
+        st = Station(servers=2, service_time=0.02, scv=1.0)
+        a = synthetic(st, SPREAD, seed=1)
+        b = [replace(w, node="b", start=w.start + timedelta(seconds=7)) for w in a]
+        fits = fit_least_connections([NodeInput("a", a, 2), NodeInput("b", b, 2)], SLO)
+        assert all(any("line up with no other node's" in w for w in f.warnings) for f in fits)
