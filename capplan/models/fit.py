@@ -301,7 +301,8 @@ def fit_measured(
         )
     )
     rest = [n for n in inputs if n.node not in fitted]  # no windows: fit_nodes says so
-    for n, f in zip(rest, fit_nodes(rest, slo, model=model) if rest else [], strict=True):
+    alone = fit_nodes(rest, slo, model=model, utilization_ceiling=utilization_ceiling)
+    for n, f in zip(rest, alone if rest else [], strict=True):
         fitted[n.node] = f
     return [fitted[n.node] for n in inputs]
 

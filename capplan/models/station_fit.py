@@ -9,7 +9,9 @@ statistic its windows carry (mean, p50, p95, p99): residual ln(predicted) − ln
 A window may carry the scv of its requests' inter-arrival times (``Packed.arrival``: behind a
 balancer, the node's share of the stream; 1 for Poisson traffic): its predicted wait is then
 Allen–Cunneen's for those arrivals, ``C/(cμ − λ) · (ca² + scv)/2``, while the whitening below
-keeps the Poisson model's sampling covariance (it only weights the statistics).
+keeps the Poisson model's sampling covariance (it only weights the statistics).  A window may
+also carry the wait itself (``Packed.wait``: behind least connections, the queue the pool
+shares), which then replaces the node's own; only its service is the node's.
 
 The four statistics of one window are strongly correlated (its p95 and p99 rest on overlapping
 slow requests; a slow burst lifts the mean with them), so they are not weighted as independent.
