@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from types import TracebackType
+from typing import Self
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -32,7 +33,27 @@ _ORDER = (
 _STYLE = {"ok": "green", "partial": "yellow", "failed": "red"}
 
 
-class CollectProgress:
+class _OnScreen:
+    """
+    A rich display shown while the ``with`` block runs (cleared after it).
+    """
+
+    _display: Live | Progress
+
+    def __enter__(self) -> Self:
+        self._display.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._display.__exit__(kind, value, traceback)
+
+
+class CollectProgress(_OnScreen):
     """
     A live view of ``states`` (node → state), which the run updates as it goes.
     """
@@ -41,7 +62,7 @@ class CollectProgress:
         self._states = states
         self._total = total
         self._start = time.monotonic()
-        self._live = Live(
+        self._display = Live(
             console=console, refresh_per_second=4, transient=True, get_renderable=self._render
         )
 
@@ -66,26 +87,14 @@ class CollectProgress:
                 )
         return Group(*lines)
 
-    def __enter__(self) -> CollectProgress:
-        self._live.__enter__()
-        return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._live.__exit__(kind, value, traceback)
-
-
-class FitProgress:
+class FitProgress(_OnScreen):
     """
     A bar of the nodes fitted so far; ``update`` is the fit's progress callback.
     """
 
     def __init__(self, console: Console, total: int) -> None:
-        self._bar = Progress(
+        self._display = self._bar = Progress(
             TextColumn("fitting"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -98,15 +107,3 @@ class FitProgress:
 
     def update(self, done: int, total: int) -> None:
         self._bar.update(self._task, completed=done, total=total)
-
-    def __enter__(self) -> FitProgress:
-        self._bar.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._bar.__exit__(kind, value, traceback)
