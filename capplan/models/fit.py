@@ -346,7 +346,10 @@ def fit_least_connections(
         raise ValueError(f"model must be 'auto' or one of {', '.join(MODELS)}: {model!r}")
     scvs = balancer_arrival_scvs({n.node: n.windows for n in nodes})
     current = [replace(n, arrival_scv=scvs[n.node]) for n in nodes]
-    fits = fit_nodes(current, slo, model="mgc", utilization_ceiling=utilization_ceiling)
+    # the rounds need only the stations: M/G/c, or M/M/c for windows without percentiles
+    has_percentiles = all(any(w.p50_ms or w.p95_ms or w.p99_ms for w in n.windows) for n in nodes)
+    station_model = "mgc" if has_percentiles else "auto"
+    fits = fit_nodes(current, slo, model=station_model, utilization_ceiling=utilization_ceiling)
     total: dict[tuple[object, float], float] = {}
     for n in nodes:
         for w in n.windows:
@@ -377,7 +380,7 @@ def fit_least_connections(
         fits = fit_nodes(
             current,
             slo,
-            model=model if last else "mgc",
+            model=model if last else station_model,
             utilization_ceiling=utilization_ceiling,
         )
         if not last:
@@ -391,10 +394,11 @@ def _station_of(
     fit: NodeFit, node: NodeInput, keep: tuple[float, float, float] | None = None
 ) -> tuple[float, float, float]:
     """
-    The node's fitted M/G/c as (servers, service time, scv); ``keep`` (or, without one, the
-    node's lowest mean latency as an exponential service time) where the fit failed.
+    The node's fitted station (M/G/c, else M/M/c) as (servers, service time, scv); ``keep``
+    (or, without one, the node's lowest mean latency as an exponential service time) where the
+    fit failed.
     """
-    mgc = next((c for c in fit.candidates if c.model == "mgc" and c.success), None)
+    mgc = next((c for c in fit.candidates if c.model in STATIONS and c.success), None)
     if mgc is not None:
         p = mgc.params
         return float(p["servers"]), float(p["service_ms"]) / 1e3, float(p["scv"])

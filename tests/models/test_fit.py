@@ -577,3 +577,12 @@ class TestMeasuredFit:
         b = [replace(w, node="b", start=w.start + timedelta(seconds=7)) for w in a]
         fits = fit_least_connections([NodeInput("a", a, 2), NodeInput("b", b, 2)], SLO)
         assert all(any("line up with no other node's" in w for w in f.warnings) for f in fits)
+
+    def test_least_connections_without_percentiles_uses_mmc(self) -> None:
+        """Windows with means only: the pool's rounds use M/M/c stations, and every node fits."""
+        st = Station(servers=2, service_time=0.02, scv=1.0)
+        a = synthetic(st, SPREAD, seed=1, percentiles=False)
+        b = [replace(w, node="b") for w in synthetic(st, SPREAD, seed=2, percentiles=False)]
+        fits = fit_least_connections([NodeInput("a", a, 2), NodeInput("b", b, 2)], SLO, model="mmc")
+        assert [True, True] == [f.success for f in fits]
+        assert [2.0, 2.0] == [f.params["servers"] for f in fits]
