@@ -25,6 +25,7 @@ which a fleet asked to survive N losses nearly always does, and otherwise on the
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -330,6 +331,34 @@ class _Program:
             if m > 0:
                 for c in range(n_cells):
                     add({x(m, c): 1.0, x(m - 1, c): -1.0}, 0.0, math.inf)
+        if policy.survive_zone:
+            # zones alike (the same kinds at the same prices and bounds in every month) can swap
+            # their plans: order them by their last month's capacity
+            alike: dict[tuple[object, ...], list[str]] = {}
+            for zone in problem.zones:
+                here = [c for c in range(n_cells) if cells[c][1] == zone]
+                key = tuple(
+                    (
+                        cells[c][0],
+                        cells[c][2],
+                        tuple(self.lower[:, c]),
+                        tuple(self.upper[:, c]),
+                        tuple(self.price[:, c]),
+                    )
+                    for c in here
+                )
+                if here:
+                    alike.setdefault(key, []).append(zone)
+            last = months - 1
+            for group in alike.values():
+                for first, second in itertools.pairwise(group):
+                    row = {
+                        x(last, c): float(cap[c]) for c in range(n_cells) if cells[c][1] == first
+                    }
+                    for c in range(n_cells):
+                        if cells[c][1] == second:
+                            row[x(last, c)] = -float(cap[c])
+                    add(row, 0.0, math.inf)
 
         data: list[float] = []
         ri: list[int] = []
@@ -395,18 +424,20 @@ def solve_fleet(
     # leave the spot share slack).  A kind that another does better everywhere it runs is
     # never worth buying (at the base price model; spot nodes are left alone, as the spot
     # share could tell them apart): its cells keep today's nodes.
+    hourly = np.array([kinds[k].prices[p] for k, _, p in cells]) * HOURS_PER_MONTH
+    # tie-breaker: of two plans of the same cost, fewer node-months
+    price = hourly + _TIE * float(hourly.min())
     dominated = _dominated(problem)
+    # (kind, zone) cells that cheaper nodes of the same zone cover: no optimal plan adds to them
+    covered = _covered_cells(problem, cells, price)
     most = np.array(
         [
             current[c]
-            if (k, zone) not in allowed or (k in dominated and model != "spot")
+            if (k, zone) not in allowed or (k in dominated and model != "spot") or c in covered
             else current[c] + 2 * (math.ceil(peak / kinds[k].capacity_rps) + policy.n_plus)
             for c, (k, zone, model) in enumerate(cells)
         ]
     )
-    hourly = np.array([kinds[k].prices[p] for k, _, p in cells]) * HOURS_PER_MONTH
-    # tie-breaker: of two plans of the same cost, fewer node-months
-    price = hourly + _TIE * float(hourly.min())
     candidates: list[tuple[str, npt.NDArray[np.int64]]] = []
     bound: float | None = None
     if method in ("auto", "rolling"):
@@ -490,6 +521,69 @@ def _dominated(problem: FleetProblem) -> set[int]:
                 out.add(b)
                 break
     return out
+
+
+def _covered_cells(
+    problem: FleetProblem, cells: list[tuple[int, str, str]], price: npt.NDArray[np.float64]
+) -> set[int]:
+    """
+    Cells at the base price model that no optimal plan adds to: some nodes of other such cells
+    in the same zone hold at least one node's capacity for less (program prices, tie-breaker
+    included), e.g. three 347-rps nodes at 0.018/h each for one 968-rps node at 0.087/h.
+
+    Each added node of such a cell can become those nodes, in the same zone and months: every
+    zone and the fleet keep at least their capacity, the cost falls, and the largest node present
+    grows by no more than the capacity gained (so the n-plus rows hold for ``n_plus`` ≤ 1; for
+    larger ``n_plus`` nothing is set aside).  Spot cells are left alone (the spot share could
+    tell them apart).  A cell set aside is not used to cover another.
+    """
+    if problem.policy.n_plus > 1:
+        return set()
+    kinds = problem.kinds
+    allowed = {(k, z) for k, kind in enumerate(kinds) for z in kind.zones}
+    cap = [kinds[k].capacity_rps for k, _, _ in cells]
+    by_zone: dict[str, list[int]] = {}
+    for c, (k, zone, model) in enumerate(cells):
+        if model != "spot" and (k, zone) in allowed:
+            by_zone.setdefault(zone, []).append(c)
+    out: set[int] = set()
+    for members in by_zone.values():
+        for b in sorted(members, key=lambda c: (-float(price[c]), c)):
+            others = sorted(
+                (a for a in members if a != b and a not in out),
+                key=lambda a: float(price[a]) / cap[a],
+            )
+            if _cover_cost(others, cap, price, cap[b], float(price[b])) < float(price[b]):
+                out.add(b)
+    return out
+
+
+def _cover_cost(
+    cells: list[int],
+    cap: list[float],
+    price: npt.NDArray[np.float64],
+    need: float,
+    limit: float,
+) -> float:
+    """
+    The least cost of nodes of ``cells`` (any number of each) holding at least ``need``, when
+    below ``limit`` (else ``limit``): branch and bound, ``cells`` sorted by price per capacity.
+    """
+    best = limit
+
+    def walk(i: int, left: float, spent: float) -> None:
+        nonlocal best
+        if left <= 0:
+            best = min(best, spent)
+            return
+        if i == len(cells) or spent + left * float(price[cells[i]]) / cap[cells[i]] >= best:
+            return
+        c = cells[i]
+        for n in range(math.ceil(left / cap[c]), -1, -1):
+            walk(i + 1, left - n * cap[c], spent + n * float(price[c]))
+
+    walk(0, need, 0.0)
+    return best
 
 
 #: The one zone of a program whose zones do not matter.

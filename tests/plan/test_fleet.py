@@ -262,3 +262,37 @@ class TestDominatedKinds:
         for month in plan.months:
             small = {k: n for k, n in month.counts.items() if k[0] == "b-small" and n}
             assert small == {("b-small", "a", "on_demand"): 2}
+
+
+class TestCoveredCellsAndAlikeZones:
+    """
+    A dear node that cheaper ones of the same zone out-hold is never added (``_covered_cells``),
+    and zones alike are ordered: the optimum is the enumeration's, which knows neither.
+    """
+
+    BIG = KindOffer("big", 968.0, {"on_demand": 0.087}, ("a", "b", "c"))
+    SMALL = KindOffer("small", 347.0, {"on_demand": 0.018}, ("a", "b", "c"))
+    ODD = KindOffer("odd", 500.0, {"on_demand": 0.05}, ("c",))
+
+    def test_which_cells_are_covered(self) -> None:
+        from capplan.plan.fleet import _covered_cells
+
+        problem = FleetProblem((self.BIG, self.SMALL), ZONES, (900.0,), {}, Policy())
+        cells = [(k, z, "on_demand") for k in range(2) for z in ZONES]
+        price = np.array([0.087] * 3 + [0.018] * 3)
+        # three small nodes (1,041 rps, 0.054) hold more than one big one (0.087) for less
+        assert _covered_cells(problem, cells, price) == {0, 1, 2}
+        dear = np.array([0.087] * 3 + [0.030] * 3)  # three small ones now cost 0.090
+        assert _covered_cells(problem, cells, dear) == set()
+        two = FleetProblem((self.BIG, self.SMALL), ZONES, (900.0,), {}, Policy(n_plus=2))
+        assert _covered_cells(two, cells, price) == set()
+
+    @pytest.mark.parametrize(
+        "policy", [Policy(survive_zone=True), Policy(n_plus=1, survive_zone=True)]
+    )
+    def test_same_cost_as_the_enumeration(self, policy: Policy) -> None:
+        problem = FleetProblem((self.BIG, self.SMALL, self.ODD), ZONES, (1500.0,), {}, policy)
+        plan = solve_fleet(problem)
+        assert_serves(plan, problem)
+        assert not any(n for (kind, _, _), n in plan.months[0].counts.items() if kind == "big")
+        assert plan.months[0].cost_per_month == pytest.approx(brute_force(problem, 4), rel=1e-4)
