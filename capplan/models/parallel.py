@@ -38,7 +38,8 @@ def available_cores() -> int:
 
 def _one_blas_thread() -> None:
     # Each worker is one of ``processes``: BLAS threads on top would fight over the same cores
-    # (1,000 nodes in two processes: 10.9 s with OpenBLAS' own threads, 8.5 s with one each).
+    # (1,000 nodes in two processes: 10.9 s with OpenBLAS' own threads, 8.5 s with one each,
+    # set through OPENBLAS_NUM_THREADS for that measurement).
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
