@@ -108,8 +108,9 @@ def _fit_pool(
     """
     Fit the nodes as the inventory says their windows were measured (``arrivals``; ``pool``:
     every node of the inventory, for the balancer's shares and queue), in batches over worker
-    processes when there are many, with a progress bar on a terminal when asked and the pool
-    is more than one batch.
+    processes when there are many.  ``show_progress`` (not under ``--json``): a progress bar
+    on a terminal when the pool is more than one batch, and on stderr the note of an inventory
+    that lists balancers without saying how its windows were measured.
     """
     from functools import partial
 
@@ -117,7 +118,10 @@ def _fit_pool(
     from capplan.models.parallel import BATCH_NODES, fit_in_batches
 
     # (the inventory's loader has checked that least_connections has every node's workers)
-    arrivals = inventory.arrivals if inventory is not None else "poisson"
+    arrivals = inventory.arrival_model if inventory is not None else "poisson"
+    note = _arrivals_note(inventory) if show_progress else None
+    if note is not None:
+        _stderr().print(note)
 
     def run(progress: Callable[[int, int], None] | None) -> list[NodeFit]:
         return fit_measured(
@@ -137,6 +141,21 @@ def _fit_pool(
         with FitProgress(out, len(inputs)) as bar:
             return run(bar.update)
     return run(None)
+
+
+def _arrivals_note(inventory: Inventory | None) -> Text | None:
+    """
+    A note when the inventory lists balancers but does not say how the windows were measured.
+    """
+    if inventory is None or inventory.arrivals is not None or not inventory.balancers:
+        return None
+    return Text.assemble(
+        ("note", "cyan"),
+        ": the inventory does not say how the windows were measured, so they are read as "
+        "Poisson traffic (each node driven alone); windows from the pool's own logs were "
+        "measured behind its balancer, which this overstates the capacity of: set arrivals: "
+        "round_robin or least_connections (or poisson to silence this)",
+    )
 
 
 _ARRIVALS_CAPTION = {
@@ -777,7 +796,7 @@ def fit(
                 "no nodes to fit: the store is empty",
                 hint="run `capplan import FILE.csv` or `capplan collect` first",
             )
-        arrivals = inv.arrivals if inv is not None else "poisson"
+        arrivals = inv.arrival_model if inv is not None else "poisson"
         pool = (
             [NodeInput(n.name, list(store.windows(n.name)), n.workers) for n in inv.nodes]
             if inv is not None and arrivals != "poisson"

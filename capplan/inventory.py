@@ -203,7 +203,8 @@ class Inventory(_Strict):
     load_rps: float | None = Field(None, gt=0)
     #: How the windows' requests arrived: ``poisson`` (each node driven alone, or at random),
     #: or measured behind the pool's balancer: ``round_robin`` or ``least_connections``.
-    arrivals: Literal["poisson", "round_robin", "least_connections"] = "poisson"
+    #: Unset: read as ``poisson``, and the commands that fit say so once.
+    arrivals: Literal["poisson", "round_robin", "least_connections"] | None = None
     slo: SLOSpec = Field(default_factory=SLOSpec)
     ssh: SSHSettings = Field(default_factory=SSHSettings)
     nodes: list[Node] = Field(min_length=1)
@@ -212,6 +213,13 @@ class Inventory(_Strict):
     zones: list[Name] = Field(default_factory=list)
     planning: Planning = Field(default_factory=Planning)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+
+    @property
+    def arrival_model(self) -> str:
+        """
+        How the fit reads the windows: ``arrivals``, else ``poisson``.
+        """
+        return self.arrivals or "poisson"
 
     def node(self, name: str) -> Node:
         """

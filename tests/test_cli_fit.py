@@ -98,9 +98,7 @@ class TestFitStore:
         """
         text = (EXAMPLES / "web" / "inventory.yaml").read_text(encoding="utf-8")
         inventory = tmp_path / "inventory.yaml"
-        inventory.write_text(
-            text.replace("cluster: web\n", "cluster: web\narrivals: round_robin\n")
-        )
+        inventory.write_text(text.replace("arrivals: poisson", "arrivals: round_robin"))
         assert "poisson" == example_fit["json"]["arrivals"]
         db = example_fit["db"]
         mgc = ("--db", db, "--model", "mgc", "--json")
@@ -124,7 +122,7 @@ class TestFitStore:
         are required (exit 2 naming the node without), --node gives the pool fit's answer.
         """
         text = (EXAMPLES / "web" / "inventory.yaml").read_text(encoding="utf-8")
-        text = text.replace("cluster: web\n", "cluster: web\narrivals: least_connections\n")
+        text = text.replace("arrivals: poisson", "arrivals: least_connections")
         inventory = tmp_path / "inventory.yaml"
         inventory.write_text(text)
         db = example_fit["db"]
@@ -255,3 +253,20 @@ class TestQueue:
         result = cli("queue", "-c", "2", "-s", "10", "-r", "100")
         assert ExitStatus.OK == result.status
         assert "P(wait)" in result.stdout
+
+
+def test_unsaid_arrivals_get_a_note(cli: CLI, example_fit: dict, tmp_path: Path) -> None:
+    """
+    An inventory that lists balancers but not how its windows were measured is read as Poisson
+    with a note on stderr (not under --json); saying it, even poisson, silences the note.
+    """
+    text = (EXAMPLES / "web" / "inventory.yaml").read_text(encoding="utf-8")
+    unsaid = tmp_path / "inventory.yaml"
+    unsaid.write_text("\n".join(ln for ln in text.splitlines() if "arrivals:" not in ln) + "\n")
+    args = ("fit", "--db", example_fit["db"])
+    noted = cli(*args, "-i", unsaid)
+    assert ExitStatus.OK == noted.status
+    assert "does not say how the windows were measured" in noted.stderr
+    assert "does not say" not in cli(*args, "-i", unsaid, "--json").stderr
+    assert "does not say" not in cli(*args, "-i", EXAMPLES / "web" / "inventory.yaml").stderr
+    assert cli(*args, "-i", unsaid, "--json").json == example_fit["json"]

@@ -58,7 +58,9 @@ class TestInventory:
 
     def test_arrivals(self) -> None:
         """arrivals: poisson unless measured behind round robin or least connections."""
-        assert "poisson" == parse_inventory(GOOD, "inv.yaml").arrivals
+        unsaid = parse_inventory(GOOD, "inv.yaml")
+        assert unsaid.arrivals is None  # read as poisson, with a note from the fitting commands
+        assert "poisson" == unsaid.arrival_model
         for value in ("round_robin", "least_connections"):
             text = GOOD.replace("load_rps: 1800\n", f"load_rps: 1800\narrivals: {value}\n")
             text = text.replace("    host: local\n", "    host: local\n    workers: 4\n")

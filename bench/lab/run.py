@@ -449,6 +449,7 @@ class Lab:
         document = {
             "cluster": self.pool.name,
             "profile": "balanced",
+            "arrivals": "poisson",  # the ramp drives each node through its own port
             "slo": {
                 "percentile": self.s.percentile,
                 "latency_ms": self.s.slo_ms,

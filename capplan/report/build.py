@@ -98,7 +98,7 @@ def build_report(
     fits = fit_measured(  # as capplan fit does
         inputs,
         target,
-        arrivals=inventory.arrivals,
+        arrivals=inventory.arrival_model,
         utilization_ceiling=profile.utilization_ceiling,
         fit=fit_in_batches,
     )
