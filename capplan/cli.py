@@ -802,14 +802,18 @@ def fit(
             if inv is not None and arrivals != "poisson"
             else None
         )
-        inputs = [
-            NodeInput(
-                name,
-                list(store.windows(name)),
-                inv.node(name).workers if inv is not None else None,
-            )
-            for name in names
-        ]
+        if pool is not None:  # every node's windows are read already
+            by_name = {p.node: p for p in pool}
+            inputs = [by_name[name] for name in names]
+        else:
+            inputs = [
+                NodeInput(
+                    name,
+                    list(store.windows(name)),
+                    inv.node(name).workers if inv is not None else None,
+                )
+                for name in names
+            ]
     fits = _fit_pool(
         inputs,
         target,

@@ -31,7 +31,6 @@ from scipy import stats
 from capplan.models.queueing import (
     PooledQueue,
     Station,
-    mgc_mean_response,
     mgc_wait,
     relaxation_time,
 )
@@ -48,6 +47,7 @@ from capplan.models.station_fit import (
     idle_quantile,
     log_quantile_residuals,
     station_capacity,
+    with_given_wait,
 )
 from capplan.samples import Window
 
@@ -350,10 +350,7 @@ def fit_least_connections(
     has_percentiles = all(any(w.p50_ms or w.p95_ms or w.p99_ms for w in n.windows) for n in nodes)
     station_model = "mgc" if has_percentiles else "auto"
     fits = fit_nodes(current, slo, model=station_model, utilization_ceiling=utilization_ceiling)
-    total: dict[tuple[object, float], float] = {}
-    for n in nodes:
-        for w in n.windows:
-            total[(w.start, w.seconds)] = total.get((w.start, w.seconds), 0.0) + w.rate
+    pooled = _pool_requests({n.node: n.windows for n in nodes})
     stations = [_station_of(f, n) for f, n in zip(fits, nodes, strict=True)]
     for step in range(rounds + 1):
         pool = PooledQueue(tuple(stations), tuple(int(n.workers or 1) for n in nodes))
@@ -362,7 +359,7 @@ def fit_least_connections(
         for n in nodes:
             rates = np.array(
                 [
-                    total[(w.start, w.seconds)] if not math.isnan(a) else math.nan
+                    pooled[(w.start, w.seconds)][0] / w.seconds if not math.isnan(a) else math.nan
                     for w, a in zip(n.windows, scvs[n.node], strict=True)
                 ]
             )
@@ -742,21 +739,28 @@ def balancer_arrival_scvs(windows: Mapping[str, Sequence[Window]]) -> dict[str, 
     Returns:
         Per node, one scv per window, in the order of its windows.
     """
-    total: dict[tuple[object, float], int] = {}
-    count: dict[tuple[object, float], int] = {}
-    for ws in windows.values():
-        for w in ws:
-            key = (w.start, w.seconds)
-            total[key] = total.get(key, 0) + w.requests
-            count[key] = count.get(key, 0) + 1
+    pooled = _pool_requests(windows)
     out: dict[str, list[float]] = {}
     for node, ws in windows.items():
         shares = []
         for w in ws:
-            key = (w.start, w.seconds)
-            alone = count[key] < 2 or total[key] <= 0
-            shares.append(math.nan if alone else w.requests / total[key])
+            total, count = pooled[(w.start, w.seconds)]
+            shares.append(math.nan if count < 2 or total <= 0 else w.requests / total)
         out[node] = shares
+    return out
+
+
+def _pool_requests(
+    windows: Mapping[str, Sequence[Window]],
+) -> dict[tuple[object, float], tuple[int, int]]:
+    """
+    Per window start and length, the pool's requests in it and how many nodes have one.
+    """
+    out: dict[tuple[object, float], tuple[int, int]] = {}
+    for ws in windows.values():
+        for w in ws:
+            total, count = out.get((w.start, w.seconds), (0, 0))
+            out[(w.start, w.seconds)] = (total + w.requests, count + 1)
     return out
 
 
@@ -1677,18 +1681,11 @@ def _station_candidates(
         rate_ok = obs.rate[ok]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             wait = mgc_wait(*np.broadcast_arrays(rate_ok, c, s, v), arrival_scv=arrival)
-        if obs.wait is not None:  # a queue the pool shares; the node's slots still cap it
-            given = np.isfinite(obs.wait[0][ok]) & np.isfinite(obs.wait[1][ok])
-            wait = (
-                np.where(given, np.where(rate_ok * s < c, obs.wait[0][ok], np.nan), wait[0]),
-                np.where(given, obs.wait[1][ok], wait[1]),
-            )
+        if obs.wait is not None:  # a queue the pool shares
+            wait = with_given_wait(wait, (obs.wait[0][ok], obs.wait[1][ok]), rate_ok, c, s)
         if qc is None:
-            if obs.wait is None:
-                pred = mgc_mean_response(rate_ok, c, s, v, arrival_scv=arrival)
-            else:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    pred = wait[0] / wait[1] + s
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pred = wait[0] / wait[1] + s
             r = np.log(np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)) - np.log(values[ok])
         else:
             r = log_quantile_residuals(rate_ok, qc, values[ok], c, s, v, newton_steps=3, wait=wait)

@@ -73,6 +73,7 @@ __all__ = [
     "fit_stations",
     "log_quantile_residuals",
     "station_capacity",
+    "with_given_wait",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -233,6 +234,24 @@ def log_quantile_residuals(
     return out
 
 
+def with_given_wait(
+    own: tuple[FloatArray, FloatArray],
+    given: tuple[FloatArray, FloatArray],
+    rate: FloatArray,
+    servers: FloatArray | float,
+    service_time: FloatArray | float,
+) -> tuple[FloatArray, FloatArray]:
+    """
+    Each window's wait ``(C, θ)``: the given one where there is one (a queue the pool shares,
+    ``Packed.wait``), else the node's own; C is nan (unstable) where the node's own slots
+    cannot carry its rate, whatever the pool's queue.  All arguments broadcast together.
+    """
+    known = np.isfinite(given[0]) & np.isfinite(given[1])
+    p_wait = np.where(known, np.where(rate * service_time < servers, given[0], np.nan), own[0])
+    theta = np.where(known, given[1], own[1])
+    return p_wait, theta
+
+
 def _raw_residuals(
     packed: Packed,
     idx: IntArray,
@@ -250,11 +269,13 @@ def _raw_residuals(
     arrival = 1.0 if packed.arrival is None else packed.arrival[idx]
     p_wait, theta = mgc_wait(rate, c[:, None], s[:, None], v[:, None], arrival_scv=arrival)
     if packed.wait is not None:
-        given_c, given_theta = packed.wait[0][idx], packed.wait[1][idx]
-        given = np.isfinite(given_c) & np.isfinite(given_theta)
-        p_wait, theta = np.where(given, given_c, p_wait), np.where(given, given_theta, theta)
-        # the node's own slots still cap its rate
-        p_wait = np.where(given & (rate * s[:, None] >= c[:, None]), np.nan, p_wait)
+        p_wait, theta = with_given_wait(
+            (p_wait, theta),
+            (packed.wait[0][idx], packed.wait[1][idx]),
+            rate,
+            c[:, None],
+            s[:, None],
+        )
     with np.errstate(divide="ignore", invalid="ignore"):
         pred = p_wait / theta + s[:, None]
         pred = np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)
