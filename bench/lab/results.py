@@ -27,7 +27,15 @@ from typing import Any
 from bench.lab.pool import DEFAULT_CV
 from bench.lab.stationary import stationary_capacity
 
-__all__ = ["ALTERNATIVES", "Target", "add_stationary", "markdown", "plot", "targets"]
+__all__ = [
+    "ALTERNATIVES",
+    "Target",
+    "add_stationary",
+    "markdown",
+    "node_stationary",
+    "plot",
+    "targets",
+]
 
 #: The configurations capplan must beat (``optimum`` is the limit, not an alternative).
 ALTERNATIVES = ("rr", "lc", "wrr", "wlc")
@@ -209,11 +217,10 @@ def _covers(interval: Sequence[float | None], value: float) -> bool:
 
 def add_stationary(variants: Mapping[str, Any], slo: Mapping[str, Any]) -> int:
     """
-    Give every node of every variant that lacks one its stationary capacity at the SLO,
-    simulated from the pool's parameters (``bench.lab.stationary``): the median over
-    ``STATIONARY_SEEDS`` independent seed sets as ``stationary_rps``, their lowest and
-    highest as ``stationary_range``.  Returns how many nodes were computed (each takes seconds
-    to a minute; the results are kept in the document).
+    Give every node of every variant that lacks one its stationary capacity at the SLO
+    (:func:`node_stationary`) as ``stationary_rps``, the seed sets' lowest and highest as
+    ``stationary_range``.  Returns how many nodes were computed (each takes seconds to a
+    minute; the results are kept in the document).
     """
     done = 0
     for result in variants.values():
@@ -222,25 +229,37 @@ def add_stationary(variants: Mapping[str, Any], slo: Mapping[str, Any]) -> int:
         for node in result["nodes"]:
             if node.get("stationary_rps") or node["node"] not in specs:
                 continue
-            spec = specs[node["node"]]
-            law = spec.get("service") or pool["service"]
-            cv = spec.get("cv") or pool.get("cv", DEFAULT_CV)
-            values = sorted(
-                stationary_capacity(
-                    int(spec["slots"]),
-                    float(spec["service_ms"]),
-                    law,
-                    float(cv),
-                    float(slo["latency_ms"]),
-                    float(slo["percentile"]),
-                    seed=1000 * k,
-                )
-                for k in range(STATIONARY_SEEDS)
-            )
-            node["stationary_rps"] = statistics.median(values)
-            node["stationary_range"] = [values[0], values[-1]]
+            median, spread = node_stationary(specs[node["node"]], pool, slo)
+            node["stationary_rps"] = median
+            node["stationary_range"] = spread
             done += 1
     return done
+
+
+def node_stationary(
+    spec: Mapping[str, Any], pool: Mapping[str, Any], slo: Mapping[str, Any]
+) -> tuple[float, list[float]]:
+    """
+    A lab node's stationary capacity at the SLO, simulated from its parameters (``spec``: a
+    pool file's node; ``pool``: the pool's ``service`` and ``cv``, which a node may override;
+    :func:`bench.lab.stationary.stationary_capacity`): the median over ``STATIONARY_SEEDS``
+    independent seed sets, and their lowest and highest.
+    """
+    law = spec.get("service") or pool["service"]
+    cv = spec.get("cv") or pool.get("cv", DEFAULT_CV)
+    values = sorted(
+        stationary_capacity(
+            int(spec["slots"]),
+            float(spec["service_ms"]),
+            law,
+            float(cv),
+            float(slo["latency_ms"]),
+            float(slo["percentile"]),
+            seed=1000 * k,
+        )
+        for k in range(STATIONARY_SEEDS)
+    )
+    return statistics.median(values), [values[0], values[-1]]
 
 
 def markdown(variants: Mapping[str, Any], slo_label: str) -> str:

@@ -46,7 +46,7 @@ from bench.lab.node import fetch_stats, log_path, start_node_process
 from bench.lab.pool import DEFAULT_POOL, Pool, load_pool
 from bench.lab.results import add_stationary, markdown, plot
 
-__all__ = ["Lab", "Settings", "main"]
+__all__ = ["Lab", "Settings", "copy_log_between", "main"]
 
 REPO = Path(__file__).resolve().parents[2]
 #: Before a point, the longest wait for the nodes to work off an earlier point's backlog.
@@ -217,11 +217,13 @@ def _refusal_time(result: LoadResult) -> float | None:
     return float(np.percentile(values, 99)) if values.size else None
 
 
-def _copy_until(source: Path, dest: Path, end: float) -> None:
+def copy_log_between(source: Path, dest: Path, start: float, end: float) -> None:
     """
-    Copy a node's log up to the ramp's end: lines logged (completed) after it are the queue
-    draining once the load stopped — a last window of a few requests with the whole queue's
-    wait, which is no load level at all and pulled one fit's service time up by half.
+    Copy the lines of a node's log logged (completed) in ``[start, end)`` (``time.time()``
+    seconds): lines after the end are the queue draining once the load stopped — a last
+    window of a few requests with the whole queue's wait, which is no load level at all and
+    pulled one fit's service time up by half — and lines before the start belong to earlier
+    loads.
     """
     with source.open(encoding="utf-8") as src, dest.open("w", encoding="utf-8") as out:
         for line in src:
@@ -231,7 +233,7 @@ def _copy_until(source: Path, dest: Path, end: float) -> None:
             except ValueError:
                 out.write(line)
                 continue
-            if moment < end:
+            if start <= moment < end:
                 out.write(line)
 
 
@@ -429,8 +431,11 @@ class Lab:
         ramp_logs = self.dir / "ramp-logs"
         ramp_logs.mkdir(exist_ok=True)
         for n in self.pool.nodes:
-            _copy_until(
-                log_path(self.dir / "logs", n.name), log_path(ramp_logs, n.name), start + total
+            copy_log_between(
+                log_path(self.dir / "logs", n.name),
+                log_path(ramp_logs, n.name),
+                -math.inf,
+                start + total,
             )
         marker.write_text("done\n")
 
