@@ -435,6 +435,9 @@ def collect_cmd(
         )
     else:
         _print_collected(outcomes, failures, path)
+        note = _arrivals_note(inv) if collected else None
+        if note is not None:
+            _stderr().print(note)
     if not collected:
         return ExitStatus.FAILURE
     return ExitStatus.PARTIAL if failures else ExitStatus.OK

@@ -63,6 +63,26 @@ def test_local_nodes(cli: CLI, tmp_path: Path) -> None:
     assert all(w.concurrency == 120 * 0.050 / 60 for w in windows)
 
 
+def test_windows_from_behind_a_balancer_get_a_note(cli: CLI, tmp_path: Path) -> None:
+    """
+    The pool's logs were written behind its balancer: an inventory that lists balancers but
+    not ``arrivals`` gets the note that fit gives (on stderr; not under --json, nor once it
+    says ``arrivals``).
+    """
+    (tmp_path / "a").mkdir()
+    write_log(tmp_path / "a" / "access.log", [math.floor(time.time() / 60) * 60 - 90])
+    inv = inventory(tmp_path, "a")
+    balancers = "balancers:\n  - {kind: nginx, name: web, output: web.conf}\n"
+    inv.write_text(inv.read_text() + balancers)
+    db = tmp_path / "c.db"
+    noted = cli("collect", "-i", inv, "--db", db)
+    assert noted.status == ExitStatus.OK, noted.stderr
+    assert "does not say how the windows were measured" in noted.stderr
+    assert "does not say" not in cli("collect", "-i", inv, "--db", db, "--json").stderr
+    inv.write_text(inv.read_text() + "arrivals: round_robin\n")
+    assert "does not say" not in cli("collect", "-i", inv, "--db", db).stderr
+
+
 def test_missing_log_is_a_failure_of_that_node(cli: CLI, tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     write_log(tmp_path / "a" / "access.log", [time.time() - 100])
