@@ -31,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -46,7 +46,7 @@ from bench.lab.node import fetch_stats, log_path, start_node_process
 from bench.lab.pool import DEFAULT_POOL, Pool, load_pool
 from bench.lab.results import add_stationary, markdown, plot
 
-__all__ = ["Lab", "Settings", "copy_log_between", "main"]
+__all__ = ["Lab", "Settings", "capplan_json", "copy_log_between", "main", "wait_idle"]
 
 REPO = Path(__file__).resolve().parents[2]
 #: Before a point, the longest wait for the nodes to work off an earlier point's backlog.
@@ -217,6 +217,22 @@ def _refusal_time(result: LoadResult) -> float | None:
     return float(np.percentile(values, 99)) if values.size else None
 
 
+def wait_idle(addresses: Iterable[tuple[str, int]], say: Callable[[str], None]) -> None:
+    """
+    Wait until no node has a request queued or in service, at most ``SETTLE_MAX_S``.
+    """
+    addresses = list(addresses)
+    deadline = time.monotonic() + SETTLE_MAX_S
+    while addresses:
+        stats = [fetch_stats(address) for address in addresses]
+        if all(s["queued"] == 0 and s["busy"] == 0 for s in stats):
+            return
+        if time.monotonic() > deadline:
+            say(f"    nodes still busy after {SETTLE_MAX_S:g} s; going on")
+            return
+        time.sleep(0.5)
+
+
 def copy_log_between(source: Path, dest: Path, start: float, end: float) -> None:
     """
     Copy the lines of a node's log logged (completed) in ``[start, end)`` (``time.time()``
@@ -254,7 +270,7 @@ def _json_safe(value: Any) -> Any:
 # --- the lab -----------------------------------------------------------------------------------
 
 
-def _capplan(*args: str | Path, check: bool = True) -> dict[str, Any]:
+def capplan_json(*args: str | Path, check: bool = True) -> dict[str, Any]:
     command = [*CAPPLAN, *map(str, args)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO)
     if check and done.returncode not in (0, 3):
@@ -291,15 +307,7 @@ class Lab:
         and a balancer may still hold a node down for its timeouts — either would weigh on the
         next point, whichever strategy it measures.
         """
-        deadline = time.monotonic() + SETTLE_MAX_S
-        while self.node_addresses:
-            stats = [fetch_stats(address) for address in self.node_addresses.values()]
-            if all(s["queued"] == 0 and s["busy"] == 0 for s in stats):
-                break
-            if time.monotonic() > deadline:
-                self.say(f"    nodes still busy after {SETTLE_MAX_S:g} s; going on")
-                break
-            time.sleep(0.5)
+        wait_idle(self.node_addresses.values(), self.say)
         if self.after_failures:
             time.sleep(FAIL_TIMEOUT_S)
             self.after_failures = False
@@ -480,12 +488,12 @@ class Lab:
             for stale in (db, fit_file, self.dir / "plan.yaml"):
                 stale.unlink(missing_ok=True)
         if not fit_file.exists():
-            collected = _capplan(
+            collected = capplan_json(
                 "collect", "-i", inventory, "--db", db, "--window", f"{self.s.window_s}s", "--json"
             )
             stored = {n["node"]: n["windows"] for n in collected.get("nodes", [])}
             self.say(f"collect: windows stored {stored}")
-            fit = _capplan("fit", "-i", inventory, "--db", db, "--json")
+            fit = capplan_json("fit", "-i", inventory, "--db", db, "--json")
             fit_file.write_text(json.dumps(fit, indent=1))
         fit = json.loads(fit_file.read_text())
         predicted = sum(n["capacity_rps"] for n in fit["nodes"])
@@ -494,7 +502,7 @@ class Lab:
         configs = self.dir / "capplan"
         plan = self.dir / "plan.yaml"
         if not plan.exists():
-            _capplan(
+            capplan_json(
                 "optimize",
                 "-i",
                 inventory,

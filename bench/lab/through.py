@@ -34,8 +34,6 @@ import asyncio
 import json
 import math
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -46,10 +44,10 @@ import yaml
 from bench.lab._loop import loop_factory
 from bench.lab.balancers import Balancers
 from bench.lab.loadgen import run_load_async
-from bench.lab.node import NodeProcess, fetch_stats, log_path, start_node_process
+from bench.lab.node import NodeProcess, log_path, start_node_process
 from bench.lab.pool import DEFAULT_POOL, Pool, load_pool
 from bench.lab.results import node_stationary
-from bench.lab.run import SETTLE_MAX_S, Results, copy_log_between
+from bench.lab.run import Results, capplan_json, copy_log_between, wait_idle
 
 __all__ = ["FITS", "main", "markdown"]
 
@@ -67,17 +65,6 @@ FITS: tuple[tuple[str, str, bool], ...] = (
     ("round_robin, workers", "round_robin", True),
     ("least_connections, workers", "least_connections", True),
 )
-CAPPLAN = [sys.executable, "-m", "capplan"]
-
-
-def _capplan(*args: str | Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [*CAPPLAN, *map(str, args)], capture_output=True, text=True, timeout=1800, check=False
-    )
-    if done.returncode not in (0, 3):  # 3: partial (e.g. a node's warning), still a document
-        raise RuntimeError(f"capplan {' '.join(map(str, args))}: {done.stderr.strip()[-2000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
 
 
 def inventory(pool: Pool, logs: Path, arrivals: str, workers: bool) -> dict[str, Any]:
@@ -129,18 +116,6 @@ class Through:
     def ramp_dir(self, route: str) -> Path:
         return self.dir / route.replace("/", "-")
 
-    def settle(self, nodes: NodeProcess) -> None:
-        """
-        Wait until no node has a request queued or in service (the previous ramp's backlog).
-        """
-        deadline = time.monotonic() + SETTLE_MAX_S
-        while time.monotonic() < deadline:
-            stats = [fetch_stats(address) for address in nodes.addresses.values()]
-            if all(s["queued"] == 0 and s["busy"] == 0 for s in stats):
-                return
-            time.sleep(0.5)
-        self.say(f"  nodes still busy after {SETTLE_MAX_S:g} s; going on")
-
     def measure(self) -> None:
         """
         Every ramp not yet measured: start the nodes and the balancers, drive each ramp through
@@ -161,7 +136,7 @@ class Through:
             balancers.start()
             for i, route in enumerate(todo):
                 balancer, strategy = route.split("/")
-                self.settle(nodes)
+                wait_idle(nodes.addresses.values(), self.say)
                 self.ramp(nodes, balancers.target(balancer, strategy), route, seed=2000 + i)
         finally:
             balancers.stop()
@@ -225,7 +200,7 @@ class Through:
                 path.write_text(
                     yaml.safe_dump(inventory(self.pool, here / "logs", "poisson", False))
                 )
-                collected = _capplan(
+                collected = capplan_json(
                     "collect", "-i", path, "--db", db, "--window", f"{WINDOW_S}s", "--json"
                 )
                 stored = {n["node"]: n["windows"] for n in collected.get("nodes", [])}
@@ -238,7 +213,7 @@ class Through:
                 path.write_text(
                     yaml.safe_dump(inventory(self.pool, here / "logs", arrivals, workers))
                 )
-                fitted = _capplan("fit", "-i", path, "--db", db, "--json")
+                fitted = capplan_json("fit", "-i", path, "--db", db, "--json")
                 done[label] = {
                     n["node"]: {
                         "capacity_rps": n["capacity_rps"],
