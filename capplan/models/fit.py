@@ -310,6 +310,13 @@ def fit_measured(
 #: Rounds of ``fit_least_connections``: each refits every node with the pool's wait from the
 #: previous round's stations (on the lab's pool the capacities move by < 0.1% after the third).
 LEAST_CONNECTIONS_ROUNDS = 4
+#: How far each round moves the stations towards their refit (geometrically, in the service
+#: time and its scv).  A full step swings: stations refitted slower make the pool's queue
+#: longer, which the next refit answers with faster ones, and so on; on the lab's ramps through
+#: the real nginx and HAProxy least connections (exponential service) the full-step iteration
+#: settled with every node 5–9% under its capacity, the half step within 3%
+#: (``python -m bench.lab.through``).
+LEAST_CONNECTIONS_STEP = 0.5
 
 
 def fit_least_connections(
@@ -329,7 +336,8 @@ def fit_least_connections(
     window, its service its node's.  So each node's service time and variability are fitted
     with that wait given per window (the pool's rate: the requests of every node's window of
     the same start and length), from stations fitted first with the balancer's interleaved
-    arrivals; the pool's wait is recomputed from the refitted stations ``rounds`` times.  A
+    arrivals; the pool's wait is recomputed ``rounds`` times, each time from stations moved
+    ``LEAST_CONNECTIONS_STEP`` of the way to their refit.  A
     node's own latencies cannot tell its slot count there (it rarely queues alone), so every
     node needs ``workers``.  Each capacity is the node's own, for Poisson traffic.
 
@@ -382,9 +390,26 @@ def fit_least_connections(
         )
         if not last:
             stations = [
-                _station_of(f, n, keep=old) for f, n, old in zip(fits, nodes, stations, strict=True)
+                _step_towards(old, _station_of(f, n, keep=old), LEAST_CONNECTIONS_STEP)
+                for f, n, old in zip(fits, nodes, stations, strict=True)
             ]
     return fits
+
+
+def _step_towards(
+    old: tuple[float, float, float], new: tuple[float, float, float], step: float
+) -> tuple[float, float, float]:
+    """
+    A station ``step`` of the way from ``old`` to ``new`` in log service time and log scv (the
+    slot count is the node's given one in both).
+    """
+    servers, s_old, v_old = old
+    _, s_new, v_new = new
+    return (
+        servers,
+        s_old ** (1.0 - step) * s_new**step,
+        v_old ** (1.0 - step) * v_new**step,
+    )
 
 
 def _station_of(
