@@ -522,6 +522,27 @@ def _covariance(jac: FloatArray, residuals: FloatArray) -> tuple[FloatArray, Int
     return out, dof
 
 
+def _scv_at_floor_fixed(cov: FloatArray, theta: FloatArray, scv_free: bool) -> FloatArray:
+    """
+    ``cov`` with the scv held fixed (variance 0) where the fit ran it down to the floor of its
+    box: near-constant service times, whose windows cannot tell 10⁻⁸ from 10⁻⁴.  There the scv
+    is clipped, its Jacobian column is 0, and ``_covariance`` would call its direction
+    unbounded — and with it every interval the scv enters, the capacity's included, though
+    the capacity no more moves along that direction than the residuals do: a fixed-service
+    node with its slots given came out 178.3 rps [0, inf].  (Only the scv: a slot count whose
+    column is 0 is bounded only from below, and stays unbounded.)
+    """
+    if not scv_free:
+        return cov
+    floor = theta[:, -1] <= _LOG_SCV_MIN
+    if not np.any(floor):
+        return cov
+    out = cov.copy()
+    out[floor, -1, :] = 0.0
+    out[floor, :, -1] = 0.0
+    return out
+
+
 def fit_stations(
     packed: Packed, workers: FloatArray | None, *, scv_free: bool = True
 ) -> StationFits:
@@ -566,6 +587,7 @@ def fit_stations(
     )
     k = theta.shape[1]
     cov, dof = _covariance(jac, residuals)
+    cov = _scv_at_floor_fixed(cov, theta, scv_free)
     c, s, v = _unpack(theta, rmax, servers, c_free, scv_free)
     if not c_free:
         return StationFits(
@@ -593,6 +615,7 @@ def fit_stations(
         _, floor_s[idx], floor_v[idx] = _unpack(floor.x, rmax[idx], floor.hi, False, scv_free)
         floor_station = (floor_c, floor_s, floor_v)
     r_cov, _ = _covariance(r_jac, r_res)
+    r_cov = _scv_at_floor_fixed(r_cov, r_theta, scv_free)
     r_cov[~np.isfinite(r_cost)] = np.inf  # no refit: no interval from it
     # ±2 se of the continuous c: c = rmax·S/rho, d ln c = d ln S − (1 − rho) d logit rho.
     c_cont = _unpack(theta, rmax, servers, c_free, scv_free)[0]

@@ -106,3 +106,23 @@ def test_least_connections_on_the_labs_short_ramp(monkeypatch: pytest.MonkeyPatc
     ratio = fitted[1:] / truth[1:]
     assert np.all(ratio > 0.97), ratio
     assert np.all(ratio < 1.03), ratio
+
+
+def test_fixed_service_with_its_slots_given_has_a_bounded_interval() -> None:
+    """
+    Near-constant service drives the fitted scv to the floor of its range, where the windows
+    cannot tell one tiny value from another: the scv is held there, and the capacity keeps a
+    finite interval around the truth (it was [0, inf] for the c = 4 and c = 8 nodes).
+    """
+    fits = behind.fit(behind.measure("random", 1, 60.0, "fixed", 0.4, workers=True), "poisson")
+    truth = station_capacity(
+        np.array(behind.SERVERS, dtype=np.float64),
+        np.full(4, behind.SERVICE_S),
+        np.zeros(4),
+        behind.SLO.latency_ms / 1e3,
+        behind.SLO.percentile / 100,
+    )
+    for f, t in zip(fits, truth, strict=True):
+        low, high = f.capacity_interval
+        assert high is not None, f.node
+        assert 0.99 * t < low <= f.capacity_rps <= high < 1.01 * t, (f.node, low, high, t)
