@@ -42,12 +42,12 @@ from typing import Any
 import yaml
 
 from bench.lab._loop import loop_factory
-from bench.lab.balancers import Balancers
+from bench.lab.balancers import STRATEGIES, Balancers
 from bench.lab.loadgen import run_load_async
 from bench.lab.node import NodeProcess, log_path, start_node_process
 from bench.lab.pool import DEFAULT_POOL, Pool, load_pool
 from bench.lab.results import node_stationary
-from bench.lab.run import Results, capplan_json, copy_log_between, wait_idle
+from bench.lab.run import BALANCERS, Results, capplan_json, copy_log_between, wait_idle
 
 __all__ = ["FITS", "main", "markdown"]
 
@@ -264,6 +264,18 @@ def _cell(fit: Mapping[str, Any], truth: float, slots: int) -> str:
     return text
 
 
+def _route_order(route: str) -> tuple[int, int, str]:
+    balancer, _, strategy = route.partition("/")
+    first = BALANCERS.index(balancer) if balancer in BALANCERS else len(BALANCERS)
+    rank = STRATEGIES.index(strategy) if strategy in STRATEGIES else len(STRATEGIES)
+    return first, rank, route
+
+
+def _label_order(label: str) -> tuple[int, str]:
+    labels = [name for name, _, _ in FITS]
+    return (labels.index(label) if label in labels else len(labels)), label
+
+
 def markdown(document: Mapping[str, Any]) -> str:
     """
     Per service law, per ramp and way of fitting: each node's fitted capacity over its
@@ -290,8 +302,10 @@ def markdown(document: Mapping[str, Any]) -> str:
         )
         out.append("| ramp through | fitted as | " + " | ".join(names) + " | geometric mean |")
         out.append("|---|---|" + "---|" * len(names) + "---|")
-        for route, fits in entry["fits"].items():
-            for label, nodes in fits.items():
+        for route in sorted(entry["fits"], key=_route_order):
+            fits = entry["fits"][route]
+            for label in sorted(fits, key=_label_order):
+                nodes = fits[label]
                 cells, logs = [], []
                 for n in names:
                     fit = nodes.get(n, {})
