@@ -349,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(128 + signum)  # runs every `finally`: balancers and nodes stop by PID
 
     signal.signal(signal.SIGTERM, stop)
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # the inventories name the logs by absolute path
     out.mkdir(parents=True, exist_ok=True)
     results = Results(out / "results.json")
     started = time.monotonic()
