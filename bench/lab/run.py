@@ -46,7 +46,15 @@ from bench.lab.node import fetch_stats, log_path, start_node_process
 from bench.lab.pool import DEFAULT_POOL, Pool, load_pool
 from bench.lab.results import add_stationary, markdown, plot
 
-__all__ = ["Lab", "Settings", "capplan_json", "copy_log_between", "main", "wait_idle"]
+__all__ = [
+    "Lab",
+    "Settings",
+    "capplan_json",
+    "copy_log_between",
+    "main",
+    "remove_store",
+    "wait_idle",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 #: Before a point, the longest wait for the nodes to work off an earlier point's backlog.
@@ -231,6 +239,15 @@ def wait_idle(addresses: Iterable[tuple[str, int]], say: Callable[[str], None]) 
             say(f"    nodes still busy after {SETTLE_MAX_S:g} s; going on")
             return
         time.sleep(0.5)
+
+
+def remove_store(db: Path) -> None:
+    """
+    Delete a capplan store with its WAL and shared-memory files (a WAL left behind would be
+    read into the next store of that name).
+    """
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        path.unlink(missing_ok=True)
 
 
 def copy_log_between(source: Path, dest: Path, start: float, end: float) -> None:
@@ -485,7 +502,8 @@ class Lab:
         db = self.dir / "capplan.db"
         fit_file = self.dir / "fit.json"
         if self.s.refit:  # capplan changed: collect, fit and optimize again on the same logs
-            for stale in (db, fit_file, self.dir / "plan.yaml"):
+            remove_store(db)
+            for stale in (fit_file, self.dir / "plan.yaml"):
                 stale.unlink(missing_ok=True)
         if not fit_file.exists():
             collected = capplan_json(

@@ -47,7 +47,14 @@ from bench.lab.loadgen import run_load_async
 from bench.lab.node import NodeProcess, log_path, start_node_process
 from bench.lab.pool import DEFAULT_POOL, Pool, load_pool
 from bench.lab.results import node_stationary
-from bench.lab.run import BALANCERS, Results, capplan_json, copy_log_between, wait_idle
+from bench.lab.run import (
+    BALANCERS,
+    Results,
+    capplan_json,
+    copy_log_between,
+    remove_store,
+    wait_idle,
+)
 
 __all__ = ["FITS", "main", "markdown"]
 
@@ -192,7 +199,7 @@ class Through:
             db = here / "capplan.db"
             if refit:
                 fits.pop(route, None)
-                db.unlink(missing_ok=True)
+                remove_store(db)
             if route in fits and all(label in fits[route] for label, _, _ in FITS):
                 continue
             if not db.exists():

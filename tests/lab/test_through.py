@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from bench.lab.pool import load_pool
-from bench.lab.run import copy_log_between
+from bench.lab.run import copy_log_between, remove_store
 from bench.lab.through import FITS, inventory, markdown
 from capplan.inventory import parse_inventory
 
@@ -90,3 +90,12 @@ def test_the_table_gives_each_fit_over_the_stationary_capacity() -> None:
     # 60/50 with three slots fitted, its interval missing 50; 150/150; geometric mean √1.2
     assert f"| nginx/wrr | poisson | 1.20 (c 3)* | 1.00 | {math.sqrt(1.2):.3f} |" in table
     assert "| nginx/wrr | round_robin | 1.00 | failed | 1.000 |" in table
+
+
+def test_a_refit_removes_the_store_with_its_wal(tmp_path: Path) -> None:
+    """A store left in WAL mode by an interrupted run goes with its -wal and -shm files."""
+    db = tmp_path / "capplan.db"
+    for name in ("capplan.db", "capplan.db-wal", "capplan.db-shm", "other.db-wal"):
+        (tmp_path / name).write_bytes(b"x")
+    remove_store(db)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db-wal"]
