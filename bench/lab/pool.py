@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -40,12 +40,14 @@ __all__ = [
     "LOOPBACK",
     "MIN_SERVICE_MS",
     "POOLS_DIR",
+    "SERVICES",
     "NodeSpec",
     "Pool",
     "PoolError",
     "ServiceKind",
     "load_pool",
     "parse_pool",
+    "parse_services",
     "require_loopback",
     "scv",
     "service_times",
@@ -61,6 +63,7 @@ MAX_SERVICE_MS = 60_000.0
 MAX_NODES = 64
 
 ServiceKind = Literal["exp", "fixed", "lognormal"]
+SERVICES: tuple[str, ...] = get_args(ServiceKind)
 #: A lognormal service time's coefficient of variation when the pool file gives none.
 DEFAULT_CV = 0.4
 
@@ -256,6 +259,23 @@ def parse_pool(text: str, *, source: str = "<pool>") -> Pool:
             for error in exc.errors()
         )
         raise PoolError(f"{source}: {problems}") from exc
+
+
+def parse_services(text: str) -> tuple[str, ...]:
+    """
+    A comma-separated list of service laws (``--service``), in the order given.
+
+    Raises:
+        ValueError: on an unknown or empty list, naming the laws there are.
+    """
+    asked = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    unknown = [s for s in asked if s not in SERVICES]
+    if unknown or not asked:
+        raise ValueError(
+            f"--service {text!r}: unknown {', '.join(unknown) or 'empty'}; choose among "
+            f"{','.join(SERVICES)}"
+        )
+    return asked
 
 
 def load_pool(path: str | Path) -> Pool:

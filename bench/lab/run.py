@@ -43,7 +43,7 @@ from bench.lab._loop import loop_factory
 from bench.lab.balancers import STRATEGIES, Balancers, CapplanConfig
 from bench.lab.loadgen import LoadResult, run_load_async
 from bench.lab.node import fetch_stats, log_path, start_node_process
-from bench.lab.pool import DEFAULT_POOL, Pool, load_pool
+from bench.lab.pool import DEFAULT_POOL, Pool, load_pool, parse_services
 from bench.lab.results import add_stationary, markdown, plot
 
 __all__ = [
@@ -134,7 +134,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(
         out=Path(args.out),
         pool_file=Path(args.pool),
-        services=tuple(args.service.split(","))
+        services=parse_services(args.service)
         if args.service
         else (("exp",) if quick else ("exp", "fixed", "lognormal")),
         balancers=tuple(args.balancers.split(","))
@@ -827,7 +827,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)
-    settings = _settings(args)
+    try:
+        settings = _settings(args)
+    except ValueError as error:
+        parser.error(str(error))
     settings.out.mkdir(parents=True, exist_ok=True)
     for program in ("nginx", "haproxy"):
         if program in settings.balancers and not (

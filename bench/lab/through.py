@@ -45,7 +45,7 @@ from bench.lab._loop import loop_factory
 from bench.lab.balancers import STRATEGIES, Balancers
 from bench.lab.loadgen import run_load_async
 from bench.lab.node import NodeProcess, log_path, start_node_process
-from bench.lab.pool import DEFAULT_POOL, Pool, load_pool
+from bench.lab.pool import DEFAULT_POOL, Pool, load_pool, parse_services
 from bench.lab.results import node_stationary
 from bench.lab.run import (
     BALANCERS,
@@ -351,6 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not balancers or set(balancers) - {"nginx", "haproxy"}:
         parser.error("--balancers: choose among nginx,haproxy")
     routes = [f"{b}/{s}" for b in balancers for s in strategies]
+    try:
+        services = parse_services(args.service)
+    except ValueError as error:
+        parser.error(str(error))
 
     def stop(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)  # runs every `finally`: balancers and nodes stop by PID
@@ -365,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[{time.monotonic() - started:7.1f} s] {text}", flush=True)
 
     base = load_pool(args.pool)
-    for service in [s for s in args.service.split(",") if s]:
+    for service in services:
         pool = base.model_copy(update={"service": service})
         say(f"pool {pool.name}, service {service}")
         through = Through(pool, out, results, routes, say)

@@ -19,6 +19,7 @@ from bench.lab.pool import (
     PoolError,
     load_pool,
     parse_pool,
+    parse_services,
     require_loopback,
 )
 from tests.lab.conftest import run_async
@@ -137,3 +138,12 @@ def test_service_times(kind: str, cv: float, scv: float) -> None:
     if kind != "fixed":
         assert not np.allclose(other.draw(10), draws[:10])
     assert math.isfinite(float(draws.max()))
+
+
+def test_service_laws_are_parsed_and_checked() -> None:
+    """--service: known laws in the order given, duplicates once; anything else is refused."""
+    assert parse_services("fixed, exp,fixed") == ("fixed", "exp")
+    with pytest.raises(ValueError, match="unknown gamma; choose among exp,fixed,lognormal"):
+        parse_services("exp,gamma")
+    with pytest.raises(ValueError, match="empty"):
+        parse_services(" , ")
