@@ -91,6 +91,20 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 DISPATCH = ("random", "round robin", "least conn")
 
 
+def true_capacities(service_scv: float) -> np.ndarray:
+    """
+    The pool's true stations' capacities at the SLO (the model's, at the true c, S and scv).
+    """
+    out: np.ndarray = station_capacity(
+        np.array(SERVERS, dtype=np.float64),
+        np.full(len(SERVERS), SERVICE_S),
+        np.full(len(SERVERS), service_scv),
+        SLO.latency_ms / 1e3,
+        SLO.percentile / 100.0,
+    )
+    return out
+
+
 def ramp(
     seed: int, window_s: float, service: str, cv: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -191,13 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     true_scv = scv(args.service, args.cv)
-    truth = station_capacity(
-        np.array(SERVERS, dtype=np.float64),
-        np.full(len(SERVERS), SERVICE_S),
-        np.full(len(SERVERS), true_scv),
-        SLO.latency_ms / 1e3,
-        SLO.percentile / 100.0,
-    )
+    truth = true_capacities(true_scv)
     law = args.service + (f" cv {args.cv:g}" if args.service == "lognormal" else "")
     print(
         f"default lab pool, {law} service, {len(LOADS)} loads × {WINDOWS_PER_LOAD} windows of "

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from bench.lab import behind
-from capplan.models.station_fit import station_capacity
 
 
 def test_windows_are_the_requests_statistics() -> None:
@@ -38,13 +37,7 @@ def test_round_robin_hands_each_node_its_slots_share() -> None:
 def test_poisson_control_recovers_the_stations() -> None:
     """Random dispatch (Poisson at every node): slots exact, capacity within 6% of the truth."""
     fits = behind.fit(behind.measure("random", 1, 60.0, "exp", 0.4, workers=False), "poisson")
-    truth = station_capacity(
-        np.array(behind.SERVERS, dtype=np.float64),
-        np.full(4, behind.SERVICE_S),
-        np.ones(4),
-        behind.SLO.latency_ms / 1e3,
-        behind.SLO.percentile / 100,
-    )
+    truth = behind.true_capacities(1.0)
     assert list(behind.SERVERS) == [f.params["servers"] for f in fits]
     got = np.array([f.capacity_rps for f in fits])
     np.testing.assert_allclose(got, truth, rtol=0.06)
@@ -95,13 +88,7 @@ def test_least_connections_on_the_labs_short_ramp(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(behind, "LOADS", (0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9))
     monkeypatch.setattr(behind, "WINDOWS_PER_LOAD", 3)
     nodes = behind.measure("least conn", 1, 10.0, "exp", 0.4, workers=True)
-    truth = station_capacity(
-        np.array(behind.SERVERS, dtype=np.float64),
-        np.full(4, behind.SERVICE_S),
-        np.ones(4),
-        behind.SLO.latency_ms / 1e3,
-        behind.SLO.percentile / 100,
-    )
+    truth = behind.true_capacities(1.0)
     fitted = np.array([f.capacity_rps for f in behind.fit(nodes, "least_connections")])
     ratio = fitted[1:] / truth[1:]
     assert np.all(ratio > 0.97), ratio
@@ -115,13 +102,7 @@ def test_fixed_service_with_its_slots_given_has_a_bounded_interval() -> None:
     finite interval around the truth (it was [0, inf] for the c = 4 and c = 8 nodes).
     """
     fits = behind.fit(behind.measure("random", 1, 60.0, "fixed", 0.4, workers=True), "poisson")
-    truth = station_capacity(
-        np.array(behind.SERVERS, dtype=np.float64),
-        np.full(4, behind.SERVICE_S),
-        np.zeros(4),
-        behind.SLO.latency_ms / 1e3,
-        behind.SLO.percentile / 100,
-    )
+    truth = behind.true_capacities(0.0)
     for f, t in zip(fits, truth, strict=True):
         low, high = f.capacity_interval
         assert high is not None, f.node
