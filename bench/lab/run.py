@@ -51,8 +51,11 @@ __all__ = [
     "Settings",
     "capplan_json",
     "copy_log_between",
+    "keep_ramp_logs",
+    "local_nodes",
     "main",
     "remove_store",
+    "run_ramps",
     "wait_idle",
 ]
 
@@ -223,6 +226,73 @@ def _refusal_time(result: LoadResult) -> float | None:
     values = latency[refused]
     values = values[np.isfinite(values)]
     return float(np.percentile(values, 99)) if values.size else None
+
+
+def run_ramps(
+    ramps: Sequence[tuple[tuple[str, int], Sequence[tuple[float, float]], int]], window_s: int
+) -> tuple[list[LoadResult], float, float]:
+    """
+    Drive every ``(target, steps, seed)`` at once, each one continuous open-loop run whose rate
+    steps (``(seconds, rps)``; the same lengths for all) start exactly on capplan's window
+    boundaries: every window sees one load (a gap or a spill between steps would give a window
+    whose few requests carry the previous step's queue).  Returns the runs' results, the
+    wall-clock start (``time.time()``) and the length.
+    """
+    start = (math.floor(time.time() / window_s) + 2) * window_s
+    total = sum(seconds for seconds, _ in ramps[0][1])
+
+    async def all_ramps() -> list[LoadResult]:
+        return list(
+            await asyncio.gather(
+                *(
+                    run_load_async(
+                        target,
+                        sum(seconds * rate for seconds, rate in steps) / total,
+                        total,
+                        seed,
+                        timeout_s=5.0,
+                        warmup_s=0.0,
+                        schedule=steps,
+                        start_at=start,
+                    )
+                    for target, steps, seed in ramps
+                )
+            )
+        )
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(all_ramps()), start, total
+
+
+def keep_ramp_logs(
+    pool: Pool, logs: Path, dest: Path, start: float, end: float, window_s: int
+) -> None:
+    """
+    Once the last window has completed and the logs are flushed, copy every node's log lines
+    of ``[start, end)`` from ``logs`` to ``dest`` (``copy_log_between``).
+    """
+    time.sleep(window_s + 6)
+    dest.mkdir(parents=True, exist_ok=True)
+    for n in pool.nodes:
+        copy_log_between(log_path(logs, n.name), log_path(dest, n.name), start, end)
+
+
+def local_nodes(pool: Pool, logs: Path, *, workers: bool = False) -> list[dict[str, Any]]:
+    """
+    The inventory's nodes for capplan to read the lab's logs under ``logs`` on this machine
+    (``host: local``); ``workers``: with each node's slots.
+    """
+    return [
+        {
+            "name": n.name,
+            "host": "local",
+            "address": f"{n.address}:{n.port}",
+            "proc_dir": "/proc",
+            "log": {"path": str(log_path(logs, n.name))},
+            **({"workers": n.slots} if workers else {}),
+        }
+        for n in pool.nodes
+    ]
 
 
 def wait_idle(addresses: Iterable[tuple[str, int]], say: Callable[[str], None]) -> None:
@@ -417,65 +487,32 @@ class Lab:
         w = self.s.window_s
         step_s = float(self.s.ramp_windows * w)
         self.say(f"measure: ramp {self.s.ramp} of each node's capacity, {step_s:g} s per step")
-        # One continuous run per node, its rate stepping exactly on window boundaries: every
-        # window sees one load (a gap or a spill between steps would give a window whose few
-        # requests carry the previous step's queue).
-        start = (math.floor(time.time() / w) + 2) * w
-        total = step_s * len(self.s.ramp)
-
-        async def ramp() -> list[LoadResult]:
-            runs = []
-            for i, n in enumerate(self.pool.nodes):
-                schedule = [(step_s, f * n.capacity_rps) for f in self.s.ramp]
-                mean = sum(rate for _, rate in schedule) / len(schedule)
-                runs.append(
-                    run_load_async(
-                        nodes.addresses[n.name],
-                        mean,
-                        total,
-                        1000 + i,
-                        timeout_s=5.0,
-                        warmup_s=0.0,
-                        schedule=schedule,
-                        start_at=start,
-                    )
+        results, start, total = run_ramps(
+            [
+                (
+                    nodes.addresses[n.name],
+                    [(step_s, f * n.capacity_rps) for f in self.s.ramp],
+                    1000 + i,
                 )
-            return list(await asyncio.gather(*runs))
-
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            results = runner.run(ramp())
+                for i, n in enumerate(self.pool.nodes)
+            ],
+            w,
+        )
         late = max(r.lateness_ms.get("p99", math.nan) for r in results)
         self.say(f"  ramp done: generator lateness p99 {late:.1f} ms (worst node)")
         if not all(r.held_rate for r in results):
             raise RuntimeError(
                 "the generator could not hold the ramp's rates: is the machine busy?"
             )
-        time.sleep(w + 6)  # the last window completes and the logs flush
         # capplan reads the ramp's logs as they are now: the nodes go on logging every later
         # point, which must not reach a fit (--refit reads these copies again).
-        ramp_logs = self.dir / "ramp-logs"
-        ramp_logs.mkdir(exist_ok=True)
-        for n in self.pool.nodes:
-            copy_log_between(
-                log_path(self.dir / "logs", n.name),
-                log_path(ramp_logs, n.name),
-                -math.inf,
-                start + total,
-            )
+        logs, ramp_logs = self.dir / "logs", self.dir / "ramp-logs"
+        keep_ramp_logs(self.pool, logs, ramp_logs, -math.inf, start + total, w)
         marker.write_text("done\n")
 
     def inventory(self) -> Path:
         path = self.dir / "inventory.yaml"
-        nodes = [
-            {
-                "name": n.name,
-                "host": "local",
-                "address": f"{n.address}:{n.port}",
-                "proc_dir": "/proc",
-                "log": {"path": str(log_path(self.dir / "ramp-logs", n.name))},
-            }
-            for n in self.pool.nodes
-        ]
+        nodes = local_nodes(self.pool, self.dir / "ramp-logs")
         document = {
             "cluster": self.pool.name,
             "profile": "balanced",

@@ -30,7 +30,6 @@ again; ``--refit`` fits the kept logs again after a capplan change), the table i
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import signal
@@ -41,18 +40,18 @@ from typing import Any
 
 import yaml
 
-from bench.lab._loop import loop_factory
 from bench.lab.balancers import STRATEGIES, Balancers
-from bench.lab.loadgen import run_load_async
-from bench.lab.node import NodeProcess, log_path, start_node_process
+from bench.lab.node import start_node_process
 from bench.lab.pool import DEFAULT_POOL, Pool, load_pool, parse_services
 from bench.lab.results import node_stationary
 from bench.lab.run import (
     BALANCERS,
     Results,
     capplan_json,
-    copy_log_between,
+    keep_ramp_logs,
+    local_nodes,
     remove_store,
+    run_ramps,
     wait_idle,
 )
 
@@ -83,17 +82,7 @@ def inventory(pool: Pool, logs: Path, arrivals: str, workers: bool) -> dict[str,
         "profile": "balanced",
         "arrivals": arrivals,
         "slo": dict(SLO),
-        "nodes": [
-            {
-                "name": n.name,
-                "host": "local",
-                "address": f"{n.address}:{n.port}",
-                "proc_dir": "/proc",
-                "log": {"path": str(log_path(logs, n.name))},
-                **({"workers": n.slots} if workers else {}),
-            }
-            for n in pool.nodes
-        ],
+        "nodes": local_nodes(pool, logs, workers=workers),
     }
 
 
@@ -144,44 +133,26 @@ class Through:
             for i, route in enumerate(todo):
                 balancer, strategy = route.split("/")
                 wait_idle(nodes.addresses.values(), self.say)
-                self.ramp(nodes, balancers.target(balancer, strategy), route, seed=2000 + i)
+                self.ramp(balancers.target(balancer, strategy), route, seed=2000 + i)
         finally:
             balancers.stop()
             nodes.stop()
 
-    def ramp(self, nodes: NodeProcess, target: tuple[str, int], route: str, seed: int) -> None:
+    def ramp(self, target: tuple[str, int], route: str, seed: int) -> None:
+        """
+        One ramp through ``target``; the nodes' logs of its span copied to its directory.
+        """
         step_s = float(RAMP_WINDOWS * WINDOW_S)
-        schedule = [(step_s, f * self.pool.capacity_rps) for f in RAMP]
-        total = step_s * len(RAMP)
-        mean = sum(rate for _, rate in schedule) / len(schedule)
-        start = (math.floor(time.time() / WINDOW_S) + 2) * WINDOW_S
         self.say(f"  {route}: ramp {RAMP[0]:g}–{RAMP[-1]:g} of {self.pool.capacity_rps:g} rps")
-
-        async def one() -> Any:
-            return await run_load_async(
-                target,
-                mean,
-                total,
-                seed,
-                timeout_s=5.0,
-                warmup_s=0.0,
-                schedule=schedule,
-                start_at=start,
-            )
-
-        with asyncio.Runner(loop_factory=loop_factory()) as runner:
-            result = runner.run(one())
+        (result,), start, total = run_ramps(
+            [(target, [(step_s, f * self.pool.capacity_rps) for f in RAMP], seed)], WINDOW_S
+        )
         if not result.held_rate:
             raise RuntimeError(
                 f"{route}: the generator could not hold the ramp's rates: is the machine busy?"
             )
-        time.sleep(WINDOW_S + 6)  # the last window completes and the logs flush
         where = self.ramp_dir(route) / "logs"
-        where.mkdir(parents=True, exist_ok=True)
-        for n in self.pool.nodes:
-            copy_log_between(
-                log_path(self.dir / "logs", n.name), log_path(where, n.name), start, start + total
-            )
+        keep_ramp_logs(self.pool, self.dir / "logs", where, start, start + total, WINDOW_S)
         served = {name: int(count) for name, count in result.per_node.items()}
         self.say(
             f"    done: {result.ok} of {result.scheduled} answered, lateness p99 "
