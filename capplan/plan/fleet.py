@@ -418,7 +418,7 @@ def solve_fleet(
     cells = _cells(problem)
     n_cells = len(cells)
     current = _today(problem, cells)
-    allowed = {(k, z) for k, kind in enumerate(kinds) for z in kind.zones}
+    allowed = _allowed(kinds)
     peak = max(problem.demand) / policy.target_utilization
     # No cell needs more nodes than would serve the peak alone after its losses (doubled, to
     # leave the spot share slack).  A kind that another does better everywhere it runs is
@@ -523,6 +523,13 @@ def _dominated(problem: FleetProblem) -> set[int]:
     return out
 
 
+def _allowed(kinds: Sequence[KindOffer]) -> set[tuple[int, str]]:
+    """
+    The (kind, zone) pairs where a kind can run.
+    """
+    return {(k, z) for k, kind in enumerate(kinds) for z in kind.zones}
+
+
 def _covered_cells(
     problem: FleetProblem, cells: list[tuple[int, str, str]], price: npt.NDArray[np.float64]
 ) -> set[int]:
@@ -540,7 +547,7 @@ def _covered_cells(
     if problem.policy.n_plus > 1:
         return set()
     kinds = problem.kinds
-    allowed = {(k, z) for k, kind in enumerate(kinds) for z in kind.zones}
+    allowed = _allowed(kinds)
     cap = [kinds[k].capacity_rps for k, _, _ in cells]
     by_zone: dict[str, list[int]] = {}
     for c, (k, zone, model) in enumerate(cells):
