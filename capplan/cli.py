@@ -117,7 +117,7 @@ def _fit_pool(
     from capplan.models.fit import fit_measured
     from capplan.models.parallel import BATCH_NODES, fit_in_batches
 
-    # (the inventory's loader has checked that least_connections has every node's workers)
+    # (the inventory's loader has checked that least connections have every node's workers)
     arrivals = inventory.arrival_model if inventory is not None else "poisson"
     note = _arrivals_note(inventory) if show_progress else None
     if note is not None:
@@ -154,7 +154,8 @@ def _arrivals_note(inventory: Inventory | None) -> Text | None:
         ": the inventory does not say how the windows were measured, so they are read as "
         "Poisson traffic (each node driven alone); windows from the pool's own logs were "
         "measured behind its balancer, which this overstates the capacity of: set arrivals: "
-        "round_robin or least_connections (or poisson to silence this)",
+        "round_robin, least_connections or shortest_expected_delay (or poisson to silence "
+        "this)",
     )
 
 
@@ -162,7 +163,11 @@ _ARRIVALS_CAPTION = {
     "round_robin": "windows measured behind round robin (arrivals: round_robin): each window's "
     "share of the pool's stream evens its arrivals",
     "least_connections": "windows measured behind least connections (arrivals: "
-    "least_connections): each request waited in the pool's shared queue, then its node served it",
+    "least_connections): the requests that waited were spread over the nodes' own queues, each "
+    "waiting for its node's slots",
+    "shortest_expected_delay": "windows measured behind the shortest expected delay (arrivals: "
+    "shortest_expected_delay): each request waited in the pool's shared queue, then its node "
+    "served it",
 }
 
 

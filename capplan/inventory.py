@@ -202,9 +202,13 @@ class Inventory(_Strict):
     profile: str = "balanced"
     load_rps: float | None = Field(None, gt=0)
     #: How the windows' requests arrived: ``poisson`` (each node driven alone, or at random),
-    #: or measured behind the pool's balancer: ``round_robin`` or ``least_connections``.
+    #: or measured behind the pool's balancer: ``round_robin``, ``least_connections`` (nginx's
+    #: ``least_conn``, LVS's ``lc``/``wlc``) or ``shortest_expected_delay`` (HAProxy's
+    #: ``leastconn``, LVS's ``sed``/``nq``, a balancer that queues requests itself).
     #: Unset: read as ``poisson``, and the commands that fit say so once.
-    arrivals: Literal["poisson", "round_robin", "least_connections"] | None = None
+    arrivals: (
+        Literal["poisson", "round_robin", "least_connections", "shortest_expected_delay"] | None
+    ) = None
     slo: SLOSpec = Field(default_factory=SLOSpec)
     ssh: SSHSettings = Field(default_factory=SSHSettings)
     nodes: list[Node] = Field(min_length=1)
@@ -338,7 +342,8 @@ def _check_unique(located: Located, inventory: Inventory) -> None:
 def _check_planning(located: Located, inventory: Inventory) -> None:
     """
     Kinds and zones must name each other: a node's kind is declared, zones are listed; LVS
-    needs IP real servers; ``arrivals: least_connections`` needs every node's workers.
+    needs IP real servers; ``arrivals: least_connections`` (or ``shortest_expected_delay``)
+    needs every node's workers.
     """
     zones = set(inventory.zones)
 
@@ -386,11 +391,11 @@ def _check_planning(located: Located, inventory: Inventory) -> None:
                     ("nodes", i, "address"),
                     "give the node's IP address, or drop the LVS balancers",
                 )
-    if inventory.arrivals == "least_connections":
+    if inventory.arrivals in ("least_connections", "shortest_expected_delay"):
         for i, node in enumerate(inventory.nodes):
             if node.workers is None:
                 fail(
-                    f"node {node.name!r} has no workers, which arrivals: least_connections "
+                    f"node {node.name!r} has no workers, which arrivals: {inventory.arrivals} "
                     "needs: behind least connections a node rarely queues alone, so its "
                     "windows cannot tell its slot count",
                     ("nodes", i),

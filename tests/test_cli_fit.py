@@ -114,15 +114,17 @@ class TestFitStore:
         table = cli("fit", "-i", inventory, "--db", db)
         assert "arrivals: round_robin" in table.stdout
 
+    @pytest.mark.parametrize("arrivals", ["least_connections", "shortest_expected_delay"])
     def test_arrivals_behind_least_connections(
-        self, cli: CLI, example_fit: dict, tmp_path: Path
+        self, cli: CLI, example_fit: dict, tmp_path: Path, arrivals: str
     ) -> None:
         """
-        arrivals: least_connections fits the pool with its shared queue: every node's workers
-        are required (exit 2 naming the node without), --node gives the pool fit's answer.
+        arrivals: least_connections and shortest_expected_delay fit the pool with its queue:
+        every node's workers are required (exit 2 naming the node without), --node gives the
+        pool fit's answer, the table's caption says how the windows were read.
         """
         text = (EXAMPLES / "web" / "inventory.yaml").read_text(encoding="utf-8")
-        text = text.replace("arrivals: poisson", "arrivals: least_connections")
+        text = text.replace("arrivals: poisson", f"arrivals: {arrivals}")
         inventory = tmp_path / "inventory.yaml"
         inventory.write_text(text)
         db = example_fit["db"]
@@ -134,11 +136,13 @@ class TestFitStore:
         inventory.write_text(text)
         result = cli("fit", "-i", inventory, "--db", db, "--model", "mgc", "--json")
         assert ExitStatus.OK == result.status
-        assert "least_connections" == result.json["arrivals"]
+        assert arrivals == result.json["arrivals"]
         nodes = {n["node"]: n for n in result.json["nodes"]}
         assert [2, 4, 8, 8] == [nodes[f"web-{i}"]["params"]["servers"] for i in range(1, 5)]
         one = cli("fit", "-i", inventory, "--db", db, "--model", "mgc", "--node", "web-2", "--json")
         assert nodes["web-2"]["capacity_rps"] == one.json["nodes"][0]["capacity_rps"]
+        table = cli("fit", "-i", inventory, "--db", db, "--model", "mgc")
+        assert f"arrivals: {arrivals}" in " ".join(table.stdout.split())
 
     def test_progress_bar_on_a_terminal(
         self, example_fit: dict, monkeypatch: pytest.MonkeyPatch

@@ -61,7 +61,7 @@ class TestInventory:
         unsaid = parse_inventory(GOOD, "inv.yaml")
         assert unsaid.arrivals is None  # read as poisson, with a note from the fitting commands
         assert "poisson" == unsaid.arrival_model
-        for value in ("round_robin", "least_connections"):
+        for value in ("round_robin", "least_connections", "shortest_expected_delay"):
             text = GOOD.replace("load_rps: 1800\n", f"load_rps: 1800\narrivals: {value}\n")
             text = text.replace("    host: local\n", "    host: local\n    workers: 4\n")
             assert value == parse_inventory(text, "inv.yaml").arrivals
@@ -69,11 +69,14 @@ class TestInventory:
         assert bad.startswith("inv.yaml:4: arrivals:")
         assert "'least_connections'" in bad
 
-    def test_least_connections_needs_every_nodes_workers(self) -> None:
+    @pytest.mark.parametrize("value", ["least_connections", "shortest_expected_delay"])
+    def test_least_connections_needs_every_nodes_workers(self, value: str) -> None:
         """Behind least connections a node's slots cannot be fitted: its workers are required."""
-        text = GOOD.replace("load_rps: 1800\n", "load_rps: 1800\narrivals: least_connections\n")
+        text = GOOD.replace("load_rps: 1800\n", f"load_rps: 1800\narrivals: {value}\n")
         bad = error_of(text)
-        assert bad.startswith("inv.yaml:15: nodes.1: node 'web-2' has no workers")
+        assert bad.startswith(
+            f"inv.yaml:15: nodes.1: node 'web-2' has no workers, which arrivals: {value}"
+        )
         assert "round_robin" in bad
 
     def test_duplicated_node_name(self) -> None:

@@ -117,13 +117,19 @@ def least_connections(
     servers: tuple[int, ...],
     weights: np.ndarray,
     means: np.ndarray | None = None,
+    *,
+    haproxy: bool = False,
 ) -> np.ndarray:
     """
     Weighted least connections over FCFS multi-slot nodes: each request goes to the node with
-    the fewest open requests per weight (ties by smooth weighted round robin among them; a
-    node of weight 0 gets none); which node each request went to.  A request's service time
-    is ``service[i]``, times the node's mean ``means[j]`` when given (``service`` then has
-    mean 1).
+    the fewest open requests per weight, as nginx's ``least_conn`` and LVS's ``wlc`` count them
+    (ties by smooth weighted round robin among them; a node of weight 0 gets none); which node
+    each request went to.  A request's service time is ``service[i]``, times the node's mean
+    ``means[j]`` when given (``service`` then has mean 1).
+
+    ``haproxy``: HAProxy's ``leastconn`` instead, which ranks a busy node by its open requests
+    *plus one* per weight (``(inflight + 1) / weight`` in ``lb_fwlc.c``; an idle node first):
+    of two nodes equally full for their weights, the larger takes the next request.
     """
     w = np.asarray(weights, dtype=np.float64)
     open_ = np.zeros(w.size)
@@ -136,7 +142,8 @@ def least_connections(
         while done and done[0][0] <= t:
             open_[heapq.heappop(done)[1]] -= 1
         with np.errstate(divide="ignore", invalid="ignore"):
-            score = np.where(w > 0, open_ / w, np.inf)  # weight 0: no traffic (a backup)
+            count = np.where(open_ > 0, open_ + 1.0, 0.0) if haproxy else open_
+            score = np.where(w > 0, count / w, np.inf)  # weight 0: no traffic (a backup)
         tied = np.flatnonzero(score <= score.min() + 1e-12)
         current[tied] += w[tied]
         j = int(tied[np.argmax(current[tied])])

@@ -88,7 +88,7 @@ SLO = SLOTarget(percentile=99.0, latency_ms=120.0, max_error_rate=0.001)
 LOADS = tuple(round(0.35 + 0.05 * i, 2) for i in range(12))  # 0.35 … 0.90
 WINDOWS_PER_LOAD = 2
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
-DISPATCH = ("random", "round robin", "least conn")
+DISPATCH = ("random", "round robin", "least conn", "haproxy lc")
 
 
 def true_capacities(service_scv: float) -> np.ndarray:
@@ -136,7 +136,7 @@ def dispatch(how: str, arrivals: np.ndarray, service: np.ndarray, seed: int) -> 
     if how == "round robin":
         return smooth_wrr(tuple(SERVERS), arrivals.size)
     means = np.full(len(SERVERS), SERVICE_S)
-    return least_connections(arrivals, service, SERVERS, slots, means)
+    return least_connections(arrivals, service, SERVERS, slots, means, haproxy=how == "haproxy lc")
 
 
 def windows(node: str, arrivals: np.ndarray, response: np.ndarray, window_s: float) -> list[Window]:
@@ -189,7 +189,8 @@ def measure(
 def fit(nodes: list[NodeInput], arrivals: str) -> list[NodeFit]:
     """
     The nodes fitted as the inventory's ``arrivals`` says their windows were measured
-    (``capplan.models.fit.fit_measured``: ``poisson``, ``round_robin``, ``least_connections``).
+    (``capplan.models.fit.fit_measured``: ``poisson``, ``round_robin``, ``least_connections``,
+    ``shortest_expected_delay``).
     """
     return fit_measured(nodes, SLO, arrivals=arrivals, model="mgc")
 
@@ -225,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     for how in DISPATCH:
         nodes = measure(how, args.seed, args.window_s, args.service, args.cv, args.workers)
         modes = ["poisson"] if how == "random" else ["poisson", "round_robin"]
-        if how != "random" and args.workers:  # it needs each node's slots
-            modes.append("least_connections")
+        if how != "random" and args.workers:  # they need each node's slots
+            modes += ["least_connections", "shortest_expected_delay"]
         for mode in modes:
             fits = fit(nodes, mode)
             if how == "random":
@@ -241,7 +242,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"c {f.params['servers']:g}, scv {f.params['scv']:.2g}, "
                     f"{f.capacity_rps:.1f} [{low:.0f}, {high:.0f}]"
                 )
-            label = {"poisson": "Poisson", "round_robin": "RR", "least_connections": "LC"}[mode]
+            label = {
+                "poisson": "Poisson",
+                "round_robin": "RR",
+                "least_connections": "LC",
+                "shortest_expected_delay": "SED",
+            }[mode]
             print(f"{how:<12}{label:<10}" + "".join(f"{x:>32}" for x in cells))
             ratio = [
                 f.capacity_rps / c.capacity_rps

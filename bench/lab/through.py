@@ -17,10 +17,11 @@ of the pool's slot capacity exactly on capplan's 10 s windows (three windows a s
 lab's own ramp, which drives each node through its own port instead).  The nodes' logs of each
 ramp are copied aside and read by ``capplan collect`` (``host: local``), then ``capplan fit``
 runs on them once per way of reading them: ``arrivals: poisson`` (what capplan assumed before),
-``round_robin``, ``least_connections``, with the slots fitted from the windows or given as
-``workers`` (``least_connections`` needs them).  Each fitted capacity at the SLO (p99 ≤ 120 ms)
-is compared with the node's stationary capacity, simulated from its known parameters
-(``bench.lab.stationary``) — what a fit of Poisson windows aims at.
+``round_robin``, ``least_connections`` (nginx's rule), ``shortest_expected_delay`` (HAProxy's),
+with the slots fitted from the windows or given as ``workers`` (the last two need them).  Each
+fitted capacity at the SLO (p99 ≤ 120 ms) is compared with the node's stationary capacity,
+simulated from its known parameters (``bench.lab.stationary``) — what a fit of Poisson windows
+aims at.
 
 Everything is stored in ``DIR/results.json`` as it is done (a ramp already measured is not run
 again; ``--refit`` fits the kept logs again after a capplan change), the table in
@@ -70,6 +71,7 @@ FITS: tuple[tuple[str, str, bool], ...] = (
     ("poisson, workers", "poisson", True),
     ("round_robin, workers", "round_robin", True),
     ("least_connections, workers", "least_connections", True),
+    ("shortest_expected_delay, workers", "shortest_expected_delay", True),
 )
 
 

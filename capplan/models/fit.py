@@ -32,6 +32,7 @@ from capplan.models.queueing import (
     PooledQueue,
     Station,
     mgc_wait,
+    own_queue_wait_rate,
     relaxation_time,
 )
 from capplan.models.scaled_fit import (
@@ -240,8 +241,11 @@ def _kept(values: Sequence[float], keep: Sequence[bool]) -> FloatArray:
 
 
 #: How a pool's windows were measured (the inventory's ``arrivals``): each node driven alone
-#: or at random (Poisson traffic), or behind a balancer using round robin or least connections.
-ARRIVALS = ("poisson", "round_robin", "least_connections")
+#: or at random (Poisson traffic), or behind a balancer using round robin, least connections
+#: (the fewest open requests per weight: nginx's ``least_conn``, LVS's ``lc`` and ``wlc``) or
+#: the shortest expected delay (the fewest open requests plus one per weight: HAProxy's
+#: ``leastconn``, LVS's ``sed`` and ``nq``; and a balancer that holds the queue itself).
+ARRIVALS = ("poisson", "round_robin", "least_connections", "shortest_expected_delay")
 
 #: Fits nodes (``fit_nodes``'s signature; e.g. ``fit_in_batches`` with its processes).
 Fitter = Callable[..., list["NodeFit"]]
@@ -265,7 +269,8 @@ def fit_measured(
         slo: The latency percentile and error bounds.
         arrivals: ``poisson`` (each window Poisson traffic); ``round_robin`` (each window's
             share of the pool's stream as its inter-arrival scv, ``with_balancer_arrivals``);
-            ``least_connections`` (the pool's shared queue, ``fit_least_connections``).
+            ``least_connections`` (the pool's queue, each request waiting at its own node) or
+            ``shortest_expected_delay`` (the pool's shared queue): ``fit_least_connections``.
         pool: Every node measured behind the same balancer (default: ``inputs``); shares and
             the pool's queue come from all of them, whichever are fitted.
         model: ``auto`` or one of ``MODELS``.
@@ -276,8 +281,9 @@ def fit_measured(
         One fit per input, in order.
 
     Raises:
-        ValueError: an unknown ``arrivals``; ``least_connections`` with a node of the pool
-            that has windows but no ``workers``.
+        ValueError: an unknown ``arrivals``; ``least_connections`` or
+            ``shortest_expected_delay`` with a node of the pool that has windows but no
+            ``workers``.
     """
     if arrivals not in ARRIVALS:
         raise ValueError(f"arrivals must be one of {', '.join(ARRIVALS)}: {arrivals!r}")
@@ -293,7 +299,11 @@ def fit_measured(
         zip(
             (n.node for n in measured),
             fit_least_connections(
-                measured, slo, model=model, utilization_ceiling=utilization_ceiling
+                measured,
+                slo,
+                model=model,
+                utilization_ceiling=utilization_ceiling,
+                own_queues=arrivals == "least_connections",
             )
             if measured
             else [],
@@ -326,20 +336,29 @@ def fit_least_connections(
     model: str = "auto",
     utilization_ceiling: float = 0.8,
     rounds: int = LEAST_CONNECTIONS_ROUNDS,
+    own_queues: bool = False,
 ) -> list[NodeFit]:
     """
     Fit a pool whose windows were measured behind least connections.
 
     Least connections sends a node a request when it has the fewest open ones: a node waits
-    when the whole pool is busy, and a request's wait is that of one queue the pool shares
-    (``PooledQueue``: the nodes' slots and service rates added up) at the pool's rate in its
-    window, its service its node's.  So each node's service time and variability are fitted
-    with that wait given per window (the pool's rate: the requests of every node's window of
-    the same start and length), from stations fitted first with the balancer's interleaved
-    arrivals; the pool's wait is recomputed ``rounds`` times, each time from stations moved
-    ``LEAST_CONNECTIONS_STEP`` of the way to their refit.  A
-    node's own latencies cannot tell its slot count there (it rarely queues alone), so every
-    node needs ``workers``.  Each capacity is the node's own, for Poisson traffic.
+    when the whole pool is busy.  With the shortest expected delay (``own_queues`` false:
+    HAProxy's ``leastconn``, which ranks a busy node by its open requests plus one per weight
+    and so fills the larger nodes' queues first, or a balancer that holds the queue itself) a
+    request's wait is that of one queue the pool shares (``PooledQueue``: the nodes' slots and
+    service rates added up) at the pool's rate in its window, its service its node's.  With
+    ``own_queues`` (the fewest open requests per weight: nginx's ``least_conn``, LVS's ``wlc``)
+    the requests that wait are spread over the nodes' own queues in proportion, and each waits
+    for its own node's slots: the pool's wait made per node by ``own_queue_wait_rate``, longer
+    on the small nodes.
+
+    Each node's service time and variability are fitted with that wait given per window (the
+    pool's rate: the requests of every node's window of the same start and length), from
+    stations fitted first with the balancer's interleaved arrivals; the pool's wait is
+    recomputed ``rounds`` times, each time from stations moved ``LEAST_CONNECTIONS_STEP`` of
+    the way to their refit.  A node's own latencies cannot tell its slot count there (it
+    rarely queues alone), so every node needs ``workers``.  Each capacity is the node's own,
+    for Poisson traffic.
 
     Raises:
         ValueError: when a node has no ``workers``.
@@ -364,7 +383,7 @@ def fit_least_connections(
         pool = PooledQueue(tuple(stations), tuple(int(n.workers or 1) for n in nodes))
         wait = pool.wait_station
         current = []
-        for n in nodes:
+        for i, n in enumerate(nodes):
             rates = np.array(
                 [
                     pooled[(w.start, w.seconds)][0] / w.seconds if not math.isnan(a) else math.nan
@@ -376,6 +395,8 @@ def fit_least_connections(
                 c_wait, theta = mgc_wait(
                     np.where(ok, rates, 0.0), wait.servers, wait.service_time, wait.scv
                 )
+            if own_queues:
+                theta = own_queue_wait_rate(theta, pool.max_rate * pool.shares[i], pool.max_rate)
             given = (
                 np.where(ok, c_wait, math.nan).tolist(),
                 np.where(ok, theta, math.nan).tolist(),
@@ -642,8 +663,9 @@ class NodeInput:
     #: capacity is still that of Poisson traffic.
     arrival_scv: Sequence[float] | None = None
     #: Per window, the wait its requests met when the node is one of a pool behind least
-    #: connections, which queues the pool's requests as one queue (``fit_least_connections``):
-    #: (Erlang C per window, the rate of the exponential wait per window); nan in both where
+    #: connections, which queues the pool's requests as one queue, or as the nodes' own queues
+    #: in proportion (``fit_least_connections``): (Erlang C per window, the rate of the
+    #: exponential wait per window); nan in both where
     #: the node's own wait applies.  None: the node's own wait everywhere.
     wait: tuple[Sequence[float], Sequence[float]] | None = None
 

@@ -43,6 +43,7 @@ from capplan.models.queueing import (
     mgc_response_sf_pdf,
     mgc_response_sf_pdf_given_wait,
     mgc_wait,
+    own_queue_wait_rate,
     relaxation_time,
 )
 
@@ -916,6 +917,28 @@ def test_pool_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="percentile must be"):
         pool.max_rate_for(0.1, 100.0)
     assert 0.0 == pool.max_rate_for(0.05, 99.0)  # the service's own p99 is 92 ms
+
+
+def test_own_queue_wait_is_the_pools_for_one_node_and_longer_for_a_small_one() -> None:
+    """
+    own_queue_wait_rate: a pool of one node is its own queue (θ unchanged); the lab's pool at
+    90% (θ = 110/s of 1,100/s) gives its 2-slot node (μ 100/s) 110·100(1 − e^−1.1) /
+    1100(1 − e^−0.1) = 70.1/s, a mean wait 1.57× the pool's; a long queue (θ ≪ μ) makes almost
+    no difference; the rate never exceeds θ, falls with the node's share, and nan stays nan.
+    """
+    theta = np.array([0.5, 110.0, 2000.0, np.nan])
+    assert np.allclose(own_queue_wait_rate(theta, 1100.0, 1100.0)[:3], theta[:3])
+    small = own_queue_wait_rate(theta, 100.0, 1100.0)
+    assert small[1] == pytest.approx(70.10, abs=0.01)
+    assert small[0] == pytest.approx(0.5, rel=3e-3)
+    assert np.isnan(small[3])
+    rates = [float(own_queue_wait_rate(110.0, mu, 1100.0)) for mu in (50.0, 100.0, 400.0, 1100.0)]
+    assert rates == sorted(rates)
+    assert rates[-1] == pytest.approx(110.0)
+    with pytest.raises(ValueError, match="node_rate"):
+        own_queue_wait_rate(theta, 0.0, 1100.0)
+    with pytest.raises(ValueError, match="node_rate"):
+        own_queue_wait_rate(theta, 2000.0, 1100.0)
 
 
 def _simulate_pool(
