@@ -17,42 +17,49 @@ arrivals that balancer makes.
 
 This simulates the default lab pool (c = 2, 4, 8, 8 at 20 ms) on a ramp: one Poisson stream at
 35%, 40%, … 90% of the pool's slot capacity (1,100 rps), two windows of ``--window-s`` each,
-dispatched three ways — at random in proportion to the slots (every node sees Poisson arrivals:
-the control), by smooth weighted round robin (nginx's algorithm) and by weighted least
-connections, both weighted by slots — every node the exact FCFS multi-slot recursion on the same
-service times.  Each node's windows (requests, mean, p50/p95/p99, concurrency) go through
-``capplan.models.fit.fit_nodes`` (model ``mgc``, SLO p99 ≤ 120 ms, the lab's), and the fitted
-slots, scv and capacity are printed against the control's and the true station's
+dispatched four ways — at random in proportion to the slots (every node sees Poisson arrivals:
+the control), by smooth weighted round robin (nginx's algorithm), by weighted least connections
+as nginx counts them (the fewest open requests per weight, ties by weighted round robin) and as
+HAProxy's ``leastconn`` does (the fewest open requests plus one per weight: the shortest
+expected delay), all weighted by slots — every node the exact FCFS multi-slot recursion on the
+same service times.  Each node's windows (requests, mean, p50/p95/p99, concurrency) go through
+``capplan.models.fit.fit_measured`` (model ``mgc``, SLO p99 ≤ 120 ms, the lab's), and the
+fitted slots, scv and capacity are printed against the control's and the true station's
 (``station_capacity`` at the true c, S, scv).  ``--workers`` gives the fit each node's slot
-count, as an inventory's ``workers`` does.  Pure computation, about 20 s a service law.
+count, as an inventory's ``workers`` does.  Pure computation, about 35 s a service law.
 
-2026-11-24 (the least_connections rows with its half-step rounds), seed 1, 60 s windows:
-fitted capacity at p99 ≤ 120 ms over the control's (random dispatch, which recovers the truth:
-its fits are within 5% of the true station's capacity) for the nodes c = 2, 4, 8, 8, the
-windows fitted as the inventory's ``arrivals`` says: ``poisson``; ``round_robin`` (each
-window's share of the pool's stream as its inter-arrival scv); ``least_connections`` (the
-pool's shared queue; it needs the slots given):
+2026-11-25, seed 1, 60 s windows: fitted capacity at p99 ≤ 120 ms over the control's (random
+dispatch; its fits are within 5% of the true station's capacity: the exponential c = 2 node
+56.9 rps against 54.4) for the nodes c = 2, 4, 8, 8, the windows fitted as the inventory's
+``arrivals`` says: ``poisson``; ``round_robin`` (each window's share of the pool's stream as its
+inter-arrival scv); ``least_connections`` (the pool's queue, the waiting requests in the nodes'
+own queues) and ``shortest_expected_delay`` (the pool's one queue) — both need the slots given:
 
-| service | slots | fitted as | round robin | least connections |
-|---|---|---|---|---|
-| exp | fitted | poisson | 1.18, 1.11, 1.04, 1.06 | 1.98, 1.39, 1.15, 1.15 (c+1) |
-| exp | fitted | round_robin | 0.95, 1.02, 1.00, 1.02 | 1.80, 1.32, 1.12, 1.12 (c+1) |
-| exp | given | poisson | 1.18, 1.10, 1.04, 1.06 | 1.73, 1.27, 1.09, 1.09 |
-| exp | given | round_robin | 0.95, 1.02, 1.00, 1.02 | 1.49, 1.19, 1.06, 1.06 |
-| exp | given | least_connections | | 0.90, 0.99, 1.00, 1.00 |
-| logn. cv 0.4 | fitted | poisson | 1.62, 1.27, 1.13, 1.13 (c+1) | 1.75, 1.31, 1.14, 1.14 (c+1) |
-| logn. cv 0.4 | fitted | round_robin | 1.04, 1.01, 1.01, 1.01 | 1.16, 1.05, 1.02, 1.02 |
-| logn. cv 0.4 | given | poisson | 1.26, 1.11, 1.05, 1.06 | 1.40, 1.15, 1.06, 1.06 |
-| logn. cv 0.4 | given | round_robin | 1.04, 1.01, 1.01, 1.01 | 1.16, 1.05, 1.02, 1.02 |
-| logn. cv 0.4 | given | least_connections | | 0.98, 0.99, 1.00, 1.00 |
-| fixed | fitted | poisson | 2.26, 1.57, 1.10, 1.14 (c 4, 6, 9, 9) | 2.26, 1.56, 1.13, 1.15 (same) |
-| fixed | fitted | round_robin | 1.00, 1.00, 1.00, 1.02 | 1.58 (c 3), 1.00, 1.00, 1.02 |
-| fixed | given | poisson | 1.24, 1.09, 1.02, 1.02 | 1.31, 1.10, 1.02, 1.02 |
-| fixed | given | round_robin | 1.00, 1.00, 1.00, 1.00 | 1.03, 1.00, 1.00, 1.00 |
-| fixed | given | least_connections | | 1.00, 1.00, 1.00, 1.00 |
+| service | slots | fitted as | round robin | least_conn (nginx) | leastconn (HAProxy) |
+|---|---|---|---|---|---|
+| exp | fit | poisson | 1.18 1.11 1.04 1.06 | 1.98 1.39 1.15 1.15 † | 1.87 1.37 1.16 1.16 † |
+| exp | fit | round_robin | 0.95 1.02 1.00 1.02 | 1.80 1.32 1.12 1.12 † | 1.76 1.31 1.13 1.13 † |
+| exp | given | poisson | 1.18 1.10 1.04 1.06 | 1.73 1.27 1.09 1.09 | 1.49 1.25 1.11 1.11 |
+| exp | given | round_robin | 0.95 1.02 1.00 1.02 | 1.49 1.19 1.06 1.06 | 1.29 1.16 1.08 1.08 |
+| exp | given | least_conn. |  | **0.95 1.00 1.00 1.01** | 1.01 1.01 1.00 1.00 |
+| exp | given | shortest_e.d. |  | 0.90 0.99 1.00 1.00 | **0.95 0.99 1.00 1.00** |
+| logn | fit | poisson | 1.62 1.27 1.13 1.13 † | 1.75 1.31 1.14 1.14 † | 1.73 1.31 1.14 1.14 † |
+| logn | fit | round_robin | 1.04 1.01 1.01 1.01 | 1.16 1.05 1.02 1.02 | 1.66 (c3) 1.04 1.03 1.03 |
+| logn | given | poisson | 1.26 1.11 1.05 1.06 | 1.40 1.15 1.06 1.06 | 1.27 1.13 1.07 1.07 |
+| logn | given | round_robin | 1.04 1.01 1.01 1.01 | 1.16 1.05 1.02 1.02 | 1.08 1.04 1.03 1.03 |
+| logn | given | least_conn. |  | **1.01 1.00 1.00 1.01** | 1.06 1.01 1.00 1.00 |
+| logn | given | shortest_e.d. |  | 0.98 0.99 1.00 1.00 | **1.02 1.00 1.00 1.00** |
+| fixed | fit | poisson | 2.26 1.57 1.10 1.14 ‡ | 2.26 1.56 1.13 1.15 ‡ | 2.26 1.56 1.10 1.12 ‡ |
+| fixed | fit | round_robin | 1.00 1.00 1.00 1.02 | 1.58 (c3) 1.00 1.00 1.02 | 1.00 1.00 1.00 1.02 |
+| fixed | given | poisson | 1.24 1.09 1.02 1.02 | 1.31 1.10 1.02 1.02 | 1.15 1.07 1.03 1.03 |
+| fixed | given | round_robin | 1.00 1.00 1.00 1.00 | 1.03 1.00 1.00 1.00 | 1.00 1.00 1.00 1.00 |
+| fixed | given | least_conn. |  | **1.00 1.00 1.00 1.00** | 1.01 1.00 1.00 1.00 |
+| fixed | given | shortest_e.d. |  | 1.00 1.00 1.00 1.00 | **1.00 1.00 1.00 1.00** |
 
-("fitted": the slots fitted from the windows, "c+1": fitted as 3, 5, 9, 9; "given": the
-true slot count passed as ``workers``.)
+("fit": the slots fitted from the windows, †: fitted as 3, 5, 9, 9, ‡: as 4, 6, 9, 9; "given":
+the true slot count passed as ``workers``; "logn": lognormal, cv 0.4; ``least_conn.`` and
+``shortest_e.d.``: ``least_connections`` and ``shortest_expected_delay``; in bold the
+balancer's own rule.)
 
 Read as Poisson traffic, windows measured behind a balancer overstate every node's capacity,
 the small node's most (its share of the stream is the smallest, so its arrivals are the most
@@ -61,10 +68,16 @@ the c = 2 node (saturation 100 rps) is fitted as c = 4 at 178 rps.  Fitted with 
 share of the stream as its inter-arrival scv, round robin's windows give back the true slots
 and the control's capacities within 5%.  Least connections sends a node work when the whole
 pool is busy: a request waits in what is in effect one queue for all the slots
-(``PooledQueue``), then its node serves it; fitted that way (``fit_least_connections``, the
-slots given) its windows give the control's capacities within 2% except the exponential c = 2
-node, 10% under (least connections is not a perfect pool: a small node's requests wait a
-little more than the pool's).
+(``PooledQueue``), then its node serves it.  HAProxy's rule sends a waiting request to the node
+with the most room after it, the larger nodes first, and its windows fit that one queue
+(``shortest_expected_delay``) within 1% of the true capacities (the exponential c = 2 node's
+0.95 of the control's is 0.998 of its true 54.4 rps).  nginx's rule spreads the waiting
+requests over the nodes' own queues in proportion to their weights, where each waits for its
+own node's slots — longer on the c = 2 node, whose slots free ten times less often than the
+pool's — and read as one queue its c = 2 node comes out 6% under its true capacity (0.90 of the
+control's); fitted with the nodes' own queues (``least_connections``,
+``capplan.models.queueing.own_queue_wait_rate``) every node is within 1% of the truth.  Each
+balancer's windows read with the other's rule put the small node 2–6% off.
 """
 
 from __future__ import annotations
