@@ -1729,7 +1729,7 @@ def _station_candidates(
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             wait = mgc_wait(*np.broadcast_arrays(rate_ok, c, s, v), arrival_scv=arrival)
         if obs.wait is not None:  # a queue the pool shares
-            wait = with_given_wait(wait, (obs.wait[0][ok], obs.wait[1][ok]), rate_ok, c, s)
+            wait = with_given_wait(wait, (obs.wait[0][ok], obs.wait[1][ok]))
         if qc is None:
             with np.errstate(divide="ignore", invalid="ignore"):
                 pred = wait[0] / wait[1] + s

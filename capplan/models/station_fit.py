@@ -229,25 +229,26 @@ def log_quantile_residuals(
             step = g * sf / (t * pdf)
         step = np.where(np.isfinite(step), np.clip(step, -10.0, 10.0), np.sign(g) * 10.0)
         total = np.clip(total + step, -10.0, 10.0)
-    unstable = rate * service_time >= servers
+    # a window whose wait is given (the pool's) holds whatever its rate; see with_given_wait
+    unstable = (rate * service_time >= servers) & ~np.isfinite(p_wait)
     out: FloatArray = np.where(unstable, 10.0, total)
     return out
 
 
 def with_given_wait(
-    own: tuple[FloatArray, FloatArray],
-    given: tuple[FloatArray, FloatArray],
-    rate: FloatArray,
-    servers: FloatArray | float,
-    service_time: FloatArray | float,
+    own: tuple[FloatArray, FloatArray], given: tuple[FloatArray, FloatArray]
 ) -> tuple[FloatArray, FloatArray]:
     """
     Each window's wait ``(C, θ)``: the given one where there is one (a queue the pool shares,
-    ``Packed.wait``), else the node's own; C is nan (unstable) where the node's own slots
-    cannot carry its rate, whatever the pool's queue.  All arguments broadcast together.
+    ``Packed.wait``), else the node's own (C nan, unstable, where the node's own slots cannot
+    carry its rate).  A window with the pool's wait is not held to the node's own stability:
+    least connections keeps a small node nearly always busy, a short window's rate can read
+    above what its slots carry at the true service time, and that wall pinned its fitted
+    service time (the lab's 2-slot node on 10 s windows behind nginx: its capacity's interval
+    (0, ∞)).  All arguments broadcast together.
     """
     known = np.isfinite(given[0]) & np.isfinite(given[1])
-    p_wait = np.where(known, np.where(rate * service_time < servers, given[0], np.nan), own[0])
+    p_wait = np.where(known, given[0], own[0])
     theta = np.where(known, given[1], own[1])
     return p_wait, theta
 
@@ -269,13 +270,7 @@ def _raw_residuals(
     arrival = 1.0 if packed.arrival is None else packed.arrival[idx]
     p_wait, theta = mgc_wait(rate, c[:, None], s[:, None], v[:, None], arrival_scv=arrival)
     if packed.wait is not None:
-        p_wait, theta = with_given_wait(
-            (p_wait, theta),
-            (packed.wait[0][idx], packed.wait[1][idx]),
-            rate,
-            c[:, None],
-            s[:, None],
-        )
+        p_wait, theta = with_given_wait((p_wait, theta), (packed.wait[0][idx], packed.wait[1][idx]))
     with np.errstate(divide="ignore", invalid="ignore"):
         pred = p_wait / theta + s[:, None]
         pred = np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)

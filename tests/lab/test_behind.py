@@ -93,15 +93,20 @@ def test_least_connections_on_the_labs_short_ramp(monkeypatch: pytest.MonkeyPatc
     On the lab's own ramp (20–90% of the pool, three 10 s windows a step), near saturation
     the pool's queue swings with the stations fitted to it: a full step each round settled
     with the c = 4 and c = 8 nodes 5–7% under their true capacity, the half step within 3%.
+    The c = 2 node, nearly always busy, has 10 s windows whose rates read above what its two
+    slots carry at the fitted service time; held to its own stability there, its service time
+    was pinned at that wall and its interval open, (0, ∞): now 0.97 [0.90, 1.04].
     """
     monkeypatch.setattr(behind, "LOADS", (0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9))
     monkeypatch.setattr(behind, "WINDOWS_PER_LOAD", 3)
     nodes = behind.measure("least conn", 1, 10.0, "exp", 0.4, workers=True)
     truth = behind.true_capacities(1.0)
-    fitted = np.array([f.capacity_rps for f in behind.fit(nodes, "least_connections")])
-    ratio = fitted[1:] / truth[1:]
-    assert np.all(ratio > 0.97), ratio
-    assert np.all(ratio < 1.03), ratio
+    fits = behind.fit(nodes, "least_connections")
+    ratio = np.array([f.capacity_rps for f in fits]) / truth
+    assert np.all(ratio[1:] > 0.97), ratio
+    assert np.all(ratio[1:] < 1.03), ratio
+    low, high = fits[0].capacity_interval
+    assert 0 < low < truth[0] < high < 1.1 * truth[0], (low, high)
 
 
 def test_fixed_service_with_its_slots_given_has_a_bounded_interval() -> None:
