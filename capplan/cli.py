@@ -136,9 +136,12 @@ def _fit_pool(
 
     out = _stdout()
     if show_progress and len(inputs) > BATCH_NODES and out.is_terminal:
+        from capplan.models.fit import LEAST_CONNECTIONS_PASSES
         from capplan.progress import FitProgress
 
-        with FitProgress(out, len(inputs)) as bar:
+        pooled = arrivals in ("least_connections", "shortest_expected_delay")
+        passes = LEAST_CONNECTIONS_PASSES if pooled else 1
+        with FitProgress(out, len(inputs), passes) as bar:
             return run(bar.update)
     return run(None)
 

@@ -90,12 +90,17 @@ class CollectProgress(_OnScreen):
 
 class FitProgress(_OnScreen):
     """
-    A bar of the nodes fitted so far; ``update`` is the fit's progress callback.
+    A bar of the nodes fitted so far; ``update`` is the fit's progress callback.  A fit that
+    goes over the pool ``passes`` times (least connections' rounds) counts each pass in turn:
+    a count that falls back starts the next pass.
     """
 
-    def __init__(self, console: Console, total: int) -> None:
+    def __init__(self, console: Console, total: int, passes: int = 1) -> None:
+        self._passes = max(passes, 1)
+        self._offset = 0
+        self._last = (0, 0)
         self._display = self._bar = Progress(
-            TextColumn("fitting"),
+            TextColumn("fitting" if self._passes == 1 else f"fitting ({self._passes} passes)"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("nodes"),
@@ -106,4 +111,11 @@ class FitProgress(_OnScreen):
         self._task = self._bar.add_task("fit", total=total)
 
     def update(self, done: int, total: int) -> None:
-        self._bar.update(self._task, completed=done, total=total)
+        if done < self._last[0]:  # the next pass over the pool
+            self._offset += self._last[1]
+        self._last = (done, total)
+        self._bar.update(
+            self._task,
+            completed=self._offset + done,
+            total=max(self._passes * total, self._offset + total),
+        )

@@ -168,6 +168,43 @@ class TestFitStore:
         assert "4/4" in text
         assert "web-4" in text  # the table follows
 
+    def test_least_connections_over_batches_and_processes(
+        self, cli: CLI, example_fit: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """
+        Least connections fit the pool six times (its rounds): in batches over two worker
+        processes the answers are those of one process, and on a terminal the bar counts
+        every pass (4 nodes × 6).
+        """
+        import io
+
+        from rich.console import Console
+
+        import capplan.cli
+        import capplan.models.parallel
+        from capplan.cli import run
+
+        text = (EXAMPLES / "web" / "inventory.yaml").read_text(encoding="utf-8")
+        text = text.replace("arrivals: poisson", "arrivals: least_connections")
+        for name, c in (("web-1", 2), ("web-2", 4), ("web-3", 8), ("web-4", 8)):
+            text = text.replace(f"name: {name},", f"name: {name}, workers: {c},")
+        inventory = tmp_path / "inventory.yaml"
+        inventory.write_text(text)
+        db = example_fit["db"]
+        alone = cli("fit", "-i", inventory, "--db", db, "--parallel", "1", "--json")
+        monkeypatch.setattr(capplan.models.parallel, "BATCH_NODES", 1)
+        spread = cli("fit", "-i", inventory, "--db", db, "--parallel", "2", "--json")
+        assert ExitStatus.OK == spread.status
+        assert alone.json["nodes"] == spread.json["nodes"]
+        screen = io.StringIO()
+        monkeypatch.setattr(
+            capplan.cli, "_stdout", lambda: Console(file=screen, force_terminal=True, width=100)
+        )
+        assert ExitStatus.OK == run(["fit", "-i", str(inventory), "--db", str(db)])
+        shown = screen.getvalue()
+        assert "fitting (6 passes)" in shown
+        assert "24/24" in shown
+
     def test_unknown_node(self, cli: CLI, example_fit: dict) -> None:
         """An unknown --node exits 2 and lists the nodes."""
         result = cli("fit", "--db", example_fit["db"], "--node", "web-9")

@@ -54,6 +54,7 @@ from capplan.samples import Window
 
 __all__ = [
     "ARRIVALS",
+    "LEAST_CONNECTIONS_PASSES",
     "MODELS",
     "Candidate",
     "LatencyCurve",
@@ -275,7 +276,8 @@ def fit_measured(
             the pool's queue come from all of them, whichever are fitted.
         model: ``auto`` or one of ``MODELS``.
         utilization_ceiling: The CPU utilization the ``demand`` model may reach.
-        fit: What fits nodes for ``poisson`` and ``round_robin`` (default ``fit_nodes``).
+        fit: What fits nodes (default ``fit_nodes``); least connections call it
+            ``LEAST_CONNECTIONS_PASSES`` times over the pool.
 
     Returns:
         One fit per input, in order.
@@ -304,6 +306,7 @@ def fit_measured(
                 model=model,
                 utilization_ceiling=utilization_ceiling,
                 own_queues=arrivals == "least_connections",
+                fit=fitter,
             )
             if measured
             else [],
@@ -327,6 +330,9 @@ LEAST_CONNECTIONS_ROUNDS = 4
 #: settled with every node 5–9% under its capacity, the half step within 3%
 #: (``python -m bench.lab.through``).
 LEAST_CONNECTIONS_STEP = 0.5
+#: How many times ``fit_least_connections`` fits the whole pool: once with the balancer's
+#: interleaved arrivals, then once per round and once more with the last round's wait.
+LEAST_CONNECTIONS_PASSES = LEAST_CONNECTIONS_ROUNDS + 2
 
 
 def fit_least_connections(
@@ -337,6 +343,7 @@ def fit_least_connections(
     utilization_ceiling: float = 0.8,
     rounds: int = LEAST_CONNECTIONS_ROUNDS,
     own_queues: bool = False,
+    fit: Fitter | None = None,
 ) -> list[NodeFit]:
     """
     Fit a pool whose windows were measured behind least connections.
@@ -358,7 +365,8 @@ def fit_least_connections(
     recomputed ``rounds`` times, each time from stations moved ``LEAST_CONNECTIONS_STEP`` of
     the way to their refit.  A node's own latencies cannot tell its slot count there (it
     rarely queues alone), so every node needs ``workers``.  Each capacity is the node's own,
-    for Poisson traffic.
+    for Poisson traffic.  ``fit`` fits the pool in each pass (default ``fit_nodes``; e.g.
+    ``fit_in_batches`` over worker processes, which gives the same answers).
 
     Raises:
         ValueError: when a node has no ``workers``.
@@ -376,7 +384,8 @@ def fit_least_connections(
     # the rounds need only the stations: M/G/c, or M/M/c for windows without percentiles
     has_percentiles = all(any(w.p50_ms or w.p95_ms or w.p99_ms for w in n.windows) for n in nodes)
     station_model = "mgc" if has_percentiles else "auto"
-    fits = fit_nodes(current, slo, model=station_model, utilization_ceiling=utilization_ceiling)
+    fitter = fit_nodes if fit is None else fit
+    fits = fitter(current, slo, model=station_model, utilization_ceiling=utilization_ceiling)
     pooled = _pool_requests({n.node: n.windows for n in nodes})
     stations = [_station_of(f, n) for f, n in zip(fits, nodes, strict=True)]
     for step in range(rounds + 1):
@@ -403,7 +412,7 @@ def fit_least_connections(
             )
             current.append(replace(n, arrival_scv=scvs[n.node], wait=given))
         last = step == rounds
-        fits = fit_nodes(
+        fits = fitter(
             current,
             slo,
             model=model if last else station_model,
