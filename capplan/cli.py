@@ -157,8 +157,9 @@ def _arrivals_note(inventory: Inventory | None) -> Text | None:
         ": the inventory does not say how the windows were measured, so they are read as "
         "Poisson traffic (each node driven alone); windows from the pool's own logs were "
         "measured behind its balancer, which this overstates the capacity of: set arrivals: "
-        "round_robin, least_connections or shortest_expected_delay (or poisson to silence "
-        "this)",
+        "round_robin (nginx's default or weights, HAProxy's roundrobin, LVS's wrr), "
+        "least_connections (nginx's least_conn, LVS's wlc) or shortest_expected_delay "
+        "(HAProxy's leastconn) — or poisson to silence this",
     )
 
 

@@ -308,6 +308,9 @@ def test_unsaid_arrivals_get_a_note(cli: CLI, example_fit: dict, tmp_path: Path)
     noted = cli(*args, "-i", unsaid)
     assert ExitStatus.OK == noted.status
     assert "does not say how the windows were measured" in noted.stderr
+    said = " ".join(noted.stderr.split())
+    assert "least_connections (nginx's least_conn, LVS's wlc)" in said
+    assert "shortest_expected_delay (HAProxy's leastconn)" in said
     assert "does not say" not in cli(*args, "-i", unsaid, "--json").stderr
     assert "does not say" not in cli(*args, "-i", EXAMPLES / "web" / "inventory.yaml").stderr
     assert cli(*args, "-i", unsaid, "--json").json == example_fit["json"]
