@@ -139,8 +139,8 @@ def _fit_pool(
         from capplan.models.fit import LEAST_CONNECTIONS_PASSES
         from capplan.progress import FitProgress
 
-        pooled = arrivals in ("least_connections", "shortest_expected_delay")
-        passes = LEAST_CONNECTIONS_PASSES if pooled else 1
+        rounds = arrivals in ("least_connections", "shortest_expected_delay")
+        passes = LEAST_CONNECTIONS_PASSES if rounds else 1
         with FitProgress(out, len(inputs), passes) as bar:
             return run(bar.update)
     return run(None)

@@ -674,8 +674,8 @@ class NodeInput:
     #: Per window, the wait its requests met when the node is one of a pool behind least
     #: connections, which queues the pool's requests as one queue, or as the nodes' own queues
     #: in proportion (``fit_least_connections``): (Erlang C per window, the rate of the
-    #: exponential wait per window); nan in both where
-    #: the node's own wait applies.  None: the node's own wait everywhere.
+    #: exponential wait per window); nan in both where the node's own wait applies.  None: the
+    #: node's own wait everywhere.
     wait: tuple[Sequence[float], Sequence[float]] | None = None
 
 

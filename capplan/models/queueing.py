@@ -1696,10 +1696,11 @@ def own_queue_wait_rate(theta: ArrayLike, node_rate: float, pool_rate: float) ->
     requests that wait over the nodes in proportion to their weights, so node i holds a share
     ``μᵢ/M`` of them (``μᵢ``: ``node_rate``) — ``P(Kᵢ ≥ k) = exp(−k·θ/μᵢ)`` — and a request
     sent there waits for ``Kᵢ + 1`` of its own node's departures, at rate ``μᵢ``: an
-    exponential wait of rate ``μᵢ·(1 − exp(−θ/μᵢ))``.  Scaled by the same expression at
-    ``μᵢ = M`` (so that a pool of one node is its own queue), it is ``θ`` when the queue is long
-    (``θ ≪ μᵢ``) and at most ``μᵢ`` times that scale when it is short: a small node's requests
-    wait for one of its own few slots, not for the first of the pool's many.  Simulated on the
+    exponential wait of rate ``μᵢ·(1 − exp(−θ/μᵢ))``.  Divided by the same expression at
+    ``μᵢ = M`` and multiplied by ``θ`` (so that a pool of one node is its own queue), it is
+    ``θ`` when the queue is long (``θ ≪ μᵢ``) and less, down to about ``μᵢ``, when it is short:
+    a small node's requests wait for one of its own few slots, not for the first of the pool's
+    many.  Simulated on the
     lab's pool (``python -m bench.lab.behind --service exp --workers``) it takes the c = 2
     node's fitted capacity from 0.94× its true one (the pool's one queue) to 0.99×.
 
