@@ -146,11 +146,41 @@ def _fit_pool(
     return run(None)
 
 
+#: The least connections rule each balancer kind follows (``arrivals``), for the note of an
+#: inventory whose balancers all follow the other one.
+_LEAST_CONNECTIONS_RULE = {
+    "haproxy": "shortest_expected_delay",
+    "nginx": "least_connections",
+    "ipvsadm": "least_connections",
+    "keepalived": "least_connections",
+}
+_RULE_TEXT = {
+    "least_connections": "nginx's least_conn and LVS's wlc (each waiting request at its own node)",
+    "shortest_expected_delay": "HAProxy's leastconn (a waiting request to a larger node first)",
+}
+
+
 def _arrivals_note(inventory: Inventory | None) -> Text | None:
     """
-    A note when the inventory lists balancers but does not say how the windows were measured.
+    A note when the inventory lists balancers but does not say how the windows were measured,
+    or reads them with the least connections rule of a kind of balancer it does not list.
     """
-    if inventory is None or inventory.arrivals is not None or not inventory.balancers:
+    if inventory is None or not inventory.balancers:
+        return None
+    said = inventory.arrivals
+    if said in _RULE_TEXT:
+        rules = {_LEAST_CONNECTIONS_RULE[b.kind] for b in inventory.balancers}
+        if said in rules or len(rules) != 1:
+            return None
+        (other,) = rules
+        kinds = ", ".join(sorted({b.kind for b in inventory.balancers}))
+        return Text.assemble(
+            ("note", "cyan"),
+            f": arrivals: {said} reads the windows as {_RULE_TEXT[said]}, but the inventory's "
+            f"balancers are {kinds}; if the windows were logged behind {_RULE_TEXT[other]}, "
+            f"set arrivals: {other}",
+        )
+    if said is not None:
         return None
     return Text.assemble(
         ("note", "cyan"),

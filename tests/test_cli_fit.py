@@ -296,6 +296,37 @@ class TestQueue:
         assert "P(wait)" in result.stdout
 
 
+def test_least_connections_rule_of_another_balancer_gets_a_note(
+    cli: CLI, example_fit: dict, tmp_path: Path
+) -> None:
+    """
+    An inventory whose balancers are all HAProxy but whose windows are read with nginx's least
+    connections rule (or all nginx, read with HAProxy's) gets a note naming the other value;
+    the matching rule, or balancers of both kinds, none.
+    """
+    text = (EXAMPLES / "web" / "inventory.yaml").read_text(encoding="utf-8")
+    for name, c in (("web-1", 2), ("web-2", 4), ("web-3", 8), ("web-4", 8)):
+        text = text.replace(f"name: {name},", f"name: {name}, workers: {c},")
+    nginx_line = "  - {kind: nginx, name: web_backend, output: out/nginx-web.conf}\n"
+    haproxy_line = "  - {kind: haproxy, name: web, output: out/haproxy-web.cfg}\n"
+    assert nginx_line in text
+    assert haproxy_line in text
+    inventory = tmp_path / "inventory.yaml"
+
+    def note(arrivals: str, drop: str) -> str:
+        said = text.replace("arrivals: poisson", f"arrivals: {arrivals}").replace(drop, "")
+        inventory.write_text(said)
+        result = cli("fit", "-i", inventory, "--db", example_fit["db"], "--model", "mgc")
+        assert ExitStatus.OK == result.status
+        return " ".join(result.stderr.split())
+
+    assert "set arrivals: shortest_expected_delay" in note("least_connections", nginx_line)
+    assert "set arrivals: least_connections" in note("shortest_expected_delay", haproxy_line)
+    assert "note" not in note("shortest_expected_delay", nginx_line)
+    assert "note" not in note("least_connections", haproxy_line)
+    assert "note" not in note("least_connections", "")
+
+
 def test_unsaid_arrivals_get_a_note(cli: CLI, example_fit: dict, tmp_path: Path) -> None:
     """
     An inventory that lists balancers but not how its windows were measured is read as Poisson
