@@ -163,6 +163,7 @@ def build_report(
         as_of=as_of,
         windows=count,
         newest=newest,
+        arrivals=inventory.arrival_model,
         nodes=nodes,
         split=split,
         plan=plan,

@@ -210,6 +210,9 @@ class ReportData:
     as_of: str
     windows: int
     newest: str | None
+    #: how the windows were read (the inventory's ``arrivals``: ``poisson``, ``round_robin``,
+    #: ``least_connections``, ``shortest_expected_delay``)
+    arrivals: str
     nodes: tuple[NodeFigure, ...]
     split: SplitFigure | None
     plan: PlanFigure | None
@@ -525,10 +528,10 @@ def to_document(data: ReportData) -> dict[str, Any]:
     The report's data as one JSON-ready document (non-finite numbers become null).
 
     Keys: ``cluster``, ``inventory``, ``profile``, ``slo``, ``load_rps``, ``as_of``,
-    ``windows``, ``newest``, ``figures`` (the ids), ``nodes`` (per node: ``node``, ``stat``,
-    ``points`` as [rate, ms], ``curves`` with ``model``, ``stat``, ``chosen``, ``rate_rps``,
-    ``latency_ms``; ``slo_ms``, ``capacity_rps``, ``capacity_interval``, …), ``split``,
-    ``plan`` and ``notes``.
+    ``windows``, ``newest``, ``arrivals``, ``figures`` (the ids), ``nodes`` (per node:
+    ``node``, ``stat``, ``points`` as [rate, ms], ``curves`` with ``model``, ``stat``,
+    ``chosen``, ``rate_rps``, ``latency_ms``; ``slo_ms``, ``capacity_rps``,
+    ``capacity_interval``, …), ``split``, ``plan`` and ``notes``.
     """
     document: dict[str, Any] = {
         "cluster": data.cluster,
@@ -543,6 +546,7 @@ def to_document(data: ReportData) -> dict[str, Any]:
         "as_of": data.as_of,
         "windows": data.windows,
         "newest": data.newest,
+        "arrivals": data.arrivals,
         "figures": list(data.figure_ids),
         "nodes": [asdict(n) for n in data.nodes],
         "split": asdict(data.split) if data.split is not None else None,

@@ -95,6 +95,15 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+#: How the report says the windows were read, by the inventory's ``arrivals``.
+ARRIVALS_TEXT = {
+    "poisson": "Poisson traffic, each node on its own",
+    "round_robin": "measured behind round robin",
+    "least_connections": "measured behind least connections, each waiting request at its node",
+    "shortest_expected_delay": "measured behind least connections, the pool's one queue",
+}
+
+
 def render_html(data: ReportData, svgs: Mapping[str, str]) -> str:
     """
     The report page.
@@ -113,6 +122,7 @@ def render_html(data: ReportData, svgs: Mapping[str, str]) -> str:
     template = _environment().get_template("report.html.j2")
     return template.render(
         d=data,
+        arrivals_text=ARRIVALS_TEXT,
         svgs={k: Markup(v) for k, v in svgs.items()},  # matplotlib's own SVG, text escaped
         script=Markup(SCRIPT),  # a constant
         csp_script=script_hash(),

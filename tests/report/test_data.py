@@ -297,6 +297,7 @@ class TestDocument:
         text = json.dumps(document, allow_nan=False)
         assert list(report.data.figure_ids) == document["figures"]
         assert {"cluster", "slo", "load_rps", "nodes", "split", "plan", "notes"} <= set(document)
+        assert "poisson" == document["arrivals"]  # the example's inventory says so
         node = json.loads(text)["nodes"][0]
         assert report.fits[0].capacity_rps == node["capacity_rps"]
         assert list(report.fits[0].capacity_interval) == node["capacity_interval"]

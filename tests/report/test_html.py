@@ -125,7 +125,9 @@ class TestFigures:
             assert ref in ids
 
     def test_numbers_shown_are_the_datas(self, page: str, report: Report) -> None:
-        """The tables state each node's capacity and the plan's total cost."""
+        """The tables state each node's capacity and the plan's total cost; the header how the
+        windows were read."""
+        assert "(read as Poisson traffic, each node on its own)" in " ".join(page.split())
         for node in report.data.nodes:
             assert node.capacity_rps is not None
             assert f"{node.capacity_rps:.4g}" in page
