@@ -109,6 +109,22 @@ def test_least_connections_on_the_labs_short_ramp(monkeypatch: pytest.MonkeyPatc
     assert 0 < low < truth[0] < high < 1.1 * truth[0], (low, high)
 
 
+def test_coverage_prints_both_rules(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--coverage: per rule the mean, sd, half-width and coverage rows for the four nodes."""
+    monkeypatch.setattr(behind, "LOADS", (0.5, 0.7, 0.8, 0.9))
+    assert 0 == behind.main(["--service", "fixed", "--coverage", "2"])
+    out = capsys.readouterr().out
+    assert "least conn read as least_connections:" in out
+    assert "haproxy lc read as shortest_expected_delay:" in out
+    held = [line.split()[3:] for line in out.splitlines() if "interval holds truth" in line]
+    assert 2 == len(held)
+    assert all(len(row) == 4 and all(x.endswith("%") for x in row) for row in held)
+    with pytest.raises(SystemExit):
+        behind.main(["--coverage", "1"])
+
+
 def test_fixed_service_with_its_slots_given_has_a_bounded_interval() -> None:
     """
     Near-constant service drives the fitted scv to the floor of its range, where the windows
