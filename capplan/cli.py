@@ -136,11 +136,10 @@ def _fit_pool(
 
     out = _stdout()
     if show_progress and len(inputs) > BATCH_NODES and out.is_terminal:
-        from capplan.models.fit import LEAST_CONNECTIONS_PASSES
+        from capplan.models.fit import LEAST_CONNECTIONS_ARRIVALS, LEAST_CONNECTIONS_PASSES
         from capplan.progress import FitProgress
 
-        rounds = arrivals in ("least_connections", "shortest_expected_delay")
-        passes = LEAST_CONNECTIONS_PASSES if rounds else 1
+        passes = LEAST_CONNECTIONS_PASSES if arrivals in LEAST_CONNECTIONS_ARRIVALS else 1
         with FitProgress(out, len(inputs), passes) as bar:
             return run(bar.update)
     return run(None)

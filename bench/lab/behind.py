@@ -100,7 +100,13 @@ import numpy as np
 from bench.lab.arrivals import least_connections, smooth_wrr
 from bench.lab.pool import DEFAULT_CV, scv, service_times
 from bench.lab.stationary import fcfs_response
-from capplan.models.fit import NodeFit, NodeInput, SLOTarget, fit_measured
+from capplan.models.fit import (
+    LEAST_CONNECTIONS_ARRIVALS,
+    NodeFit,
+    NodeInput,
+    SLOTarget,
+    fit_measured,
+)
 from capplan.models.station_fit import station_capacity
 from capplan.samples import Window
 
@@ -297,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         nodes = measure(how, args.seed, args.window_s, args.service, args.cv, args.workers)
         modes = ["poisson"] if how == "random" else ["poisson", "round_robin"]
         if how != "random" and args.workers:  # they need each node's slots
-            modes += ["least_connections", "shortest_expected_delay"]
+            modes += list(LEAST_CONNECTIONS_ARRIVALS)
         for mode in modes:
             fits = fit(nodes, mode)
             if how == "random":

@@ -54,6 +54,7 @@ from capplan.samples import Window
 
 __all__ = [
     "ARRIVALS",
+    "LEAST_CONNECTIONS_ARRIVALS",
     "LEAST_CONNECTIONS_PASSES",
     "MODELS",
     "Candidate",
@@ -246,7 +247,8 @@ def _kept(values: Sequence[float], keep: Sequence[bool]) -> FloatArray:
 #: (the fewest open requests per weight: nginx's ``least_conn``, LVS's ``lc`` and ``wlc``) or
 #: the shortest expected delay (the fewest open requests plus one per weight: HAProxy's
 #: ``leastconn``, LVS's ``sed`` and ``nq``; and a balancer that holds the queue itself).
-ARRIVALS = ("poisson", "round_robin", "least_connections", "shortest_expected_delay")
+LEAST_CONNECTIONS_ARRIVALS = ("least_connections", "shortest_expected_delay")
+ARRIVALS = ("poisson", "round_robin", *LEAST_CONNECTIONS_ARRIVALS)
 
 #: Fits nodes (``fit_nodes``'s signature; e.g. ``fit_in_batches`` with its processes).
 Fitter = Callable[..., list["NodeFit"]]
@@ -405,7 +407,7 @@ def fit_least_connections(
                     np.where(ok, rates, 0.0), wait.servers, wait.service_time, wait.scv
                 )
             if own_queues:
-                theta = own_queue_wait_rate(theta, pool.max_rate * pool.shares[i], pool.max_rate)
+                theta = own_queue_wait_rate(theta, float(pool.rates[i]), pool.max_rate)
             given = (
                 np.where(ok, c_wait, math.nan).tolist(),
                 np.where(ok, theta, math.nan).tolist(),

@@ -1763,6 +1763,14 @@ class PooledQueue:
         return float(np.sum(self._rates))
 
     @property
+    def rates(self) -> FloatArray:
+        """
+        Per node, its service rate ``μᵢ = serversᵢ / service_timeᵢ``.
+        """
+        out: FloatArray = self._rates.copy()
+        return out
+
+    @property
     def shares(self) -> FloatArray:
         """
         Per node, its share of the requests while every slot is busy: ``μᵢ / Σ μ``.

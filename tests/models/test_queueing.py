@@ -897,6 +897,7 @@ def test_pool_wait_scv_is_the_throughput_weighted_one() -> None:
     wait's scv is Σ (μᵢ/Σμ)·scvᵢ; the spread of the nodes' mean service times adds none."""
     pool = PooledQueue(((2, 0.04, 1.0), (4, 0.01, 0.0)), (2, 4))
     # μ = 50 and 400 per second
+    assert [50.0, 400.0] == pytest.approx(pool.rates.tolist())
     assert 450.0 == pytest.approx(pool.max_rate)
     assert Station(6, 6 / 450, 50 / 450) == pool.wait_station
     # a fitted 7.6 servers held to 8 slots: the node's service rate is its model's, 380/s
