@@ -598,7 +598,8 @@ def queue(
             "--scv",
             min=0.0,
             help="Squared coefficient of variation of the service time: 1 exponential (M/M/c, "
-            "exact), 0 fixed; other values use the Allen–Cunneen M/G/c approximation.",
+            "exact), 0 fixed; other values use the M/G/c approximation (Allen–Cunneen's mean "
+            "wait, the wait tail's exact decay rate).",
         ),
     ] = 1.0,
     percentiles: Annotated[
@@ -623,7 +624,7 @@ def queue(
             f"for rates below {station.max_rate:g} rps"
         )
     m = station.metrics(rate, percentiles=tuple(asked))
-    model = "M/M/c" if scv == 1.0 else "M/G/c (Allen–Cunneen)"
+    model = "M/M/c" if scv == 1.0 else "M/G/c (Allen–Cunneen, exact tail rate)"
     document: dict[str, Any] = {
         "model": model,
         "servers": servers,

@@ -1,5 +1,5 @@
 """
-Queueing maths for one node: Erlang B and C, M/M/c, and M/G/c by the Allen–Cunneen approximation.
+Queueing maths for one node: Erlang B and C, M/M/c, and M/G/c (Allen–Cunneen, exact tail rate).
 
 A node is a :class:`Station`: ``servers`` identical slots (worker processes, connections, cores)
 fed by Poisson arrivals at ``rate`` and served first come, first served, each request taking a
@@ -8,9 +8,16 @@ service time with mean ``service_time`` and squared coefficient of variation ``s
 
 * P(wait) is Erlang C (the M/M/c value, the usual M/G/c approximation);
 * the mean wait is Allen–Cunneen: ``Wq = C / (c·mu - lambda) · (ca² + cs²) / 2`` with ``ca² = 1``;
-* the response time ``T = W + S`` takes ``W = 0`` with probability ``1 - C`` and otherwise an
-  exponential wait whose mean is the Allen–Cunneen conditional wait, plus a service time ``S``
-  drawn from a gamma distribution with the given mean and ``scv`` (``scv = 0``: deterministic).
+* the wait's tail is ``P(W > t) = A·e^(−ηt)``: ``η`` is its exact asymptotic decay rate, the
+  root of ``E[e^(ηS/c)]·E[e^(−η·A_arrival)] = 1`` (with every slot busy, ``c`` slots clear work
+  as one server with service ``S/c``: Crommelin's root for M/D/c, ``cμ − λ`` for M/M/c), and
+  ``A = C·η/θ`` keeps the mean wait Allen–Cunneen's (``θ = 2(cμ − λ)/(ca² + cs²)``, the
+  heavy-traffic limit of ``η``: with fixed service at ρ = 0.8 it is 5–8% slower for c ≤ 4, which
+  put M/D/c's p99 up to 5% high and its capacity up to 6% low);
+* the response time ``T = W + S`` takes ``W = 0`` with probability ``1 - A`` and otherwise an
+  exponential wait of rate ``η``, plus a service time ``S`` drawn from a gamma distribution with
+  the given mean and ``scv`` (``scv = 0``: deterministic).  The kernels below call the wait's
+  weight and rate ``(C, θ)``: for them it is any such law.
 
 Times are in whatever unit the caller uses (seconds or milliseconds), rates in its inverse.
 Functions taking numbers also take numpy arrays (broadcast together, computed without Python loops
@@ -23,7 +30,10 @@ delegates to the same kernels, so there is one implementation of the maths.
 
 Sources: A. O. Allen, *Probability, Statistics, and Queueing Theory* (2nd ed., 1990), §6 (Erlang
 C, M/M/c waiting-time distribution, Allen–Cunneen); D. Gross et al., *Fundamentals of Queueing
-Theory* (4th ed.), §2.3; W. Whitt, "Approximations for the GI/G/m queue" (1993).  Erlang B uses
+Theory* (4th ed.), §2.3; W. Whitt, "Approximations for the GI/G/m queue" (1993); C. D.
+Crommelin, "Delay probability formulae when the holding times are constant" (1932) and
+J. F. C. Kingman / W. Whitt on the GI/G/s tail (the s-server queue's decay rate is that of
+one server with service ``S/s``).  Erlang B uses
 the Poisson identity ``B(c, A) = pmf(c; A) / cdf(c; A)`` with the regularised incomplete gamma
 function, which is exact for large ``c``, needs no factorials and extends smoothly to real ``c``.
 """
@@ -77,6 +87,10 @@ _ASYMPTOTIC_MIN_Z: Final = 60.0  # ₁F₁(1; k+1; -z) by its asymptotic series 
 _ASYMPTOTIC_K_FACTOR: Final = 10.0
 _ASYMPTOTIC_TERMS: Final = 20
 _SERIES_SF_MAX_CDF: Final = 0.99  # Q = 1 - P by the series only where P ≤ this (≤ 2 digits lost)
+_SERIES_DEFICIT_MAX: Final = 1e-2  # 1 − ln(1+w)/w by its series where |w| is below this
+_SERIES_DEFICIT_TERMS: Final = 10
+_MIN_DECAY_LOAD: Final = 1e-12  # below this utilization the wait's tail keeps Allen–Cunneen's θ
+_EXACT_SCV: Final = 1e-12  # scv and ca² within this of 1: M/M/c, whose tail rate is exact
 
 
 # --------------------------------------------------------------------------- helpers
@@ -409,6 +423,122 @@ def _sub(values: FloatArray, index: IndexArray) -> FloatArray:
     return values if values.ndim == 0 else values[index]
 
 
+def _log1p_deficit(w: FloatArray) -> FloatArray:
+    """
+    ``q(w) = 1 − ln(1 + w)/w`` for ``w > −1`` (0 at 0), without cancellation near 0 (a series
+    there: ``w/2 − w²/3 + w³/4 − …``); increasing, with the sign of ``w``, below 1.
+    """
+    small = np.abs(w) < _SERIES_DEFICIT_MAX
+    with np.errstate(divide="ignore", invalid="ignore"):
+        direct = 1.0 - np.log1p(w) / w
+    series = np.zeros(w.shape)
+    for n in range(_SERIES_DEFICIT_TERMS, 1, -1):
+        series = series * w + (-1.0) ** n / n
+    return np.asarray(np.where(small, series * w, direct), dtype=np.float64)
+
+
+def _decay_rate(
+    load: FloatArray,
+    servers: FloatArray,
+    service_time: FloatArray,
+    scv: FloatArray,
+    arrival_scv: FloatArray | float,
+    theta: FloatArray,
+) -> FloatArray:
+    """
+    The exact decay rate ``η`` of the wait's tail, ``P(W > t) ∝ e^(−ηt)`` as ``t → ∞``.
+
+    With every slot busy the ``c`` slots clear work as one server with service times ``S/c``
+    would (their departure counts have the same large deviations), so ``η`` is the root of the
+    single-server (Lindley / Cramér–Lundberg) equation ``E[e^(ηS/c)]·E[e^(−ηA)] = 1``, with
+    ``S`` gamma (mean ``E[S]``, scv ``v``) and the inter-arrival time ``A`` gamma (mean ``1/λ``,
+    scv ``a``; exponential for Poisson).  In ``x = η·E[S]/c`` and ``ρ = λ·E[S]/c``:
+    ``−ln(1 − v·x)/v = ln(1 + a·x/ρ)/a``, solved as ``q(a·x/ρ) − ρ·q(−v·x) = 1 − ρ``
+    (``q``: :func:`_log1p_deficit`; the left side grows with ``x``) by a safeguarded Newton
+    iteration.  Exponential service and arrivals give ``η = cμ − λ`` (M/M/c's exact
+    rate, returned as ``θ``); deterministic service gives Crommelin's M/D/c rate; heavy traffic
+    gives Allen–Cunneen's ``θ = 2(cμ − λ)/(a + v)``; at ``ρ`` 0.8 with ``v = 0`` the root is
+    5–8% faster than ``θ`` for c = 1–4.  ``θ`` is kept where ``a + v`` is (almost) 0 (a queue
+    that never waits) or where there is no load.
+
+    Args:
+        load: offered loads ``λ·E[S]``, each below ``servers``.
+        servers: server counts.
+        service_time: mean service times.
+        scv: service-time scvs ``v``.
+        arrival_scv: inter-arrival scvs ``a``.
+        theta: Allen–Cunneen's rates, the answer where the root is not sought.
+
+    Returns:
+        ``η``, of the broadcast shape.
+    """
+    shape = np.broadcast_shapes(
+        np.shape(load),
+        np.shape(servers),
+        np.shape(service_time),
+        np.shape(scv),
+        np.shape(arrival_scv),
+        np.shape(theta),
+    )
+    load, servers, service_time, scv, arrival, theta = (
+        np.broadcast_to(np.asarray(x, dtype=np.float64), shape).reshape(-1)
+        for x in (load, servers, service_time, scv, arrival_scv, theta)
+    )
+    eta = theta.copy()
+    scv = np.where(scv < _MIN_SCV, 0.0, scv)  # as the response-time kernels treat it
+    arrival = np.where(arrival < _MIN_SCV, 0.0, arrival)
+    solve = np.flatnonzero(
+        (load >= _MIN_DECAY_LOAD * servers)
+        & (arrival + scv >= _MIN_SPREAD)
+        & ~((np.abs(scv - 1.0) <= _EXACT_SCV) & (np.abs(arrival - 1.0) <= _EXACT_SCV))
+    )
+    if solve.size == 0:
+        return eta.reshape(shape)
+    c, v, a = servers[solve], scv[solve], arrival[solve]
+    rho = load[solve] / c
+    gap = (c - load[solve]) / c
+
+    def excess(x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``H(x) = q(a·x/ρ) − ρ·q(−v·x) − (1 − ρ)`` and ``F'(x)``."""
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            h = _log1p_deficit(a * x / rho) - rho * _log1p_deficit(-v * x) - gap
+            slope = 1.0 / (1.0 - v * x) - 1.0 / (rho + a * x)
+        return h, slope
+
+    # Bracket the root: H(0) = −(1 − ρ) < 0; H grows to +inf at x = 1/v (v > 0), else to ρ.
+    top = np.where(v > 0.0, 1.0 / np.where(v > 0.0, v, 1.0), np.inf)
+    low = np.zeros(rho.shape)
+    x = np.minimum(2.0 * rho * gap / (rho * rho * v + a), 0.5 * top)  # heavy-traffic start
+    high = np.full(rho.shape, np.inf)
+    for _ in range(_MAX_ITERATIONS):
+        h, slope = excess(x)
+        high = np.where(h >= 0.0, x, high)
+        low = np.where(h < 0.0, x, low)
+        grow = np.isinf(high)
+        if not grow.any():
+            break
+        x = np.where(grow, np.where(np.isfinite(top), 0.5 * (x + top), 4.0 * x), x)
+    # Unbracketed (tiny loads of very variable service): the root is at the pole, x = 1/v.
+    active = np.isfinite(high)  # each element stops on its own: batch-independent
+    x = np.where(active, x, np.minimum(top, x))
+    for _ in range(_MAX_ITERATIONS):
+        h, slope = excess(x)
+        high = np.where(active & (h >= 0.0), x, high)
+        low = np.where(active & (h < 0.0), x, low)
+        g = h / rho  # G = F/x, with G' = (F' − G)/x
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            newton = x - x * g / (slope - g)
+        inside = np.isfinite(newton) & (newton > low) & (newton < high)
+        nxt = np.where(inside, newton, 0.5 * (low + high))
+        with np.errstate(invalid="ignore"):
+            moved = np.abs(nxt - x) > _RATE_RTOL * x
+        x, active = np.where(active, nxt, x), active & moved
+        if not active.any():
+            break
+    eta[solve] = x * c / service_time[solve]
+    return eta.reshape(shape)
+
+
 def _wait_parameters(
     load: FloatArray,
     servers: FloatArray,
@@ -417,7 +547,11 @@ def _wait_parameters(
     arrival_scv: FloatArray | float = 1.0,
 ) -> tuple[FloatArray, FloatArray]:
     """
-    P(wait) and the rate of the conditional (exponential) wait, for stable loads.
+    The wait's weight and rate, for stable loads: ``P(W > t) = A·e^(−ηt)`` for ``t > 0``.
+
+    ``η`` is the tail's exact decay rate (:func:`_decay_rate`) and ``A = C·η/θ`` (at most 1),
+    so that the mean wait ``A/η = C/θ`` stays Allen–Cunneen's, with Erlang C ``C`` and
+    ``θ = (cμ - λ)·2/(ca² + scv)``.  For M/M/c ``η = θ`` and ``A = C``: exact.
 
     Args:
         load: offered loads ``λ·E[S]``, each below ``servers``.
@@ -427,14 +561,15 @@ def _wait_parameters(
         arrival_scv: inter-arrival scvs ``ca²`` (1: Poisson).
 
     Returns:
-        ``(C, θ)``: Erlang C and ``θ = (cμ - λ)·2/(ca² + scv)``, so that
-        ``E[W | W > 0] = 1/θ`` (Allen–Cunneen; ``θ`` is capped where ``ca² + scv`` is 0, a
-        queue that never waits).
+        ``(A, η)`` (``θ`` is capped where ``ca² + scv`` is 0, a queue that never waits).
     """
     p_wait = _erlang_c(servers, load)
     spread = np.maximum(arrival_scv + scv, _MIN_SPREAD)
     theta = np.asarray((servers - load) / service_time * (2.0 / spread), dtype=np.float64)
-    return p_wait, theta
+    eta = _decay_rate(load, servers, service_time, scv, arrival_scv, theta)
+    with np.errstate(invalid="ignore"):
+        weight = np.where(eta == theta, p_wait, np.minimum(p_wait * (eta / theta), 1.0))
+    return np.asarray(weight, dtype=np.float64), eta
 
 
 def _mean_response(p_wait: FloatArray, theta: FloatArray, service_time: FloatArray) -> FloatArray:
@@ -1070,15 +1205,16 @@ def mgc_wait(
     arrival_scv: ArrayLike = 1.0,
 ) -> tuple[FloatArray, FloatArray]:
     """
-    The load-dependent part of the M/G/c response time, batched: Erlang C ``C`` and the rate
-    ``θ = (cμ - λ)·2/(ca² + scv)`` of the exponential wait (``E[W | W > 0] = 1/θ``).
+    The load-dependent part of the M/G/c response time, batched: the wait's weight ``A`` and
+    rate ``η`` (``P(W > t) = A·e^(−ηt)``; module docstring), with ``A/η`` Allen–Cunneen's mean
+    wait ``C/(cμ − λ)·(ca² + scv)/2``; for M/M/c, Erlang C and ``cμ − λ``.
 
-    Computed once per rate, they give the mean (``C/θ + E[S]``) and, through
+    Computed once per rate, they give the mean (``A/η + E[S]``) and, through
     :func:`mgc_response_sf_pdf_given_wait`, the distribution at any number of times.  Arguments
     as for :func:`mgc_mean_response`.
 
     Returns:
-        ``(C, θ)``, float64 of the broadcast shape; nan where ``rate >= servers/service_time``.
+        ``(A, η)``, float64 of the broadcast shape; nan where ``rate >= servers/service_time``.
     """
     parameters = _batch_parameters(rate, servers, service_time, scv, arrival_scv)
     shape, flat = _batch_flat(*parameters)
@@ -1261,7 +1397,7 @@ class QueueMetrics:
 @dataclass(frozen=True)
 class Station:
     """
-    A multi-server FCFS queue with Poisson arrivals: M/G/c, approximated by Allen–Cunneen.
+    A multi-server FCFS queue with Poisson arrivals: M/G/c, approximated as the module says.
 
     Attributes:
         servers: number of servers ``c`` (slots), at least 1; normally an integer, but a real
@@ -1340,13 +1476,13 @@ class Station:
 
     def _wait_parameters(self, rates: FloatArray) -> tuple[FloatArray, FloatArray]:
         """
-        P(wait) and the rate of the conditional (exponential) wait, on flat stable rates.
+        The wait's weight and rate ``(A, η)`` (module docstring), on flat stable rates.
 
         Args:
             rates: arrival rates, each below :attr:`max_rate`.
 
         Returns:
-            ``(C, θ)``: Erlang C and ``θ = (cμ - λ)·2/(1 + scv)``, so that ``E[W | W > 0] = 1/θ``.
+            ``(A, η)``: ``P(W > t) = A·e^(−ηt)``; ``A/η`` is Allen–Cunneen's mean wait.
         """
         servers, service_time, scv = self._parameters
         return _wait_parameters(rates * service_time, servers, service_time, scv)
@@ -1397,13 +1533,13 @@ class Station:
         """
         scalar = _is_scalar(rate)
         shape, (rates,) = _flatten(self._rates(rate))
-        p_wait, _ = self._wait_parameters(rates)
-        return _result(p_wait, shape, scalar)
+        servers, service_time, _ = self._parameters
+        return _result(_erlang_c(servers, rates * service_time), shape, scalar)
 
     def wait_isf(self, probability: float, rate: float) -> float:
         """
-        The wait exceeded with ``probability``: ``P(W > t) = C·e^(−θt)``, so ``t = ln(C/p)/θ``
-        (0 when P(wait) is at most ``probability``).
+        The wait exceeded with ``probability``: ``P(W > t) = A·e^(−ηt)``, so ``t = ln(A/p)/η``
+        (0 when ``A`` is at most ``probability``).
 
         Args:
             probability: in (0, 1).
@@ -1484,8 +1620,8 @@ class Station:
         """
         ``P(T > t)``: the probability that the response time (wait + service) exceeds ``t``.
 
-        ``T = W + S`` (FCFS): ``W = 0`` with probability ``1 - C``, else exponential with rate
-        ``θ = (cμ - λ)·2/(1 + scv)`` (mean: the Allen–Cunneen conditional wait); ``S`` gamma
+        ``T = W + S`` (FCFS): ``W = 0`` with probability ``1 - A``, else exponential with the
+        tail's exact rate ``η`` (``A = C·η/θ``: the mean is Allen–Cunneen's); ``S`` gamma
         with mean ``service_time`` and shape ``1/scv``.  For ``scv = 1`` this is the exact M/M/c
         response-time distribution.
 
@@ -1617,7 +1753,7 @@ class Station:
             service_time=self.service_time,
             scv=self.scv,
             utilization=float(rates[0]) * self.service_time / self.servers,
-            p_wait=float(p_wait[0]),
+            p_wait=float(_erlang_c(np.asarray(self.servers), rates * service_time)[0]),
             mean_wait=float(p_wait[0] / theta[0]),
             mean_response=float(_mean_response(p_wait, theta, service_time)[0]),
             percentiles={float(pc): float(tm) for pc, tm in zip(percents, times, strict=True)},

@@ -23,8 +23,6 @@ import numpy as np
 import numpy.typing as npt
 
 from capplan.models.queueing import (
-    erlang_c,
-    mgc_mean_response,
     mgc_response_pdf,
     mgc_response_quantile,
     mgc_response_truncated_mean_given_wait,
@@ -48,18 +46,19 @@ def response_moments(
     """
     Mean and standard deviation of the response time (all arguments broadcast together).
 
-    ``T = W + S`` with ``W`` and ``S`` independent: Var(T) = scv·s² + 2C/θ² − (C/θ)², where
-    ``C`` is P(wait) and ``C/θ`` the mean wait.  Unstable elements give (inf, nan).
+    ``T = W + S`` with ``W`` and ``S`` independent, ``W`` 0 or exponential (weight ``A``, rate
+    ``η``: :func:`capplan.models.queueing.mgc_wait`): Var(T) = scv·s² + 2A/η² − (A/η)².
+    Unstable elements give (inf, nan).
     """
     r, c, s, v = np.broadcast_arrays(
         *(np.asarray(x, dtype=np.float64) for x in (rate, servers, service_time, scv))
     )
-    mean = np.asarray(mgc_mean_response(r, c, s, v), dtype=np.float64)
+    weight, eta = mgc_wait(r, c, s, v)
     stable = r * s < c
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        p_wait = np.asarray(erlang_c(c, np.where(stable, r * s, 0.0)), dtype=np.float64)
-        wq = mean - s
-        var_w = np.where(p_wait > 0, 2.0 * wq**2 / p_wait - wq**2, 0.0)
+        wq = weight / eta
+        mean = np.where(stable, wq + s, np.inf)
+        var_w = 2.0 * weight / eta**2 - wq**2
         sd = np.sqrt(v * s**2 + var_w)
     return mean, np.where(stable, sd, np.nan)
 

@@ -15,10 +15,10 @@ from bench._synthetic import synthetic_windows
 from capplan.models.fit import NodeFit, SLOTarget, fit_node
 from capplan.models.queueing import (
     Station,
-    erlang_c,
     mgc_mean_response,
     mgc_response_pdf,
     mgc_response_sf,
+    mgc_wait,
 )
 from capplan.models.sampling import QUANTILES, response_moments, sampling_covariance
 from capplan.models.station_fit import STAT_QUANTILES, STAT_WEIGHTS, Packed, _whitening
@@ -55,7 +55,8 @@ class TestExact:
     def test_tail_mean_against_closed_form(self, c: float, scv: float) -> None:
         """
         The Gauss–Legendre E[T; T > t] against its closed form for gamma service and an
-        exponential wait: t·P(T > t) + E[(S − t)⁺] + (P(T > t) − (1 − C)·P(S > t)) / θ.
+        exponential wait (weight A, rate η): t·P(T > t) + E[(S − t)⁺] + (P(T > t) − (1 − A)·P(S >
+        t)) / η.
         """
         s = 0.02
         rate = np.array([0.2, 0.5, 0.8, 0.95]) * c / s
@@ -64,8 +65,7 @@ class TestExact:
         t = center[:, 1:]
         f = mgc_response_pdf(t, rate[:, None], c, s, scv)
         tail_mean = cov[:, 0, 1:] * f + mu[:, None] * (1 - QS)
-        p_wait = erlang_c(c, rate * s)[:, None]
-        theta = ((c - rate * s) / s * 2 / (1 + scv))[:, None]
+        p_wait, theta = (x[:, None] for x in mgc_wait(rate, c, s, scv))
         k, scale = 1 / scv, s * scv
         sf_s = gammaincc(k, t / scale)
         excess = k * scale * gammaincc(k + 1, t / scale) - t * sf_s
@@ -90,8 +90,7 @@ class TestMonteCarlo:
         c, s, scv, rate = 4.0, 0.025, 0.3, 120.0
         n, windows = 2000, 3000
         rng = np.random.default_rng(7)
-        p_wait = float(erlang_c(c, rate * s))
-        theta = (c - rate * s) / s * 2 / (1 + scv)
+        p_wait, theta = (float(x) for x in mgc_wait(rate, c, s, scv))
         wait = np.where(
             rng.uniform(size=(windows, n)) < p_wait,
             rng.exponential(1 / theta, size=(windows, n)),

@@ -40,15 +40,18 @@ class TestArrivalScv:
         )
 
     def test_allen_cunneen_wait(self) -> None:
-        """The mean wait scales by (ca² + scv)/(1 + scv); P(wait) does not change."""
+        """The mean wait scales by (ca² + scv)/(1 + scv); the tail decays faster, by less."""
         ca2 = np.array([0.1, 0.5, 0.25])
         poisson = mgc_mean_response(RATE, C, S, V) - S
         smooth = mgc_mean_response(RATE, C, S, V, arrival_scv=ca2) - S
         np.testing.assert_allclose(smooth, poisson * (ca2 + V) / (1.0 + V), rtol=1e-12)
-        p0, theta0 = mgc_wait(RATE, C, S, V)
-        p1, theta1 = mgc_wait(RATE, C, S, V, arrival_scv=ca2)
-        np.testing.assert_array_equal(p0, p1)
-        np.testing.assert_allclose(theta1, theta0 * (1.0 + V) / (ca2 + V), rtol=1e-12)
+        _, eta0 = mgc_wait(RATE, C, S, V)
+        p1, eta1 = mgc_wait(RATE, C, S, V, arrival_scv=ca2)
+        np.testing.assert_allclose(p1 / eta1, smooth, rtol=1e-12)
+        assert np.all(eta0 < eta1)
+        # fixed service: the rate scales exactly as 1/ca² (x = ln(1 + a·x/ρ)/a), else by less
+        assert eta1[0] == pytest.approx(eta0[0] / ca2[0], rel=1e-12)
+        assert np.all(eta1[1:] < eta0[1:] * (1.0 + V[1:]) / (ca2[1:] + V[1:]))
 
     def test_smoother_arrivals_wait_less(self) -> None:
         """Every tail and quantile falls as the arrivals get smoother."""
