@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.lab.pool import DEFAULT_CV
-from bench.lab.stationary import stationary_capacity
+from bench.lab.stationary import mdc_capacity, stationary_capacity
 
 __all__ = [
     "ALTERNATIVES",
@@ -243,10 +243,19 @@ def node_stationary(
     A lab node's stationary capacity at the SLO, simulated from its parameters (``spec``: a
     pool file's node; ``pool``: the pool's ``service`` and ``cv``, which a node may override;
     :func:`bench.lab.stationary.stationary_capacity`): the median over ``STATIONARY_SEEDS``
-    independent seed sets, and their lowest and highest.
+    independent seed sets, and their lowest and highest.  Fixed service is exact instead
+    (:func:`bench.lab.stationary.mdc_capacity`; its range is the value twice).
     """
     law = spec.get("service") or pool["service"]
     cv = spec.get("cv") or pool.get("cv", DEFAULT_CV)
+    if law == "fixed":  # exact: no simulation needed
+        exact = mdc_capacity(
+            int(spec["slots"]),
+            float(spec["service_ms"]),
+            float(slo["latency_ms"]),
+            float(slo["percentile"]),
+        )
+        return exact, [exact, exact]
     values = sorted(
         stationary_capacity(
             int(spec["slots"]),

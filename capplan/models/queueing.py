@@ -89,7 +89,7 @@ _ASYMPTOTIC_TERMS: Final = 20
 _SERIES_SF_MAX_CDF: Final = 0.99  # Q = 1 - P by the series only where P ≤ this (≤ 2 digits lost)
 _SERIES_DEFICIT_MAX: Final = 1e-2  # 1 − ln(1+w)/w by its series where |w| is below this
 _SERIES_DEFICIT_TERMS: Final = 10
-_MIN_DECAY_LOAD: Final = 1e-12  # below this utilization the wait's tail keeps Allen–Cunneen's θ
+_MIN_DECAY_WEIGHT: Final = 1e-14  # P(wait) below this: the wait's tail keeps Allen–Cunneen's θ
 _EXACT_SCV: Final = 1e-12  # scv and ca² within this of 1: M/M/c, whose tail rate is exact
 
 
@@ -428,13 +428,25 @@ def _log1p_deficit(w: FloatArray) -> FloatArray:
     ``q(w) = 1 − ln(1 + w)/w`` for ``w > −1`` (0 at 0), without cancellation near 0 (a series
     there: ``w/2 − w²/3 + w³/4 − …``); increasing, with the sign of ``w``, below 1.
     """
-    small = np.abs(w) < _SERIES_DEFICIT_MAX
     with np.errstate(divide="ignore", invalid="ignore"):
-        direct = 1.0 - np.log1p(w) / w
-    series = np.zeros(w.shape)
-    for n in range(_SERIES_DEFICIT_TERMS, 1, -1):
-        series = series * w + (-1.0) ** n / n
-    return np.asarray(np.where(small, series * w, direct), dtype=np.float64)
+        out = np.asarray(1.0 - np.log1p(w) / w, dtype=np.float64)
+    small = np.flatnonzero(np.abs(w) < _SERIES_DEFICIT_MAX)
+    if small.size:
+        ws = w[small]
+        series = np.zeros(ws.shape)
+        for n in range(_SERIES_DEFICIT_TERMS, 1, -1):
+            series = series * ws + (-1.0) ** n / n
+        out[small] = series * ws
+    return out
+
+
+def _log1p_ratio(w: FloatArray) -> FloatArray:
+    """
+    ``ln(1 + w)/w`` for ``w > −1`` (1 at 0).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.log1p(w) / w
+    return np.asarray(np.where(w == 0.0, 1.0, ratio), dtype=np.float64)
 
 
 def _decay_rate(
@@ -444,6 +456,7 @@ def _decay_rate(
     scv: FloatArray,
     arrival_scv: FloatArray | float,
     theta: FloatArray,
+    p_wait: FloatArray,
 ) -> FloatArray:
     """
     The exact decay rate ``η`` of the wait's tail, ``P(W > t) ∝ e^(−ηt)`` as ``t → ∞``.
@@ -459,7 +472,7 @@ def _decay_rate(
     rate, returned as ``θ``); deterministic service gives Crommelin's M/D/c rate; heavy traffic
     gives Allen–Cunneen's ``θ = 2(cμ − λ)/(a + v)``; at ``ρ`` 0.8 with ``v = 0`` the root is
     5–8% faster than ``θ`` for c = 1–4.  ``θ`` is kept where ``a + v`` is (almost) 0 (a queue
-    that never waits) or where there is no load.
+    that never waits) or where (almost) nothing waits.
 
     Args:
         load: offered loads ``λ·E[S]``, each below ``servers``.
@@ -468,6 +481,8 @@ def _decay_rate(
         scv: service-time scvs ``v``.
         arrival_scv: inter-arrival scvs ``a``.
         theta: Allen–Cunneen's rates, the answer where the root is not sought.
+        p_wait: Erlang C: where it is below 1e-14 the wait is beyond any percentile and
+            the root is not sought either.
 
     Returns:
         ``η``, of the broadcast shape.
@@ -479,16 +494,17 @@ def _decay_rate(
         np.shape(scv),
         np.shape(arrival_scv),
         np.shape(theta),
+        np.shape(p_wait),
     )
-    load, servers, service_time, scv, arrival, theta = (
+    load, servers, service_time, scv, arrival, theta, p_wait = (
         np.broadcast_to(np.asarray(x, dtype=np.float64), shape).reshape(-1)
-        for x in (load, servers, service_time, scv, arrival_scv, theta)
+        for x in (load, servers, service_time, scv, arrival_scv, theta, p_wait)
     )
     eta = theta.copy()
     scv = np.where(scv < _MIN_SCV, 0.0, scv)  # as the response-time kernels treat it
     arrival = np.where(arrival < _MIN_SCV, 0.0, arrival)
     solve = np.flatnonzero(
-        (load >= _MIN_DECAY_LOAD * servers)
+        (p_wait >= _MIN_DECAY_WEIGHT)
         & (arrival + scv >= _MIN_SPREAD)
         & ~((np.abs(scv - 1.0) <= _EXACT_SCV) & (np.abs(arrival - 1.0) <= _EXACT_SCV))
     )
@@ -497,43 +513,55 @@ def _decay_rate(
     c, v, a = servers[solve], scv[solve], arrival[solve]
     rho = load[solve] / c
     gap = (c - load[solve]) / c
-
-    def excess(x: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """``H(x) = q(a·x/ρ) − ρ·q(−v·x) − (1 − ρ)`` and ``F'(x)``."""
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            h = _log1p_deficit(a * x / rho) - rho * _log1p_deficit(-v * x) - gap
-            slope = 1.0 / (1.0 - v * x) - 1.0 / (rho + a * x)
-        return h, slope
-
-    # Bracket the root: H(0) = −(1 − ρ) < 0; H grows to +inf at x = 1/v (v > 0), else to ρ.
+    # H(x) = q(a·x/ρ) − ρ·q(−v·x) − (1 − ρ): −(1 − ρ) at 0, growing to +inf at x = 1/v (v > 0),
+    # else to ρ.  Start from its quadratic expansion H ≈ −(1 − ρ) + B·x + D·x².
     top = np.where(v > 0.0, 1.0 / np.where(v > 0.0, v, 1.0), np.inf)
-    low = np.zeros(rho.shape)
-    x = np.minimum(2.0 * rho * gap / (rho * rho * v + a), 0.5 * top)  # heavy-traffic start
-    high = np.full(rho.shape, np.inf)
-    for _ in range(_MAX_ITERATIONS):
-        h, slope = excess(x)
-        high = np.where(h >= 0.0, x, high)
-        low = np.where(h < 0.0, x, low)
-        grow = np.isinf(high)
-        if not grow.any():
-            break
-        x = np.where(grow, np.where(np.isfinite(top), 0.5 * (x + top), 4.0 * x), x)
-    # Unbracketed (tiny loads of very variable service): the root is at the pole, x = 1/v.
-    active = np.isfinite(high)  # each element stops on its own: batch-independent
-    x = np.where(active, x, np.minimum(top, x))
-    for _ in range(_MAX_ITERATIONS):
-        h, slope = excess(x)
-        high = np.where(active & (h >= 0.0), x, high)
-        low = np.where(active & (h < 0.0), x, low)
-        g = h / rho  # G = F/x, with G' = (F' − G)/x
+    b_ = 0.5 * (rho * v + a / rho)
+    d_ = (rho * v * v - a * a / (rho * rho)) / 3.0
+    disc = b_ * b_ + 4.0 * d_ * gap
+    x = np.where(disc > 0.0, 2.0 * gap / (b_ + np.sqrt(np.maximum(disc, 0.0))), gap / b_)
+    x = np.minimum(x, 0.5 * top)
+    low, high = np.zeros(x.shape), np.full(x.shape, np.inf)
+    light = rho < 0.5
+
+    def excess(x: FloatArray, index: IndexArray | slice) -> FloatArray:
+        """``H(x)``; light loads as ``ρ·ln(1 − v·x)/(−v·x) − ln(1 + y)/y`` (no cancellation)."""
+        out = np.empty(x.shape)
+        part = light[index]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            newton = x - x * g / (slope - g)
-        inside = np.isfinite(newton) & (newton > low) & (newton < high)
-        nxt = np.where(inside, newton, 0.5 * (low + high))
+            r, y, vx = rho[index], a[index] * x / rho[index], -v[index] * x
+            out[part] = r[part] * _log1p_ratio(vx[part]) - _log1p_ratio(y[part])
+            part = ~part
+            out[part] = (
+                _log1p_deficit(y[part]) - r[part] * _log1p_deficit(vx[part]) - gap[index][part]
+            )
+        return out
+
+    # A root within rounding of the pole (light loads of variable service) is the pole.
+    pole = np.isfinite(top) & (excess(top * (1.0 - _RATE_RTOL), slice(None)) < 0.0)
+    x = np.where(pole, top, x)
+    live = np.flatnonzero(~pole)  # elements still moving: each stops on its own
+    for _ in range(_MAX_ITERATIONS):
+        xs, vs, as_, rs, ts = x[live], v[live], a[live], rho[live], top[live]
+        h = excess(xs, live)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            slope = 1.0 / (1.0 - vs * xs) - 1.0 / (rs + as_ * xs)
+            g = h / rs  # G = F/x = H/ρ, with G' = (F' − G)/x
+            newton = xs - xs * g / (slope - g)
+        lo = np.where(h < 0.0, xs, low[live])
+        hi = np.where(h >= 0.0, xs, high[live])
+        low[live], high[live] = lo, hi
+        with np.errstate(invalid="ignore"):  # inf − inf where there is no pole
+            inside = np.isfinite(newton) & (newton >= lo) & (newton <= np.minimum(hi, ts))
+            fallback = np.where(
+                np.isfinite(hi), 0.5 * (lo + hi), np.minimum(2.0 * xs, ts - (ts - xs) / 16.0)
+            )
+        nxt = np.where(inside, newton, fallback)
         with np.errstate(invalid="ignore"):
-            moved = np.abs(nxt - x) > _RATE_RTOL * x
-        x, active = np.where(active, nxt, x), active & moved
-        if not active.any():
+            moving = np.abs(nxt - xs) > _RATE_RTOL * xs
+        x[live] = nxt
+        live = live[moving]
+        if live.size == 0:
             break
     eta[solve] = x * c / service_time[solve]
     return eta.reshape(shape)
@@ -566,7 +594,7 @@ def _wait_parameters(
     p_wait = _erlang_c(servers, load)
     spread = np.maximum(arrival_scv + scv, _MIN_SPREAD)
     theta = np.asarray((servers - load) / service_time * (2.0 / spread), dtype=np.float64)
-    eta = _decay_rate(load, servers, service_time, scv, arrival_scv, theta)
+    eta = _decay_rate(load, servers, service_time, scv, arrival_scv, theta, p_wait)
     with np.errstate(invalid="ignore"):
         weight = np.where(eta == theta, p_wait, np.minimum(p_wait * (eta / theta), 1.0))
     return np.asarray(weight, dtype=np.float64), eta

@@ -34,6 +34,20 @@ def test_simulation_matches_mm1_and_md1_means() -> None:
     assert fixed.min() == pytest.approx(service)  # nobody is served faster than S
 
 
+def test_exact_mdc_agrees_with_the_simulation() -> None:
+    """
+    M/D/2 at 20 ms: the exact capacity at p99 ≤ 120 ms (79.76 rps) lies within the simulated
+    seed sets' scatter, and the exact p99 at 80 rps matches a long run's within 2%.
+    """
+    exact = stationary.mdc_capacity(2, 20.0, 120.0, 99.0)
+    assert exact == pytest.approx(79.757, abs=0.01)
+    runs = np.concatenate([simulate(80.0, 2, 0.02, "fixed", 400.0, 5.0, seed=k) for k in range(6)])
+    cdf = stationary.mdc_wait_cdf(2, 80.0, 0.02)
+    for q in (0.5, 0.95, 0.99):
+        wait = float(np.quantile(runs, q)) - 0.02
+        assert cdf(wait) == pytest.approx(q, abs=0.003 if q == 0.99 else 0.01)
+
+
 def test_simulation_matches_mmc_percentile() -> None:
     """M/M/4 at 85%: the pooled p99 of long runs is the exact M/M/c p99 within 3%."""
     station = Station(4, 0.02, 1.0)

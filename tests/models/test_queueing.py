@@ -28,6 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, optimize, stats
 
+from bench.lab.stationary import mdc_wait_cdf
 from capplan.errors import UnstableQueueError
 from capplan.models.queueing import (
     PooledQueue,
@@ -111,37 +112,6 @@ def _gamma_response_sf_by_quadrature(station: Station, t: float, rate: float) ->
         points=[min(t, station.service_time)],
     )
     return float(service.sf(t) + weight * integral)
-
-
-def _mdc_wait_cdf(servers: int, rate: float, service: float) -> Callable[[float], float]:
-    """
-    The exact M/D/c waiting-time cdf: the number in system at times ``D`` apart is the chain
-    ``N' = max(N − c, 0) + Poisson(λD)`` (solved on a truncated state space), and for
-    ``(k−1)D ≤ x < kD``, ``P(W ≤ x) = Σ_{j<kc} Q_{kc−j−1}·pmf_Poisson(j; λ(kD − x))`` with
-    ``Q_n = P(N ≤ n + c)`` (Franx, "A simple solution for the M/D/c waiting time
-    distribution", Oper. Res. Letters 29, 2001).
-    """
-    load = rate * service
-    size = int(servers + load + 10 * math.sqrt(load + 1) + 45 / (1 - load / servers) + 50)
-    arrivals = stats.poisson.pmf(np.arange(size), load)
-    chain = np.zeros((size, size))
-    for n in range(size):
-        base = max(n - servers, 0)
-        chain[n, base:] = arrivals[: size - base]
-    chain[:, -1] += 1.0 - chain.sum(axis=1)
-    system = chain.T - np.eye(size)
-    system[-1, :] = 1.0
-    target = np.zeros(size)
-    target[-1] = 1.0
-    queue = np.cumsum(np.linalg.solve(system, target))[servers:]
-
-    def cdf(x: float) -> float:
-        k = math.floor(x / service) + 1
-        j = np.arange(k * servers)
-        index = np.minimum(k * servers - j - 1, queue.size - 1)
-        return float(np.sum(queue[index] * stats.poisson.pmf(j, rate * (k * service - x))))
-
-    return cdf
 
 
 # --------------------------------------------------------------------------- published values
@@ -840,7 +810,7 @@ def test_deterministic_service_tail_against_the_exact_mdc(servers: int) -> None:
     station = Station(servers=servers, service_time=1.0, scv=0.0)
 
     def exact_p99(rate: float) -> float:
-        cdf = _mdc_wait_cdf(servers, rate, 1.0)
+        cdf = mdc_wait_cdf(servers, rate, 1.0)
         if cdf(0.0) >= 0.99:
             return 1.0
         return 1.0 + optimize.brentq(lambda x: cdf(x) - 0.99, 0.0, 2000.0, xtol=1e-12)
