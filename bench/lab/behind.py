@@ -81,13 +81,14 @@ control's); fitted with the nodes' own queues (``least_connections``,
 ``capplan.models.queueing.own_queue_wait_rate``) every node is within 1% of the truth.  Each
 balancer's windows read with the other's rule put the small node 2–6% off.
 
-``--coverage 6`` (2026-11-25): over seeds 1–6, each rule read as its balancer's, per node c = 2,
-4, 8, 8, the mean of fitted ÷ true capacity and how often the 95% interval holds the truth:
-exponential, nginx's rule 1.000, 1.002, 1.003, 1.001 (83, 83, 100, 100%), HAProxy's 1.005,
-0.999, 0.992, 0.992 (100, 100, 50, 50%); lognormal cv 0.4, nginx's 1.008, 1.004, 1.003, 1.003
-(0, 33, 50, 50%), HAProxy's 1.013, 1.001, 0.994, 0.994 (17, 83, 0, 0%).  The intervals'
-half-widths (0.3–0.9% on the lognormal pool) are right for the seed-to-seed scatter (sd
-0.1–0.3%); what they miss is the approximations' own error, up to 1.3%.
+``--coverage 6`` (2026-11-25, after commit 65af97d): over seeds 1–6, each rule read as its
+balancer's, per node c = 2, 4, 8, 8, the mean of fitted ÷ true capacity and how often the 95%
+interval holds the truth: exponential, nginx's rule 1.000, 1.002, 1.003, 1.001 (83, 83, 100,
+100%), HAProxy's 1.004, 0.999, 0.993, 0.992 (100, 100, 50, 50%); lognormal cv 0.4, nginx's
+1.008, 1.005, 1.003, 1.003 (0, 33, 50, 50%), HAProxy's 1.011, 1.001, 0.994, 0.994 (33, 100, 0,
+0%).  The intervals' half-widths (0.3–0.9% on the lognormal pool) are right for the
+seed-to-seed scatter (sd 0.1–0.3%); what they miss is the approximations' own error, up to
+1.1%.
 """
 
 from __future__ import annotations
