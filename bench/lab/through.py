@@ -20,8 +20,8 @@ runs on them once per way of reading them: ``arrivals: poisson`` (what capplan a
 ``round_robin``, ``least_connections`` (nginx's rule), ``shortest_expected_delay`` (HAProxy's),
 with the slots fitted from the windows or given as ``workers`` (the last two need them).  Each
 fitted capacity at the SLO (p99 ≤ 120 ms) is compared with the node's stationary capacity,
-simulated from its known parameters (``bench.lab.stationary``) — what a fit of Poisson windows
-aims at.
+simulated from its known parameters (``bench.lab.stationary``; exact for fixed service) — what
+a fit of Poisson windows aims at.
 
 Everything is stored in ``DIR/results.json`` as it is done (a ramp already measured is not run
 again; ``--refit`` fits the kept logs again after a capplan change), the table in
@@ -212,14 +212,15 @@ class Through:
 
     def stationary(self) -> None:
         """
-        Each node's stationary capacity at the SLO, simulated (once; kept in results.json).
+        Each node's stationary capacity at the SLO, simulated (exact for fixed service; once,
+        kept in results.json).
         """
         found: dict[str, Any] = self.entry.setdefault("stationary", {})
         pool = self.pool.model_dump(exclude_none=True)
         for spec in pool["nodes"]:
             if spec["name"] in found:
                 continue
-            self.say(f"  stationary capacity of {spec['name']} (simulated) ...")
+            self.say(f"  stationary capacity of {spec['name']} ...")
             median, spread = node_stationary(spec, pool, SLO)
             found[spec["name"]] = {"rps": median, "range": spread}
             self.results.save()
@@ -259,7 +260,7 @@ def _label_order(label: str) -> tuple[int, str]:
 def markdown(document: Mapping[str, Any]) -> str:
     """
     Per service law, per ramp and way of fitting: each node's fitted capacity over its
-    stationary one (simulated), and their geometric mean.
+    stationary one (simulated; exact for fixed service), and their geometric mean.
     """
     out = []
     for name, entry in document.get("variants", {}).items():
@@ -272,7 +273,7 @@ def markdown(document: Mapping[str, Any]) -> str:
         law = pool["service"] + (f" cv {pool.get('cv')}" if pool["service"] == "lognormal" else "")
         out.append(f"### {name} ({law})\n")
         out.append(
-            "stationary capacity at the SLO (simulated): "
+            f"stationary capacity at the SLO ({'exact' if law == 'fixed' else 'simulated'}): "
             + ", ".join(
                 f"{n} (c {specs[n]['slots']}) {stationary[n]['rps']:.1f} rps"
                 for n in names
