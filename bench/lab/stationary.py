@@ -136,8 +136,12 @@ def mdc_capacity(servers: int, service_ms: float, slo_ms: float, percentile: flo
     def excess(rate: float) -> float:
         return q - mdc_wait_cdf(servers, rate, service_s)(slo_ms / 1e3 - service_s)
 
-    if model <= 0.0 or excess(high) <= 0.0:
-        return model
+    if model <= 0.0:
+        return 0.0
+    if excess(low) > 0.0:  # not met even there (never seen): search from near 0
+        low = 0.01 * low
+    if excess(high) <= 0.0:  # met even there (never seen): a lower bound
+        return high
     return float(optimize.brentq(excess, low, high, xtol=1e-9 * top))
 
 

@@ -31,9 +31,10 @@ delegates to the same kernels, so there is one implementation of the maths.
 Sources: A. O. Allen, *Probability, Statistics, and Queueing Theory* (2nd ed., 1990), §6 (Erlang
 C, M/M/c waiting-time distribution, Allen–Cunneen); D. Gross et al., *Fundamentals of Queueing
 Theory* (4th ed.), §2.3; W. Whitt, "Approximations for the GI/G/m queue" (1993); C. D.
-Crommelin, "Delay probability formulae when the holding times are constant" (1932) and
-J. F. C. Kingman / W. Whitt on the GI/G/s tail (the s-server queue's decay rate is that of
-one server with service ``S/s``).  Erlang B uses
+Crommelin, "Delay probability formulae when the holding times are constant" (1932); J. Abate,
+G. L. Choudhury and W. Whitt, "Exponential approximations for tail probabilities in queues, I:
+waiting times", Operations Research 43 (1995): the GI/GI/s wait's asymptotic decay rate, and
+its tail approximated as ``A·e^(−ηt)`` with ``A`` the mean wait times ``η``.  Erlang B uses
 the Poisson identity ``B(c, A) = pmf(c; A) / cdf(c; A)`` with the regularised incomplete gamma
 function, which is exact for large ``c``, needs no factorials and extends smoothly to real ``c``.
 """

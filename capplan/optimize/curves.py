@@ -199,11 +199,12 @@ class PoolCurves:
         station, and at or past saturation.
 
         The FCFS queue's length is the number of arrivals during a wait (distributional
-        Little's law), so with the model's wait — P(wait) = C, exponential with rate θ when
-        positive — P(N = c + k) = C·(1 − r)·rᵏ, r = λ/(λ + θ).  A cap truncates that chain
-        (the M/M/c/K distribution is the M/M/c one cut at K and renormalised), so the share
-        refused is P(N = K) / P(N ≤ K) = C(1 − r)rᵏ / (1 − C·rᵏ⁺¹): at most ``budget`` when
-        rᵏ ≤ budget / (C·(1 − r + budget·r)).  Exact for M/M/c (r = ρ).
+        Little's law), so with the model's wait — positive with weight C, then exponential with
+        rate θ (``mgc_wait``: the tail's weight and exact decay rate) — P(N = c + k) =
+        C·(1 − r)·rᵏ, r = λ/(λ + θ).  A cap truncates that chain (the M/M/c/K distribution is
+        the M/M/c one cut at K and renormalised), so the share refused is P(N = K) / P(N ≤ K) =
+        C(1 − r)rᵏ / (1 − C·rᵏ⁺¹): at most ``budget`` when rᵏ ≤ budget / (C·(1 − r + budget·r)).
+        Exact for M/M/c (r = ρ).
         """
         out = np.full(len(self.nodes), np.nan)
         if not self._st.size:
