@@ -89,9 +89,10 @@ FALLBACK_ALPHA = 0.01
 #: queue (``_stationary_windows``).  Simulated M/G/c windows (``bench.lab.window_bias``'s
 #: recursion, c = 1, 2, 8, exponential and fixed service, ρ = 0.5–0.9, 10 s and 60 s;
 #: ``python -m bench.lab.window_bias --relaxations``): the geometric mean of the windows' p99
-#: against the model's is 0.50–0.71 under 10 relaxation times, 0.74–1.00 at 10–80, and
-#: 0.95–1.02 from 100 on with exponential service (fixed service at c ≤ 2 reads 0.85–0.94 at
-#: any length: the model's own error there).
+#: against the model's is 0.50–0.73 under 10 relaxation times, 0.75–1.00 at 10–100, and from
+#: 100 on 0.95–1.02 with exponential service, 0.97–1.02 with fixed service on c ≤ 2 and
+#: 1.05–1.08 on c = 8 (the model's own error there: its p99 for many fixed slots at moderate
+#: loads is up to 7% low; before the wait's exact tail rate, c ≤ 2 read 0.85–0.94).
 STATIONARY_RELAXATIONS = 100.0
 
 #: Below this share of the estimated capacity the windows cannot support the number.
