@@ -525,26 +525,32 @@ def _decay_rate(
     low, high = np.zeros(x.shape), np.full(x.shape, np.inf)
     light = rho < 0.5
 
-    def excess(x: FloatArray, index: IndexArray | slice) -> FloatArray:
+    def excess(
+        x: FloatArray,
+        r: FloatArray,
+        a: FloatArray,
+        v: FloatArray,
+        gap: FloatArray,
+        light: npt.NDArray[np.bool_],
+    ) -> FloatArray:
         """``H(x)``; light loads as ``ρ·ln(1 − v·x)/(−v·x) − ln(1 + y)/y`` (no cancellation)."""
         out = np.empty(x.shape)
-        part = light[index]
+        heavy = ~light
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            r, y, vx = rho[index], a[index] * x / rho[index], -v[index] * x
-            out[part] = r[part] * _log1p_ratio(vx[part]) - _log1p_ratio(y[part])
-            part = ~part
-            out[part] = (
-                _log1p_deficit(y[part]) - r[part] * _log1p_deficit(vx[part]) - gap[index][part]
+            y, vx = a * x / r, -v * x
+            out[light] = r[light] * _log1p_ratio(vx[light]) - _log1p_ratio(y[light])
+            out[heavy] = (
+                _log1p_deficit(y[heavy]) - r[heavy] * _log1p_deficit(vx[heavy]) - gap[heavy]
             )
         return out
 
     # A root within rounding of the pole (light loads of variable service) is the pole.
-    pole = np.isfinite(top) & (excess(top * (1.0 - _RATE_RTOL), slice(None)) < 0.0)
+    pole = np.isfinite(top) & (excess(top * (1.0 - _RATE_RTOL), rho, a, v, gap, light) < 0.0)
     x = np.where(pole, top, x)
     live = np.flatnonzero(~pole)  # elements still moving: each stops on its own
     for _ in range(_MAX_ITERATIONS):
         xs, vs, as_, rs, ts = x[live], v[live], a[live], rho[live], top[live]
-        h = excess(xs, live)
+        h = excess(xs, rs, as_, vs, gap[live], light[live])
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             slope = 1.0 / (1.0 - vs * xs) - 1.0 / (rs + as_ * xs)
             g = h / rs  # G = F/x = H/ρ, with G' = (F' − G)/x
@@ -596,8 +602,7 @@ def _wait_parameters(
     spread = np.maximum(arrival_scv + scv, _MIN_SPREAD)
     theta = np.asarray((servers - load) / service_time * (2.0 / spread), dtype=np.float64)
     eta = _decay_rate(load, servers, service_time, scv, arrival_scv, theta, p_wait)
-    with np.errstate(invalid="ignore"):
-        weight = np.where(eta == theta, p_wait, np.minimum(p_wait * (eta / theta), 1.0))
+    weight = np.minimum(p_wait * (eta / theta), 1.0)  # exactly C where η is θ
     return np.asarray(weight, dtype=np.float64), eta
 
 
@@ -1767,7 +1772,7 @@ class Station:
         _require(percents, ~((percents > 0.0) & (percents < 100.0)), "percentiles", "in (0, 100)")
         _, (rates,) = _flatten(rates)
         p_wait, theta = self._wait_parameters(rates)
-        _, service_time, scv = self._parameters
+        servers, service_time, scv = self._parameters
         order = np.argsort(percents)
         times = np.empty_like(percents)
         if percents.size:
@@ -1782,7 +1787,7 @@ class Station:
             service_time=self.service_time,
             scv=self.scv,
             utilization=float(rates[0]) * self.service_time / self.servers,
-            p_wait=float(_erlang_c(np.asarray(self.servers), rates * service_time)[0]),
+            p_wait=float(_erlang_c(servers, rates * service_time)[0]),
             mean_wait=float(p_wait[0] / theta[0]),
             mean_response=float(_mean_response(p_wait, theta, service_time)[0]),
             percentiles={float(pc): float(tm) for pc, tm in zip(percents, times, strict=True)},
