@@ -24,12 +24,15 @@ response times it saw, so they carry sampling noise of the size real measurement
   four statistics of a window are correlated as a real window's are (the p95 and p99 of one
   window rest on overlapping slow requests; a slow burst lifts the mean with them).
   ``noise="independent"`` keeps the variances and drops the correlations; ``noise="none"``
-  gives the exact model values.
+  gives the centers themselves (the model's values, moved as below).
 
-Response times are independent within a window here (the Allen–Cunneen response-time law of
-:class:`~capplan.models.queueing.Station`, sampled i.i.d.).  Real response times are positively
-autocorrelated, so real windows are noisier than this: a fit that cannot cover the truth on
-these windows will not on real ones.
+Response times are independent within a window here (the response-time law of
+:class:`~capplan.models.queueing.Station`, sampled i.i.d.), except that each window's center is
+moved by what a window of its length is expected to show near saturation
+(:func:`capplan.models.station_fit.expected_window_offsets`: a short window's tail
+percentiles read below the stationary ones), so the windows follow the fit's own law.  Real
+response times are positively autocorrelated, so real windows are noisier than this: a fit
+that cannot cover the truth on these windows will not on real ones.
 
 Everything is seeded: the same arguments give the same windows, value for value.
 """
@@ -51,6 +54,7 @@ from capplan.models.queueing import Station
 from capplan.models.sampling import QUANTILES as _QUANTILES
 from capplan.models.sampling import response_moments as _response_moments
 from capplan.models.sampling import sampling_covariance as _sampling_covariance
+from capplan.models.station_fit import expected_window_offsets
 from capplan.samples import Window
 
 __all__ = [
@@ -121,6 +125,9 @@ def synthetic_windows(
     requests = np.clip(requests, 1, math.floor(station.max_rate * seconds * (1 - 1e-9)))
     rate = requests / seconds
     center, cov = sampling_covariance(station, rate)
+    center = center * np.exp(
+        expected_window_offsets(rate, seconds, station.servers, station.service_time, station.scv)
+    )
     if noise == "independent":
         cov = cov * np.eye(4)[None, :, :]
     z = rng.standard_normal((count, 4))

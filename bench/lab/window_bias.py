@@ -23,6 +23,16 @@ the exact FCFS multi-server recursion (each arrival takes the slot that frees fi
 service times as the lab's nodes draw them (``exp``, ``fixed``, or ``lognormal`` with cv 0.4).
 Pure computation, nothing started; about ten seconds at the defaults.
 
+``--calibrate`` fits the factors of ``capplan.models.station_fit``'s short-window offsets
+(``WINDOW_MEAN_FACTOR``, ``WINDOW_QUANTILE_FACTORS``): for exponential and fixed service of 20
+ms on c = 1, 2, 4, 8 slots at ρ = 0.5–0.93, ``--hours`` of simulated Poisson arrivals per
+point (12 runs after 30 s of warm-up) are cut into windows of 5, 10, 20 and 60 s, and each
+window's mean, p50, p95 and p99 are compared with those of all its point's requests pooled
+(the stationary ones); the mean over windows of the log ratio is what the offsets predict from
+the model at the true station.  Prints the fitted factors and, per law and window length, how
+far the offsets with the shipped factors land from the simulation (and, for comparison, how far
+no offset does); about 7 minutes at the default 10 hours a point.
+
 ``--relaxations`` prints instead the table behind ``capplan.models.fit.STATIONARY_RELAXATIONS``:
 for c = 1, 2, 8, exponential and fixed service of 20 ms, ρ = 0.5–0.9 and windows of 10 s and
 60 s, the geometric mean of simulated windows' p99 (after 5 s of warm-up) over the model's,
@@ -33,11 +43,14 @@ about five seconds.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import numpy as np
+from scipy import optimize
 
-from bench.lab.pool import DEFAULT_CV, scv
-from bench.lab.stationary import simulate
+from bench.lab.pool import DEFAULT_CV, scv, service_times
+from bench.lab.stationary import fcfs_response, simulate
+from capplan.models import station_fit
 from capplan.models.queueing import Station, relaxation_time
 
 LAWS = ("exp", "fixed", "lognormal")
@@ -71,11 +84,117 @@ def relaxations() -> None:
         print(f"{length:>11.1f} {ratio:>11.3f}  {law:<5} {servers:>2} {rho:>4}  {seconds:>4.0f} s")
 
 
+#: The calibration's window lengths (s), statistics and their quantiles.
+CALIBRATION_LENGTHS = (5.0, 10.0, 20.0, 60.0)
+_QS = np.array([0.5, 0.95, 0.99])
+
+
+def _window_logs(law: str, servers: int, rho: float, hours: float, seed: int) -> dict[float, Any]:
+    """
+    Per window length: the mean over windows of ln(window statistic / pooled statistic) for the
+    mean, p50, p95 and p99, and its standard error.
+    """
+    service_s = 0.020
+    rate = rho * servers / service_s
+    rng = np.random.default_rng(seed)
+    runs, warm = 12, 30.0
+    length = hours * 3600.0 / runs
+    stats: dict[float, list[list[float]]] = {t: [] for t in CALIBRATION_LENGTHS}
+    pooled = []
+    for _ in range(runs):
+        n = int(rate * (warm + length) + 10 * np.sqrt(rate * (warm + length)) + 10)
+        arrivals = np.cumsum(rng.exponential(1.0 / rate, n))
+        arrivals = arrivals[arrivals < warm + length]
+        service = service_times(rng, law, service_s, DEFAULT_CV, arrivals.size)
+        response = fcfs_response(arrivals, servers, service)
+        keep = arrivals >= warm
+        arrivals, response = arrivals[keep] - warm, response[keep]
+        pooled.append(response)
+        for t in CALIBRATION_LENGTHS:
+            count = int(length // t)
+            cuts = np.searchsorted(arrivals, np.arange(count + 1) * t)
+            for k in range(count):
+                window = response[cuts[k] : cuts[k + 1]]
+                if window.size >= 20:
+                    stats[t].append([window.mean(), *np.percentile(window, [50, 95, 99])])
+    everything = np.concatenate(pooled)
+    reference = np.array([everything.mean(), *np.percentile(everything, [50, 95, 99])])
+    out = {}
+    for t, rows in stats.items():
+        if not rows:
+            raise SystemExit(f"--hours {hours:g}: no window of {t:g} s; give more hours")
+        logs = np.log(np.array(rows) / reference)
+        out[t] = (logs.mean(axis=0), logs.std(axis=0) / np.sqrt(len(rows)))
+    return out
+
+
+def _predicted(
+    law: str, servers: int, rho: float, seconds: float, mean_factor: float, factors: Any
+) -> np.ndarray:
+    """
+    The offsets capplan expects for this station and window length (mean, p50, p95, p99).
+    """
+    service_s = 0.020
+    out: np.ndarray = station_fit.expected_window_offsets(
+        rho * servers / service_s, seconds, servers, service_s, scv(law, DEFAULT_CV),
+        mean_factor=mean_factor, quantile_factors=factors,
+    )  # fmt: skip
+    return out
+
+
+def calibrate(hours: float) -> None:
+    """
+    Fit the short-window offsets' factors to simulated windows; print them and the errors.
+    """
+    points = []
+    for law in ("exp", "fixed"):
+        for servers in (1, 2, 4, 8):
+            for rho in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93):
+                seed = 1000 * servers + int(rho * 100) + (0 if law == "exp" else 500)
+                logs = _window_logs(law, servers, rho, hours, seed)
+                points += [(law, servers, rho, t, *logs[t]) for t in CALIBRATION_LENGTHS]
+                print(f"  simulated {law} c={servers} ρ={rho}", flush=True)
+    shipped = (station_fit.WINDOW_MEAN_FACTOR, station_fit.WINDOW_QUANTILE_FACTORS)
+
+    def misfit(stat: int, factor: float) -> np.ndarray:
+        quantile = dict(shipped[1])
+        if stat:
+            quantile[float(_QS[stat - 1])] = factor
+        mean = factor if stat == 0 else shipped[0]
+        out = []
+        for law, servers, rho, t, logs, se in points:
+            pred = _predicted(law, servers, rho, t, mean, tuple(quantile.items()))
+            out.append((pred[stat] - logs[stat]) / max(float(se[stat]), 0.003))
+        return np.array(out)
+
+    for stat, name in ((0, "mean"), (2, "p95"), (3, "p99")):
+        fit = optimize.least_squares(
+            lambda f, s=stat: misfit(s, float(f[0])), [0.5], bounds=(0, 10)
+        )
+        print(f"{name}: factor {fit.x[0]:.3f}")
+    print(f"shipped: mean {shipped[0]:g}, quantiles {shipped[1]}")
+    title = "rms of (offset − simulated): mean, p50, p95, p99"
+    print(f"{'law':<6}{'window':>7}  {title:<48}  no offset")
+    for law in ("exp", "fixed"):
+        for t in CALIBRATION_LENGTHS:
+            rows = [p for p in points if p[0] == law and p[3] == t]
+            sim = np.array([p[4] for p in rows])
+            pred = np.array([_predicted(law, c, rho, t, *shipped) for _, c, rho, *_ in rows])
+            rms = np.sqrt(np.mean((pred - sim) ** 2, axis=0))
+            raw = np.sqrt(np.mean(sim**2, axis=0))
+            print(f"{law:<6}{t:>6.0f}s  {np.array2string(rms, precision=3):<48}  "
+                  f"{np.array2string(raw, precision=3)}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--relaxations", action="store_true", help="the window-length table (see above)"
     )
+    parser.add_argument(
+        "--calibrate", action="store_true", help="fit the short-window offsets' factors"
+    )
+    parser.add_argument("--hours", type=float, default=10.0, help="--calibrate: per point")
     parser.add_argument("--servers", type=int, default=8)
     parser.add_argument("--service-ms", type=float, default=20.0)
     parser.add_argument("--law", choices=LAWS, default="fixed")
@@ -87,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.relaxations:
         relaxations()
+        return 0
+    if args.calibrate:
+        calibrate(args.hours)
         return 0
     rates = [float(r) for r in args.rates.split(",")]
     points = [float(p) for p in args.points.split(",")]

@@ -46,8 +46,8 @@ from capplan.models.station_fit import (
     Packed,
     fit_stations,
     idle_quantile,
-    log_quantile_residuals,
     station_capacity,
+    window_log_residuals,
     with_given_wait,
 )
 from capplan.samples import Window
@@ -1740,14 +1740,15 @@ def _station_candidates(
         rate_ok = obs.rate[ok]
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             wait = mgc_wait(*np.broadcast_arrays(rate_ok, c, s, v), arrival_scv=arrival)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            seconds = obs.requests[ok] / rate_ok
         if obs.wait is not None:  # a queue the pool shares
             wait = with_given_wait(wait, (obs.wait[0][ok], obs.wait[1][ok]))
-        if qc is None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                pred = wait[0] / wait[1] + s
-            r = np.log(np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)) - np.log(values[ok])
-        else:
-            r = log_quantile_residuals(rate_ok, qc, values[ok], c, s, v, newton_steps=3, wait=wait)
+            seconds = np.where(np.isfinite(obs.wait[0][ok]), np.nan, seconds)
+        r = window_log_residuals(
+            qc, rate_ok, seconds, values[ok], np.array(c), np.array(s), np.array(v), wait,
+            arrival, newton_steps=3,
+        )  # fmt: skip
         rss = float(np.sum(obs.weight[ok] * r**2))
         n = int(np.count_nonzero(ok))
         residuals = np.full(obs.n, np.nan)

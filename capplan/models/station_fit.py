@@ -32,6 +32,18 @@ sub-matrix whitening).  The parameters' covariance is the cluster-robust sandwic
 intervals, most where it is largest: near saturation.  A node whose covariance cannot be
 evaluated (e.g. a degenerate scv) keeps the stage-1 weights.
 
+A window is compared with what a window of its length is expected to show, not with the
+stationary statistics (``window_log_residuals``): near saturation a short window's p95 and p99,
+and a little its mean, read below the stationary ones on average, because most windows miss the
+queue's long, rare excursions (its p50 does not move).  The expected log offsets come from the
+wait's heavy-traffic diffusion (its time unit ``σ²/δ²``, the share of the tail the wait puts
+above each percentile and the response time's hazard there), with one factor per statistic
+fitted to simulated windows (``python -m bench.lab.window_bias --calibrate``): for 10 s
+windows of M/M/c and M/D/c queues (c = 1–8, ρ = 0.5–0.93) they land 0.035 and 0.019 rms from
+the simulated p99 offsets, which are 0.33 and 0.25 rms themselves.  On simulated 10 s ramps of
+the lab's pool the 2-slot node's fitted capacity fell from 1.12 to 1.06 times the truth
+(exponential service, median of 8 seeds).  A window whose wait is the pool's gets no offset.
+
 The fit works in log / logit space: ln S; logit of the utilization at the node's highest
 observed rate (so a station is always stable on its own data) while c is free; ln scv.  All
 nodes are solved together by a batched Levenberg–Marquardt (``_batch_lm``), from the two best
@@ -52,6 +64,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +72,7 @@ from scipy import special, stats
 
 from capplan.models._batch_lm import batched_lm
 from capplan.models.queueing import (
+    mgc_response_quantile,
     mgc_response_sf,
     mgc_response_sf_pdf_given_wait,
     mgc_wait,
@@ -70,9 +84,11 @@ __all__ = [
     "STAT_WEIGHTS",
     "Packed",
     "StationFits",
+    "expected_window_offsets",
     "fit_stations",
     "log_quantile_residuals",
     "station_capacity",
+    "window_log_residuals",
     "with_given_wait",
 ]
 
@@ -191,6 +207,45 @@ def _unpack(
     return c, s, v
 
 
+def _quantile_newton(
+    rate: FloatArray,
+    q: FloatArray,
+    observed: FloatArray,
+    servers: FloatArray,
+    service_time: FloatArray,
+    scv: FloatArray,
+    newton_steps: int,
+    wait: tuple[FloatArray, FloatArray] | None,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """
+    :func:`log_quantile_residuals`, with the last time the survival function was evaluated at
+    and its value and density there: ``(residual, t, sf, pdf)``.
+    """
+    rate, q, servers, service_time, scv = (
+        np.asarray(x, dtype=np.float64) for x in (rate, q, servers, service_time, scv)
+    )
+    log_t = np.log(np.asarray(observed, dtype=np.float64))
+    total = np.zeros(np.broadcast(rate, q, log_t, servers, service_time, scv).shape)
+    if wait is None:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            wait = mgc_wait(*np.broadcast_arrays(rate, servers, service_time, scv))
+    p_wait, theta = (np.broadcast_to(x, total.shape) for x in wait)
+    s_full, v_full = (np.broadcast_to(x, total.shape) for x in (service_time, scv))
+    t = sf = pdf = total
+    for _ in range(newton_steps + 1):
+        t = np.exp(log_t + total)
+        with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
+            sf, pdf = mgc_response_sf_pdf_given_wait(t, p_wait, theta, s_full, v_full)
+            g = np.log(np.maximum(sf, 1e-300)) - np.log1p(-q)
+            step = g * sf / (t * pdf)
+        step = np.where(np.isfinite(step), np.clip(step, -10.0, 10.0), np.sign(g) * 10.0)
+        total = np.clip(total + step, -10.0, 10.0)
+    # a window whose wait is given (the pool's) holds whatever its rate; see with_given_wait
+    unstable = (rate * service_time >= servers) & ~np.isfinite(p_wait)
+    out: FloatArray = np.where(unstable, 10.0, total)
+    return out, t, sf, pdf
+
+
 def log_quantile_residuals(
     rate: npt.ArrayLike,
     q: npt.ArrayLike,
@@ -211,28 +266,10 @@ def log_quantile_residuals(
     ``wait``: the stations' ``mgc_wait`` at these rates, when the caller has it (then every
     argument is an array of the same shape).
     """
-    rate, q, servers, service_time, scv = (
-        np.asarray(x, dtype=np.float64) for x in (rate, q, servers, service_time, scv)
+    r, qq, obs, c, s, v = (
+        np.asarray(x, dtype=np.float64) for x in (rate, q, observed, servers, service_time, scv)
     )
-    log_t = np.log(np.asarray(observed, dtype=np.float64))
-    total = np.zeros(np.broadcast(rate, q, log_t, servers, service_time, scv).shape)
-    if wait is None:
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            wait = mgc_wait(*np.broadcast_arrays(rate, servers, service_time, scv))
-    p_wait, theta = (np.broadcast_to(x, total.shape) for x in wait)
-    s_full, v_full = (np.broadcast_to(x, total.shape) for x in (service_time, scv))
-    for _ in range(newton_steps + 1):
-        t = np.exp(log_t + total)
-        with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
-            sf, pdf = mgc_response_sf_pdf_given_wait(t, p_wait, theta, s_full, v_full)
-            g = np.log(np.maximum(sf, 1e-300)) - np.log1p(-q)
-            step = g * sf / (t * pdf)
-        step = np.where(np.isfinite(step), np.clip(step, -10.0, 10.0), np.sign(g) * 10.0)
-        total = np.clip(total + step, -10.0, 10.0)
-    # a window whose wait is given (the pool's) holds whatever its rate; see with_given_wait
-    unstable = (rate * service_time >= servers) & ~np.isfinite(p_wait)
-    out: FloatArray = np.where(unstable, 10.0, total)
-    return out
+    return _quantile_newton(r, qq, obs, c, s, v, newton_steps, wait)[0]
 
 
 def with_given_wait(
@@ -253,6 +290,229 @@ def with_given_wait(
     return p_wait, theta
 
 
+#: Short windows (``window_log_residuals``): factors on the heavy-traffic variances behind the
+#: expected offset of a window's mean and of its p50, p95, p99, fitted to simulated windows
+#: (``python -m bench.lab.window_bias --calibrate``).  The p50's is 0: simulated windows'
+#: medians sit at the stationary one or a little above it.
+WINDOW_MEAN_FACTOR: Final = 0.54
+WINDOW_QUANTILE_FACTORS: Final = ((0.5, 0.0), (0.95, 0.35), (0.99, 0.62))
+
+
+def _time_unit(
+    rate: FloatArray, c: FloatArray, s: FloatArray, v: FloatArray, arrival: FloatArray | float
+) -> FloatArray:
+    """
+    ``σ²/δ²`` of the wait's heavy-traffic diffusion, in seconds: drift ``−δ = −(1 − ρ)``,
+    variance ``σ² = ρ·S·(a + v)/c`` per second; nan at and beyond saturation.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        rho = rate * s / c
+        unit = rho * s * (arrival + v) / (c * (1.0 - rho) ** 2)
+    out: FloatArray = np.where(rho < 1.0, unit, np.nan)
+    return out
+
+
+def _mean_offset(
+    seconds: FloatArray,
+    unit: FloatArray,
+    weight: FloatArray,
+    eta: FloatArray,
+    mean: FloatArray,
+    factor: float = WINDOW_MEAN_FACTOR,
+) -> FloatArray:
+    """
+    ``E[ln window mean] − ln(mean)``: the window's mean wait varies with ``2u/T`` times the
+    wait's variance (``u`` the wait's integrated autocorrelation time in heavy traffic,
+    :func:`_time_unit`), and a positive statistic of relative variance ``V`` has its log
+    ``ln(1 + V)/2`` low on average (exact for a lognormal).  The variance is scaled by
+    ``factor``.  0 where unknown.
+    """
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        variance = (2.0 * weight - weight * weight) / (eta * mean) ** 2  # Var(W)/m²
+        out = -0.5 * np.log1p(2.0 * factor * unit / seconds * variance)
+    result: FloatArray = np.where(np.isfinite(out) & (seconds > 0.0), out, 0.0)
+    return result
+
+
+def _quantile_offset(
+    seconds: FloatArray,
+    unit: FloatArray,
+    q: FloatArray,
+    quantile: FloatArray,
+    service_time: FloatArray,
+    scv: FloatArray,
+    level: tuple[FloatArray, FloatArray, FloatArray],
+    idle: FloatArray,
+    factors: Sequence[tuple[float, float]] = WINDOW_QUANTILE_FACTORS,
+) -> FloatArray:
+    """
+    ``E[ln window q-quantile] − ln(stationary q-quantile)``; 0 where unknown.
+
+    The requests above the quantile ``x`` are a share ``p = 1 − q``; the part ``f·p`` of it
+    that the wait puts there (``f = 1 − P(S > x)/p``) comes in excursions of the queue, whose
+    time above any high level averages ``u`` (:func:`_time_unit`; the exponential tail is
+    memoryless).  A window of ``T`` seconds therefore holds a share ``p·Z`` above ``x``, with
+    ``E[Z] = 1`` and ``Var(Z) = V = 2u·f/(T·p)``, and its quantile sits ``ln Z/κ`` from ``x``
+    (``κ`` the response time's hazard at ``x``).  On average that is ``−ln(1 + V/2)/κ``: the
+    delta method's ``−V/(2κ)`` for long windows, and where a window is unlikely to see such
+    an excursion at all (``V`` large: about ``2/V`` of them expected) it reads the level whose
+    excursions it does see, ``ln(V/2)/κ`` lower.  The move comes out of the excess over the
+    idle station's quantile ``s_q`` and never crosses it:
+    ``x̂ = s_q + (x − s_q)·exp(−ln(1 + V/2)/(κ(x − s_q)))``.  ``V`` is scaled by the factor
+    of ``factors`` (pairs of quantile and factor) for ``q``, interpolated.  ``level``: the
+    response time's ``(t, P(R > t), pdf)`` at a time near ``x`` (the last step of the
+    inversion); ``idle``: ``s_q`` (:func:`_idle_quantiles`).  All arguments of one shape.
+    """
+    out = np.zeros(quantile.size)
+    with np.errstate(invalid="ignore"):
+        live = np.flatnonzero(
+            (seconds > 0.0) & np.isfinite(unit) & (quantile > idle) & np.isfinite(quantile)
+        )
+    if live.size == 0:
+        return out.reshape(quantile.shape)
+    t, sf, pdf = (np.reshape(x, -1)[live] for x in level)
+    tt, u, qq, x, s, v, floor = (
+        np.reshape(a, -1)[live] for a in (seconds, unit, q, quantile, service_time, scv, idle)
+    )
+    k = 1.0 / np.maximum(v, 1e-10)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        service_sf = np.where(
+            v < 1e-10, (t < s).astype(np.float64), special.gammaincc(k, t * k / s)
+        )
+        share = np.clip(1.0 - service_sf / sf, 0.0, 1.0)
+        levels, scale = zip(*factors, strict=True)
+        variance = 2.0 * np.interp(qq, levels, scale) * u * share / (tt * (1.0 - qq))
+        shift = np.log1p(variance / 2.0) * sf / pdf
+        excess = x - floor
+        moved = np.log((floor + excess * np.exp(-shift / excess)) / x)
+    out[live] = np.where(np.isfinite(moved), moved, 0.0)
+    return out.reshape(quantile.shape)
+
+
+def _idle_quantiles(service_time: FloatArray, scv: FloatArray, q: FloatArray) -> FloatArray:
+    """
+    Elementwise, the ``q``-quantile of an idle station's response time (its service time's:
+    gamma, or the mean itself where scv < 1e-10); as :func:`idle_quantile`.
+    """
+    k = 1.0 / np.maximum(scv, 1e-10)
+    with np.errstate(invalid="ignore", over="ignore"):
+        gamma = special.gammainccinv(k, 1.0 - q) / k * service_time
+    out: FloatArray = np.where(scv < 1e-10, service_time, gamma)
+    return out
+
+
+def expected_window_offsets(
+    rate: npt.ArrayLike,
+    seconds: npt.ArrayLike,
+    servers: npt.ArrayLike,
+    service_time: npt.ArrayLike,
+    scv: npt.ArrayLike,
+    arrival_scv: npt.ArrayLike = 1.0,
+    *,
+    mean_factor: float = WINDOW_MEAN_FACTOR,
+    quantile_factors: Sequence[tuple[float, float]] = WINDOW_QUANTILE_FACTORS,
+) -> FloatArray:
+    """
+    What a window of ``seconds`` at ``rate`` is expected to show of each statistic, as the log
+    offset from the station's stationary one: shape ``(..., 4)`` for mean, p50, p95, p99 (the
+    offsets :func:`window_log_residuals` adds; the factors may be given, for calibration).
+    All arguments broadcast together; 0 where the station is unstable at the rate.
+    """
+    r, t, c, s, v, a = np.broadcast_arrays(
+        *(np.asarray(x, dtype=np.float64) for x in (rate, seconds, servers, service_time, scv,
+                                                     arrival_scv))
+    )  # fmt: skip
+    out = np.zeros((*r.shape, 4))
+    stable = r * s < c
+    if not np.any(stable):
+        return out
+    r, t, c, s, v, a = (x[stable] for x in (r, t, c, s, v, a))
+    weight, eta = mgc_wait(r, c, s, v, arrival_scv=a)
+    unit = _time_unit(r, c, s, v, a)
+    mean = weight / eta + s
+    qs = np.array([STAT_QUANTILES[k] for k in _PCTL], dtype=np.float64)
+    grid = [np.repeat(x[:, None], qs.size, axis=1) for x in (r, t, c, s, v, a, weight, eta, unit)]
+    rr, tt, cc, ss, vv, aa, ww, ee, uu = grid
+    q = np.broadcast_to(qs, rr.shape)
+    x = mgc_response_quantile(q, rr, cc, ss, vv, arrival_scv=aa)
+    with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
+        sf, pdf = mgc_response_sf_pdf_given_wait(x, ww, ee, ss, vv)
+    values = np.empty((r.size, 4))
+    values[:, 0] = _mean_offset(t, unit, weight, eta, mean, mean_factor)
+    idle = _idle_quantiles(ss, vv, q)
+    values[:, 1:] = _quantile_offset(tt, uu, q, x, ss, vv, (x, sf, pdf), idle, quantile_factors)
+    out[stable] = values
+    return out
+
+
+def window_log_residuals(
+    q: float | FloatArray | None,
+    rate: FloatArray,
+    seconds: FloatArray,
+    observed: FloatArray,
+    servers: FloatArray,
+    service_time: FloatArray,
+    scv: FloatArray,
+    wait: tuple[FloatArray, FloatArray],
+    arrival: FloatArray | float = 1.0,
+    *,
+    newton_steps: int = 0,
+    idle: FloatArray | None = None,
+) -> FloatArray:
+    """
+    ln(what the model expects a window to show) − ln(observed), for the mean (``q`` None) or
+    the ``q`` quantile: the stationary statistic (:func:`log_quantile_residuals` for a
+    quantile) moved by the window's length.
+
+    A window is one stretch of a queue that forgets its state only slowly: near saturation a
+    short window's tail percentiles, and less so its mean, sit below the stationary ones on
+    average (most windows miss the queue's long excursions; their logs average low).  The
+    expected offsets (:func:`_quantile_offset`, :func:`_mean_offset`) come from the wait's
+    heavy-traffic diffusion, with factors fitted to simulated windows
+    (``WINDOW_QUANTILE_FACTORS``, ``WINDOW_MEAN_FACTOR``); they vanish as ``T`` grows (as
+    ``1/T``).  No offset where ``seconds`` is nan (a window whose wait is the
+    pool's: its queue's relaxation is not the node's).
+
+    Args:
+        q: the quantile per element, or None for the mean.
+        rate, seconds, observed: each window's arrival rate, length and statistic.
+        servers, service_time, scv: the stations.
+        wait: ``(A, η)`` at each window (``mgc_wait``, or a given one).
+        arrival: the windows' inter-arrival scvs (1: Poisson).
+        newton_steps: as for :func:`log_quantile_residuals`.
+        idle: each element's idle quantile (:func:`idle_quantile`), when the caller has it.
+
+    Returns:
+        The residuals, of the arguments' broadcast shape.
+    """
+    unit = _time_unit(rate, servers, service_time, scv, arrival)
+    weight, eta = wait
+    if q is None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = weight / eta + service_time
+            mean = np.where(np.isfinite(mean) & (mean > 0), mean, 1e6)
+            out: FloatArray = (
+                np.log(mean) - np.log(observed) + _mean_offset(seconds, unit, weight, eta, mean)
+            )
+        return out
+    qq = np.asarray(q, dtype=np.float64)
+    total, t, sf, pdf = _quantile_newton(
+        rate, qq, observed, servers, service_time, scv, newton_steps, wait
+    )
+    with np.errstate(over="ignore"):
+        quantile = observed * np.exp(total)
+    shape = total.shape
+    full = [np.broadcast_to(x, shape) for x in (seconds, unit, qq, service_time, scv)]
+    if idle is None:
+        idle = _idle_quantiles(full[3], full[4], full[2])
+    offset = _quantile_offset(
+        full[0], full[1], full[2], quantile, full[3], full[4], (t, sf, pdf),
+        np.broadcast_to(idle, shape),
+    )  # fmt: skip
+    result: FloatArray = total + offset
+    return result
+
+
 def _raw_residuals(
     packed: Packed,
     idx: IntArray,
@@ -265,36 +525,38 @@ def _raw_residuals(
     Unweighted log residuals, shape (m, 4, w) in the order of ``_STATS``; nan where missing.
     """
     rate = packed.rate[idx]
-    mean_obs = packed.latency["mean"][idx]
     # Erlang C and the wait's rate once per window, for its mean and its percentiles
     arrival = 1.0 if packed.arrival is None else packed.arrival[idx]
     p_wait, theta = mgc_wait(rate, c[:, None], s[:, None], v[:, None], arrival_scv=arrival)
-    if packed.wait is not None:
-        p_wait, theta = with_given_wait((p_wait, theta), (packed.wait[0][idx], packed.wait[1][idx]))
     with np.errstate(divide="ignore", invalid="ignore"):
-        pred = p_wait / theta + s[:, None]
-        pred = np.where(np.isfinite(pred) & (pred > 0), pred, 1e6)
-        mean_res = np.log(pred) - np.log(mean_obs)
+        seconds = packed.requests[idx] / rate
+    if packed.wait is not None:
+        given = np.isfinite(packed.wait[0][idx])
+        p_wait, theta = with_given_wait((p_wait, theta), (packed.wait[0][idx], packed.wait[1][idx]))
+        seconds = np.where(given, np.nan, seconds)
+    arrival_w = np.broadcast_to(arrival, rate.shape)
+    mean_res = window_log_residuals(
+        None, rate, seconds, packed.latency["mean"][idx], c[:, None], s[:, None], v[:, None],
+        (p_wait, theta), arrival_w,
+    )  # fmt: skip
     obs = np.stack([packed.latency[k][idx] for k in _PCTL], axis=1)  # (m, 3, w)
     qs = np.array([STAT_QUANTILES[k] for k in _PCTL])[None, :, None]
     ok = np.isfinite(obs)
     res = np.full(obs.shape, np.nan)
     if np.any(ok):
-        r3 = np.broadcast_to(rate[:, None, :], obs.shape)
         sel = np.nonzero(ok)
-        res[sel] = log_quantile_residuals(
-            r3[sel],
-            np.broadcast_to(qs, obs.shape)[sel],
-            obs[sel],
-            np.broadcast_to(c[:, None, None], obs.shape)[sel],
-            np.broadcast_to(s[:, None, None], obs.shape)[sel],
-            np.broadcast_to(v[:, None, None], obs.shape)[sel],
-            newton_steps=newton_steps,
-            wait=(
-                np.broadcast_to(p_wait[:, None, :], obs.shape)[sel],
-                np.broadcast_to(theta[:, None, :], obs.shape)[sel],
-            ),
-        )
+        idle = np.stack([idle_quantile(s, v, float(q)) for q in qs.ravel()], axis=1)  # (m, 3)
+
+        def pick(x: FloatArray) -> FloatArray:
+            out: FloatArray = np.broadcast_to(x, obs.shape)[sel]
+            return out
+
+        res[sel] = window_log_residuals(
+            pick(qs), pick(rate[:, None, :]), pick(seconds[:, None, :]), obs[sel],
+            pick(c[:, None, None]), pick(s[:, None, None]), pick(v[:, None, None]),
+            (pick(p_wait[:, None, :]), pick(theta[:, None, :])), pick(arrival_w[:, None, :]),
+            newton_steps=newton_steps, idle=pick(idle[:, :, None]),
+        )  # fmt: skip
     return np.concatenate([mean_res[:, None, :], res], axis=1)
 
 

@@ -7,9 +7,11 @@ The model (so anyone can check what capplan's fit should find):
   squared coefficient of variation ``scv`` — with Poisson arrivals;
 * the windows are 60 s long, one every 15 minutes over two days; the offered rate follows a
   daily curve between about 15% and 88% of the node's saturation rate ``c / S``;
-* a window's mean and p50/p95/p99 latency are the model's (Allen–Cunneen M/G/c, see
-  ``capplan.models.queueing``) times a lognormal measurement noise whose spread shrinks with the
-  window's request count (sd = 0.6 / sqrt(requests), at least 1%);
+* a window's mean and p50/p95/p99 latency are the model's (M/G/c, see
+  ``capplan.models.queueing``), moved by what a 60 s window is expected to show of them near
+  saturation (``capplan.models.station_fit.expected_window_offsets``), times a lognormal
+  measurement noise whose spread shrinks with the window's request count (sd = 0.6 /
+  sqrt(requests), at least 1%);
 * ``concurrency`` is Little's law (rate × mean latency); ``cpu_util`` is the node's CPU demand per
   request × rate (utilization law) plus 0.01 of noise; errors are binomial with p = 0.0002.
 
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from capplan.models.queueing import Station
+from capplan.models.station_fit import expected_window_offsets
 from capplan.samples import Window, write_samples
 
 #: name: (slots c, mean service ms, scv, CPU seconds per request)
@@ -55,14 +58,18 @@ def windows(rng: np.random.Generator) -> list[Window]:
             if requests == 0:
                 continue
             observed = requests / 60.0
-            m = station.metrics(min(observed, 0.985 * station.max_rate), percentiles=(50, 95, 99))
+            held = min(observed, 0.985 * station.max_rate)
+            m = station.metrics(held, percentiles=(50, 95, 99))
+            moved = np.exp(expected_window_offsets(held, 60.0, c, service_ms / 1000.0, scv))
             sd = max(0.01, 0.6 / math.sqrt(requests))
 
             def noisy(seconds: float, sd: float = sd) -> float:
-                return round(seconds * 1000.0 * math.exp(rng.normal(0.0, sd)), 3)
+                return round(float(seconds) * 1000.0 * math.exp(rng.normal(0.0, sd)), 3)
 
-            mean_ms = noisy(m.mean_response)
-            p50, p95, p99 = sorted(noisy(m.percentiles[p]) for p in (50.0, 95.0, 99.0))
+            mean_ms = noisy(m.mean_response * moved[0])
+            p50, p95, p99 = sorted(
+                noisy(m.percentiles[p] * moved[k]) for k, p in ((1, 50.0), (2, 95.0), (3, 99.0))
+            )
             cpu = min(1.0, max(0.0, cpu_per_request * observed + rng.normal(0.0, 0.01)))
             out.append(
                 Window(

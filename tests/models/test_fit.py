@@ -252,7 +252,9 @@ def test_a_slot_count_rounded_down_is_refitted_inside_stability() -> None:
     continuous fit put c at 2.6 with S = 23.8 ms; refitted at c = 2 from that S, the highest
     window's rate (95 rps) was past saturation (2 / 23.8 ms = 84 rps) and the fit could not
     move, so c = 3 and S = 29 ms won, whose p99 at no load is over the 120 ms SLO: capacity 0.
-    Refitted from the S that keeps the continuous fit's utilization, c = 2 wins.
+    Refitted from the S that keeps the continuous fit's utilization, c = 2 wins.  Its 10 s
+    windows near saturation read low, and the fit expects them to (``window_log_residuals``):
+    the capacity is 3% above the truth, 9% before.
     """
     from pathlib import Path
 
@@ -268,7 +270,7 @@ def test_a_slot_count_rounded_down_is_refitted_inside_stability() -> None:
     assert mgc.params["scv"] == pytest.approx(1, abs=0.25)
     low, high = mgc.capacity_interval
     assert low <= truth <= high
-    assert fit.capacity_rps == pytest.approx(truth, rel=0.15)
+    assert fit.capacity_rps == pytest.approx(truth, rel=0.05)
 
 
 def _candidate(model: str, capacity: float, aicc: float) -> Candidate:
@@ -345,9 +347,9 @@ def test_short_windows_near_saturation_do_not_pick_the_hyperbola(
     test and put capacity 7% and 4% above the stationary one (85.8 and 360.5 rps; exact M/D/2
     and M/M/8: 79.76 and 346.66).  Tested over the windows long enough to show stationary
     percentiles, it does not: M/G/c is kept.  The exponential node's interval holds the
-    stationary capacity; the fixed one's lies just above it (80.1–82.0): the 10 s windows'
-    own bias (issue 6, "short windows"), which the M/D/c wait's slower Allen–Cunneen tail used
-    to hide (79.8 [78.8, 80.9] then).
+    stationary capacity.  The fixed one's starts 0.1% above it (80.45 [79.82, 81.08]): the
+    windows' expected offsets (``station_fit.window_log_residuals``) took most of the 10 s
+    windows' bias out (81.1 [80.1, 82.0] before them), not all.
     """
     from pathlib import Path
 
@@ -359,8 +361,9 @@ def test_short_windows_near_saturation_do_not_pick_the_hyperbola(
     assert fit.model == "mgc", fit.selection
     assert "windows long enough to show stationary percentiles" in fit.selection
     low, high = fit.capacity_interval
-    if name == "lab-n1-fixed":  # known bias of short windows: when it is fixed, check coverage
-        assert stationary < low < 1.01 * stationary
+    if name == "lab-n1-fixed":  # what is left of the short windows' bias
+        assert fit.capacity_rps == pytest.approx(stationary, rel=0.01)
+        assert low < 1.002 * stationary
     else:
         assert low <= stationary <= high
     hyperbola = next(c for c in fit.candidates if c.model == "hyperbolic")
