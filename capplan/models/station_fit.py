@@ -361,7 +361,7 @@ def _quantile_offset(
     ``x̂ = s_q + (x − s_q)·exp(−ln(1 + V/2)/(κ(x − s_q)))``.  ``V`` is scaled by the factor
     of ``factors`` (pairs of quantile and factor) for ``q``, interpolated.  ``level``: the
     response time's ``(t, P(R > t), pdf)`` at a time near ``x`` (the last step of the
-    inversion); ``idle``: ``s_q`` (:func:`_idle_quantiles`).  All arguments of one shape.
+    inversion); ``idle``: ``s_q`` (:func:`idle_quantile`).  All arguments of one shape.
     """
     out = np.zeros(quantile.size)
     with np.errstate(invalid="ignore"):
@@ -389,18 +389,6 @@ def _quantile_offset(
     return out.reshape(quantile.shape)
 
 
-def _idle_quantiles(service_time: FloatArray, scv: FloatArray, q: FloatArray) -> FloatArray:
-    """
-    Elementwise, the ``q``-quantile of an idle station's response time (its service time's:
-    gamma, or the mean itself where scv < 1e-10); as :func:`idle_quantile`.
-    """
-    k = 1.0 / np.maximum(scv, 1e-10)
-    with np.errstate(invalid="ignore", over="ignore"):
-        gamma = special.gammainccinv(k, 1.0 - q) / k * service_time
-    out: FloatArray = np.where(scv < 1e-10, service_time, gamma)
-    return out
-
-
 def expected_window_offsets(
     rate: npt.ArrayLike,
     seconds: npt.ArrayLike,
@@ -418,10 +406,8 @@ def expected_window_offsets(
     offsets :func:`window_log_residuals` adds; the factors may be given, for calibration).
     All arguments broadcast together; 0 where the station is unstable at the rate.
     """
-    r, t, c, s, v, a = np.broadcast_arrays(
-        *(np.asarray(x, dtype=np.float64) for x in (rate, seconds, servers, service_time, scv,
-                                                     arrival_scv))
-    )  # fmt: skip
+    given = (rate, seconds, servers, service_time, scv, arrival_scv)
+    r, t, c, s, v, a = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in given))
     out = np.zeros((*r.shape, 4))
     stable = r * s < c
     if not np.any(stable):
@@ -439,7 +425,7 @@ def expected_window_offsets(
         sf, pdf = mgc_response_sf_pdf_given_wait(x, ww, ee, ss, vv)
     values = np.empty((r.size, 4))
     values[:, 0] = _mean_offset(t, unit, weight, eta, mean, mean_factor)
-    idle = _idle_quantiles(ss, vv, q)
+    idle = idle_quantile(ss, vv, q)
     values[:, 1:] = _quantile_offset(tt, uu, q, x, ss, vv, (x, sf, pdf), idle, quantile_factors)
     out[stable] = values
     return out
@@ -504,7 +490,7 @@ def window_log_residuals(
     shape = total.shape
     full = [np.broadcast_to(x, shape) for x in (seconds, unit, qq, service_time, scv)]
     if idle is None:
-        idle = _idle_quantiles(full[3], full[4], full[2])
+        idle = idle_quantile(full[3], full[4], full[2])
     offset = _quantile_offset(
         full[0], full[1], full[2], quantile, full[3], full[4], (t, sf, pdf),
         np.broadcast_to(idle, shape),
@@ -1048,10 +1034,11 @@ def _round_servers(
     return out_c, out_s, out_v, out_x, best_cost, out_j, out_r
 
 
-def idle_quantile(service_time: FloatArray, scv: FloatArray, q: float) -> FloatArray:
+def idle_quantile(service_time: FloatArray, scv: FloatArray, q: float | FloatArray) -> FloatArray:
     """
     Per station, the q-quantile of an idle station's response time: its service time's (gamma
-    with this mean and scv; the mean itself where scv < 1e-10, deterministic service).
+    with this mean and scv; the mean itself where scv < 1e-10, deterministic service).  The
+    arguments broadcast together.
     """
     k = 1.0 / np.maximum(scv, 1e-10)
     with np.errstate(invalid="ignore", over="ignore"):
