@@ -27,12 +27,13 @@ response times it saw, so they carry sampling noise of the size real measurement
   gives the centers themselves (the model's values, moved as below).
 
 Response times are independent within a window here (the response-time law of
-:class:`~capplan.models.queueing.Station`, sampled i.i.d.), except that each window's center is
-moved by what a window of its length is expected to show near saturation
-(:func:`capplan.models.station_fit.expected_window_offsets`: a short window's tail
-percentiles read below the stationary ones), so the windows follow the fit's own law.  Real
-response times are positively autocorrelated, so real windows are noisier than this: a fit
-that cannot cover the truth on these windows will not on real ones.
+:class:`~capplan.models.queueing.Station`, sampled i.i.d.), except for what a window of its
+length is expected to show near saturation, where they queue together: each window's center is
+moved by :func:`capplan.models.station_fit.expected_window_offsets` (a short window's tail
+percentiles read below the stationary ones), and its four statistics are multiplied by one
+log-normal draw of :func:`capplan.models.station_fit.window_excess_covariance` (whether the
+window caught one of the queue's excursions moves them together), so the windows follow the
+fit's own law.
 
 Everything is seeded: the same arguments give the same windows, value for value.
 """
@@ -54,7 +55,7 @@ from capplan.models.queueing import Station
 from capplan.models.sampling import QUANTILES as _QUANTILES
 from capplan.models.sampling import response_moments as _response_moments
 from capplan.models.sampling import sampling_covariance as _sampling_covariance
-from capplan.models.station_fit import expected_window_offsets
+from capplan.models.station_fit import expected_window_offsets, window_excess_covariance
 from capplan.samples import Window
 
 __all__ = [
@@ -128,13 +129,21 @@ def synthetic_windows(
     center = center * np.exp(
         expected_window_offsets(rate, seconds, station.servers, station.service_time, station.scv)
     )
+    excess = window_excess_covariance(
+        rate, seconds, station.servers, station.service_time, station.scv
+    )
     if noise == "independent":
         cov = cov * np.eye(4)[None, :, :]
+        excess = excess * np.eye(4)[None, :, :]
     z = rng.standard_normal((count, 4))
     values = center.copy()
     if noise != "none":
         chol = np.linalg.cholesky(cov / requests[:, None, None])
         values += np.einsum("nij,nj->ni", chol, z)
+        # the window's excursions: a log-normal factor on all four statistics at once
+        lam, vec = np.linalg.eigh(excess)
+        root = vec * np.sqrt(np.maximum(lam, 0.0))[:, None, :]
+        values *= np.exp(np.einsum("nij,nj->ni", root, rng.standard_normal((count, 4))))
     out = []
     for i in range(count):
         mean, p50, p95, p99 = (float(v) * 1e3 for v in values[i])

@@ -139,6 +139,17 @@ class Packed:
         out: FloatArray = np.max(self.rate, axis=1)
         return out
 
+    def rows(self, nodes: IntArray) -> Packed:
+        """The windows of these nodes only."""
+        return Packed(
+            self.rate[nodes],
+            self.weight[nodes],
+            {key: value[nodes] for key, value in self.latency.items()},
+            self.requests[nodes],
+            None if self.arrival is None else self.arrival[nodes],
+            None if self.wait is None else (self.wait[0][nodes], self.wait[1][nodes]),
+        )
+
 
 @dataclass(frozen=True)
 class StationFits:
@@ -297,6 +308,19 @@ def with_given_wait(
 WINDOW_MEAN_FACTOR: Final = 0.54
 WINDOW_QUANTILE_FACTORS: Final = ((0.5, 0.0), (0.95, 0.35), (0.99, 0.62))
 
+#: Short windows (``window_excess_covariance``): factors on the same heavy-traffic variances
+#: behind the spread of a window's mean, p50, p95 and p99 beyond what independent requests give
+#: them, and the correlation of that spread between the four statistics (one excursion lifts
+#: them together); both fitted to simulated windows (``python -m bench.lab.window_bias
+#: --calibrate``: the factors by the log of the variances, the correlations their median).
+WINDOW_VARIANCE_FACTORS: Final = (1.2, 0.24, 0.94, 0.79)
+WINDOW_EXCESS_CORRELATION: Final = (
+    (1.0, 0.9, 0.94, 0.85),
+    (0.9, 1.0, 0.72, 0.59),
+    (0.94, 0.72, 1.0, 0.93),
+    (0.85, 0.59, 0.93, 1.0),
+)
+
 
 def _time_unit(
     rate: FloatArray, c: FloatArray, s: FloatArray, v: FloatArray, arrival: FloatArray | float
@@ -332,6 +356,20 @@ def _mean_offset(
         out = -0.5 * np.log1p(2.0 * factor * unit / seconds * variance)
     result: FloatArray = np.where(np.isfinite(out) & (seconds > 0.0), out, 0.0)
     return result
+
+
+def _wait_share(t: FloatArray, sf: FloatArray, s: FloatArray, v: FloatArray) -> FloatArray:
+    """
+    The share of ``P(R > t) = sf`` that the wait puts there: ``1 − P(S > t)/sf`` (gamma
+    service of mean ``s`` and scv ``v``; deterministic below an scv of 1e-10), in [0, 1].
+    """
+    k = 1.0 / np.maximum(v, 1e-10)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        service_sf = np.where(
+            v < 1e-10, (t < s).astype(np.float64), special.gammaincc(k, t * k / s)
+        )
+        out: FloatArray = np.clip(1.0 - service_sf / sf, 0.0, 1.0)
+    return out
 
 
 def _quantile_offset(
@@ -374,12 +412,8 @@ def _quantile_offset(
     tt, u, qq, x, s, v, floor = (
         np.reshape(a, -1)[live] for a in (seconds, unit, q, quantile, service_time, scv, idle)
     )
-    k = 1.0 / np.maximum(v, 1e-10)
+    share = _wait_share(t, sf, s, v)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
-        service_sf = np.where(
-            v < 1e-10, (t < s).astype(np.float64), special.gammaincc(k, t * k / s)
-        )
-        share = np.clip(1.0 - service_sf / sf, 0.0, 1.0)
         levels, scale = zip(*factors, strict=True)
         variance = 2.0 * np.interp(qq, levels, scale) * u * share / (tt * (1.0 - qq))
         shift = np.log1p(variance / 2.0) * sf / pdf
@@ -387,6 +421,60 @@ def _quantile_offset(
         moved = np.log((floor + excess * np.exp(-shift / excess)) / x)
     out[live] = np.where(np.isfinite(moved), moved, 0.0)
     return out.reshape(quantile.shape)
+
+
+@dataclass(frozen=True)
+class _WindowTerms:
+    """
+    What a window's expected offsets and extra spread are made of, for the stable elements of
+    a broadcast (``stable``, of the broadcast's shape): the window's length ``seconds``; the
+    station's ``(s, v)``, wait ``(weight, eta)`` and mean response; the wait's time unit
+    (:func:`_time_unit`); and at the percentiles' quantiles ``q`` (one column each of
+    ``_PCTL``) the stationary quantile ``x`` with ``P(R > x)`` and the density there.
+    """
+
+    stable: npt.NDArray[np.bool_]
+    seconds: FloatArray
+    service_time: FloatArray
+    scv: FloatArray
+    weight: FloatArray
+    eta: FloatArray
+    mean: FloatArray
+    unit: FloatArray
+    q: FloatArray
+    quantile: FloatArray
+    sf: FloatArray
+    pdf: FloatArray
+
+    @classmethod
+    def at(cls, *given: npt.ArrayLike) -> _WindowTerms | None:
+        """
+        From ``(rate, seconds, servers, service_time, scv, arrival_scv)``, broadcast together;
+        None where no element is stable.
+        """
+        r, t, c, s, v, a = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in given))
+        stable = r * s < c
+        if not np.any(stable):
+            return None
+        r, t, c, s, v, a = (x[stable] for x in (r, t, c, s, v, a))
+        weight, eta = mgc_wait(r, c, s, v, arrival_scv=a)
+        qs = np.array([STAT_QUANTILES[k] for k in _PCTL], dtype=np.float64)
+        q = np.broadcast_to(qs, (r.size, qs.size))
+        rr, cc, ss, vv, aa, ww, ee = (
+            np.repeat(x[:, None], qs.size, axis=1) for x in (r, c, s, v, a, weight, eta)
+        )
+        x = mgc_response_quantile(q, rr, cc, ss, vv, arrival_scv=aa)
+        with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
+            sf, pdf = mgc_response_sf_pdf_given_wait(x, ww, ee, ss, vv)
+        return cls(
+            stable, t, s, v, weight, eta, weight / eta + s, _time_unit(r, c, s, v, a), q, x,
+            sf, pdf,
+        )  # fmt: skip
+
+    def column(self, x: FloatArray) -> FloatArray:
+        """A per-element array repeated beside ``q``, one column per percentile."""
+        out: FloatArray = np.repeat(x[:, None], self.q.shape[1], axis=1)
+        return out
 
 
 def expected_window_offsets(
@@ -407,27 +495,70 @@ def expected_window_offsets(
     All arguments broadcast together; 0 where the station is unstable at the rate.
     """
     given = (rate, seconds, servers, service_time, scv, arrival_scv)
-    r, t, c, s, v, a = np.broadcast_arrays(*(np.asarray(x, dtype=np.float64) for x in given))
-    out = np.zeros((*r.shape, 4))
-    stable = r * s < c
-    if not np.any(stable):
+    out = np.zeros((*np.broadcast_shapes(*(np.shape(x) for x in given)), 4))
+    w = _WindowTerms.at(*given)
+    if w is None:
         return out
-    r, t, c, s, v, a = (x[stable] for x in (r, t, c, s, v, a))
-    weight, eta = mgc_wait(r, c, s, v, arrival_scv=a)
-    unit = _time_unit(r, c, s, v, a)
-    mean = weight / eta + s
-    qs = np.array([STAT_QUANTILES[k] for k in _PCTL], dtype=np.float64)
-    grid = [np.repeat(x[:, None], qs.size, axis=1) for x in (r, t, c, s, v, a, weight, eta, unit)]
-    rr, tt, cc, ss, vv, aa, ww, ee, uu = grid
-    q = np.broadcast_to(qs, rr.shape)
-    x = mgc_response_quantile(q, rr, cc, ss, vv, arrival_scv=aa)
-    with np.errstate(divide="ignore", invalid="ignore", under="ignore", over="ignore"):
-        sf, pdf = mgc_response_sf_pdf_given_wait(x, ww, ee, ss, vv)
-    values = np.empty((r.size, 4))
-    values[:, 0] = _mean_offset(t, unit, weight, eta, mean, mean_factor)
-    idle = idle_quantile(ss, vv, q)
-    values[:, 1:] = _quantile_offset(tt, uu, q, x, ss, vv, (x, sf, pdf), idle, quantile_factors)
-    out[stable] = values
+    values = np.empty((w.seconds.size, 4))
+    values[:, 0] = _mean_offset(w.seconds, w.unit, w.weight, w.eta, w.mean, mean_factor)
+    s, v = w.column(w.service_time), w.column(w.scv)
+    values[:, 1:] = _quantile_offset(
+        w.column(w.seconds), w.column(w.unit), w.q, w.quantile, s, v,
+        (w.quantile, w.sf, w.pdf), idle_quantile(s, v, w.q), quantile_factors,
+    )  # fmt: skip
+    out[w.stable] = values
+    return out
+
+
+def window_excess_covariance(
+    rate: npt.ArrayLike,
+    seconds: npt.ArrayLike,
+    servers: npt.ArrayLike,
+    service_time: npt.ArrayLike,
+    scv: npt.ArrayLike,
+    arrival_scv: npt.ArrayLike = 1.0,
+    *,
+    factors: Sequence[float] = WINDOW_VARIANCE_FACTORS,
+) -> FloatArray:
+    """
+    The covariance of the logs of a window's mean, p50, p95 and p99 beyond what independent
+    requests give them (:func:`capplan.models.sampling.sampling_covariance`): shape
+    ``(..., 4, 4)``.
+
+    A window's requests are not independent: near saturation they queue together, and whether
+    a window caught one of the queue's long excursions moves all its statistics at once.  The
+    excursions are those behind the expected offsets (:func:`_quantile_offset`): the share of
+    a window's requests above the q-quantile ``x`` is ``p·Z`` with ``Var(Z) = V = 2u·f/(T·p)``,
+    and its quantile sits ``ln Z/κ`` from ``x``, so the log quantile varies by
+    ``ln(1 + V)/(κx)²`` (the variance of ``ln Z`` for a lognormal ``Z``: ``V`` while small,
+    growing only as ``ln V`` where a window rarely sees an excursion); the mean's log by
+    ``ln(1 + V_m)``, ``V_m = 2u·Var(W)/(T·m²)``.  Each ``V`` is scaled by its statistic's
+    factor of ``factors`` (mean, p50, p95, p99), and the four are correlated by
+    ``WINDOW_EXCESS_CORRELATION``.  Simulated M/M/c and M/D/c windows of 10–60 s vary 10–50
+    times more than independent requests would make them (median), and this brings the model
+    within a factor of about 1.6 of their variances (rms).  All arguments broadcast together;
+    0 where the station is unstable or ``seconds`` is not positive (nan: unknown).
+    """
+    given = (rate, seconds, servers, service_time, scv, arrival_scv)
+    out = np.zeros((*np.broadcast_shapes(*(np.shape(x) for x in given)), 4, 4))
+    w = _WindowTerms.at(*given)
+    if w is None:
+        return out
+    g = np.asarray(factors, dtype=np.float64)
+    s, v = w.column(w.service_time), w.column(w.scv)
+    variance = np.empty((w.seconds.size, 4))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore", under="ignore"):
+        var_w = (2.0 * w.weight - w.weight * w.weight) / (w.eta * w.eta)
+        relative = 2.0 * w.unit / w.seconds * var_w / (w.mean * w.mean)
+        variance[:, 0] = np.log1p(g[0] * relative)
+        share = _wait_share(w.quantile, w.sf, s, v)
+        excursion = 2.0 * w.column(w.unit) * share / (w.column(w.seconds) * (1.0 - w.q))
+        spread = w.sf / (w.pdf * w.quantile)  # 1/(κx)
+        variance[:, 1:] = np.log1p(g[1:] * excursion) * spread * spread
+    variance = np.where(np.isfinite(variance) & (w.seconds > 0.0)[:, None], variance, 0.0)
+    sd = np.sqrt(variance)
+    corr = np.asarray(WINDOW_EXCESS_CORRELATION, dtype=np.float64)
+    out[w.stable] = corr * sd[:, :, None] * sd[:, None, :]
     return out
 
 
@@ -571,32 +702,76 @@ def _residuals(
     return white.reshape(m, -1)
 
 
-def _whitening(packed: Packed, c: FloatArray, s: FloatArray, v: FloatArray) -> FloatArray:
+@dataclass(frozen=True)
+class _WindowNoise:
+    """
+    Per node and window, the model-implied covariance of the window's log statistics, in two
+    parts, each times the window's request count: independent requests' (``iid``: the relative
+    ``sampling_covariance``) and the short window's excess (``excess``:
+    ``window_excess_covariance``); with the statistics a window lacks as identity rows and
+    columns of ``iid`` (zero in ``excess``), and ``bad`` the windows whose covariance could not
+    be evaluated (identity, excess 0).
+    """
+
+    iid: FloatArray  # (n, w, 4, 4)
+    excess: FloatArray  # (n, w, 4, 4)
+    present: npt.NDArray[np.bool_]  # (n, w, 4)
+    bad: npt.NDArray[np.bool_]  # (n, w)
+
+    @classmethod
+    def at(cls, packed: Packed, c: FloatArray, s: FloatArray, v: FloatArray) -> _WindowNoise:
+        """At the stations (c, s, v), one per node."""
+        n, w = packed.rate.shape
+        present = np.stack([np.isfinite(packed.latency[k]) for k in _STATS], axis=2)
+        used = packed.requests > 0
+        iid = np.broadcast_to(np.eye(4), (n, w, 4, 4)).copy()
+        excess = np.zeros((n, w, 4, 4))
+        sel = np.nonzero(used)
+        rate, requests = packed.rate[sel], packed.requests[sel]
+        cs, ss, vs = c[sel[0]], s[sel[0]], v[sel[0]]
+        center, cov = sampling_covariance(rate, cs, ss, vs)
+        seconds = requests / rate
+        if packed.wait is not None:  # the pool's queue: its excursions are not the node's
+            seconds = np.where(np.isfinite(packed.wait[0][sel]), np.nan, seconds)
+        arrival = 1.0 if packed.arrival is None else packed.arrival[sel]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            iid[sel] = cov / (center[:, :, None] * center[:, None, :])
+            excess[sel] = requests[:, None, None] * window_excess_covariance(
+                rate, seconds, cs, ss, vs, arrival
+            )
+        mask = present[..., :, None] & present[..., None, :] & used[..., None, None]
+        iid = np.where(mask, iid, np.eye(4))
+        excess = np.where(mask, excess, 0.0)
+        bad = ~np.all(np.isfinite(iid) & np.isfinite(excess), axis=(2, 3))
+        iid[bad], excess[bad] = np.eye(4), 0.0
+        eig = np.linalg.eigvalsh(iid)
+        bad |= eig[..., 0] <= 1e-12 * eig[..., -1]
+        iid[bad], excess[bad] = np.eye(4), 0.0
+        return cls(iid, excess, present, bad)
+
+
+def _whitening(
+    packed: Packed,
+    c: FloatArray,
+    s: FloatArray,
+    v: FloatArray,
+    noise: _WindowNoise | None = None,
+    dispersion: FloatArray | None = None,
+) -> FloatArray:
     """
     Per node and window, the 4 × 4 matrix that whitens the window's log residuals: √n times
     the inverse Cholesky factor of their model-implied relative sampling covariance at the
-    station (c, s, v), restricted to the statistics the window carries (identity rows and
-    columns for the others).  A node where that covariance cannot be evaluated gets the
-    stage-1 weights (diagonal).
+    station (c, s, v) — independent requests' (times ``dispersion`` per node, when given: see
+    ``_dispersion``) plus, times n, the short window's excess — restricted to the statistics
+    the window carries (``_WindowNoise``; ``noise`` when the caller has it).  A node where
+    that covariance cannot be evaluated gets the stage-1 weights (diagonal).
     """
-    n, w = packed.rate.shape
-    present = np.stack([np.isfinite(packed.latency[k]) for k in _STATS], axis=2)  # (n, w, 4)
-    used = packed.requests > 0
-    rel = np.broadcast_to(np.eye(4), (n, w, 4, 4)).copy()
-    sel = np.nonzero(used)
-    center, cov = sampling_covariance(packed.rate[sel], c[sel[0]], s[sel[0]], v[sel[0]])
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        rel[sel] = cov / (center[:, :, None] * center[:, None, :])
-    mask = present[..., :, None] & present[..., None, :] & used[..., None, None]
-    rel = np.where(mask, rel, np.eye(4))
-    bad_window = ~np.all(np.isfinite(rel), axis=(2, 3))
-    rel[bad_window] = np.eye(4)
-    eig = np.linalg.eigvalsh(rel)
-    bad_window |= eig[..., 0] <= 1e-12 * eig[..., -1]
-    rel[bad_window] = np.eye(4)
-    bad = np.any(bad_window, axis=1)
-    root = np.linalg.cholesky(rel)
+    noise = noise or _WindowNoise.at(packed, c, s, v)
+    iid = noise.iid if dispersion is None else noise.iid * dispersion[:, None, None, None]
+    bad = np.any(noise.bad, axis=1)
+    root = np.linalg.cholesky(iid + noise.excess)
     inv_root = np.linalg.inv(root)
+    present = noise.present
     inv_root = np.where(present[..., :, None] & present[..., None, :], inv_root, 0.0)
     out: FloatArray = np.sqrt(packed.requests)[..., None, None] * inv_root
     if np.any(bad):
@@ -604,6 +779,45 @@ def _whitening(packed: Packed, c: FloatArray, s: FloatArray, v: FloatArray) -> F
         diag = np.sqrt(packed.weight[bad][..., None] * statw)  # (b, w, 4)
         out[bad] = diag[..., :, None] * np.eye(4)
     return out
+
+
+def _dispersion(packed: Packed, noise: _WindowNoise, raw: FloatArray, k: int) -> FloatArray:
+    """
+    Per node, how many times noisier than independent requests its windows are, where the
+    model's covariance cannot explain its residuals: ``φ ≥ 1``, the root of
+    ``Σ_w r_wᵀ (φ·A_w + B_w)⁻¹ r_w = N − k`` (``A`` independent requests' covariance, ``B``
+    the short window's excess, both of ``noise``; ``r`` the log residuals ``raw``, shape
+    (n, 4, w) as ``_raw_residuals``; N of them, k parameters) — a moment estimate, by
+    bisection on ``ln φ`` for all nodes at once.  1 where the residuals are within two
+    standard deviations of their expected χ² under the model (most nodes: the model's noise
+    is the noise), and on a node with a window the model cannot evaluate.
+    """
+    n = raw.shape[0]
+    r = np.where(noise.present, np.nan_to_num(raw.transpose(0, 2, 1)), 0.0)  # (n, w, 4)
+    # φA + B = L(φI + C)Lᵀ with A = LLᵀ, C = L⁻¹BL⁻ᵀ = QΛQᵀ: the statistic is
+    # Σ (Qᵀ L⁻¹ r)²/(φ + λ), decreasing in φ
+    inv_l = np.linalg.inv(np.linalg.cholesky(noise.iid))
+    lam, vec = np.linalg.eigh(inv_l @ noise.excess @ np.swapaxes(inv_l, -1, -2))
+    proj = np.einsum("iwab,iwa->iwb", vec, np.einsum("iwab,iwb->iwa", inv_l, r)) ** 2
+    proj *= packed.requests[..., None]  # a window's covariance is (φA + B)/n
+    target = (np.count_nonzero(r != 0.0, axis=(1, 2)) - k).astype(np.float64)
+
+    def statistic(phi: FloatArray) -> FloatArray:
+        out: FloatArray = np.sum(proj / (phi[:, None, None] + lam), axis=(1, 2))
+        return out
+
+    out = np.ones(n)
+    ones = np.ones(n)
+    live = ~np.any(noise.bad, axis=1) & (target > 0)
+    live &= statistic(ones) > target + 2.0 * np.sqrt(2.0 * np.maximum(target, 0.0))
+    if not np.any(live):
+        return out
+    lo, hi = np.zeros(n), np.full(n, math.log(1e4))
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        high = statistic(np.exp(mid)) > target
+        lo, hi = np.where(high, mid, lo), np.where(high, hi, mid)
+    return np.where(live, np.exp(0.5 * (lo + hi)), 1.0)
 
 
 def _starts(packed: Packed, c_free: bool, scv_free: bool) -> list[FloatArray]:
@@ -815,20 +1029,29 @@ def fit_stations(
         tol=_PILOT_TOL,
         final_jacobian=False,
     )
-    whiten = _whitening(packed, *_unpack(first, rmax, servers, c_free, scv_free))
+    station = _unpack(first, rmax, servers, c_free, scv_free)
+    noise = _WindowNoise.at(packed, *station)
+    whiten = _whitening(packed, *station, noise)
+    # With c fitted, the reported station is the refit at the rounded c (polished residuals
+    # there); this continuous fit only places c.
+    steps = 0 if c_free else _NEWTON_STEPS
     theta, _, jac, residuals, converged = _solve(
-        packed,
-        servers,
-        c_free,
-        scv_free,
-        [first],
-        best_of=1,
-        whiten=whiten,
-        # With c fitted, the reported station is the refit at the rounded c (polished
-        # residuals there); this continuous fit only places c.
-        newton_steps=0 if c_free else _NEWTON_STEPS,
+        packed, servers, c_free, scv_free, [first], best_of=1, whiten=whiten, newton_steps=steps
     )
     k = theta.shape[1]
+    # Where the windows are noisier than the model says (beyond their χ²'s spread), weigh
+    # them by their own noise and refit those nodes.
+    every = np.arange(n)
+    raw = _raw_residuals(packed, every, *_unpack(theta, rmax, servers, c_free, scv_free), steps)
+    dispersion = _dispersion(packed, noise, raw, k)
+    over = np.flatnonzero(dispersion > 1.0)
+    if over.size:
+        whiten = _whitening(packed, *station, noise, dispersion)
+        x, _, j, r, ok = _solve(
+            packed.rows(over), servers[over], c_free, scv_free, [theta[over]], best_of=1,
+            whiten=whiten[over], newton_steps=steps,
+        )  # fmt: skip
+        theta[over], jac[over], residuals[over], converged[over] = x, j, r, ok
     cov, dof = _covariance(jac, residuals)
     cov = _scv_at_floor_fixed(cov, theta, scv_free)
     c, s, v = _unpack(theta, rmax, servers, c_free, scv_free)
@@ -930,14 +1153,7 @@ def _bounded_below(
         rows: IntArray, servers: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         nodes = idx[rows]
-        sub = Packed(
-            packed.rate[nodes],
-            packed.weight[nodes],
-            {key: value[nodes] for key, value in packed.latency.items()},
-            packed.requests[nodes],
-            None if packed.arrival is None else packed.arrival[nodes],
-            None if packed.wait is None else (packed.wait[0][nodes], packed.wait[1][nodes]),
-        )
+        sub = packed.rows(nodes)
         kept = theta[rows].copy()
         kept[:, 0] += np.log(servers / c[rows])  # the same utilization at the highest rate
         x, got, j, r, _ = _solve(

@@ -9,9 +9,11 @@ The model (so anyone can check what capplan's fit should find):
   daily curve between about 15% and 88% of the node's saturation rate ``c / S``;
 * a window's mean and p50/p95/p99 latency are the model's (M/G/c, see
   ``capplan.models.queueing``), moved by what a 60 s window is expected to show of them near
-  saturation (``capplan.models.station_fit.expected_window_offsets``), times a lognormal
-  measurement noise whose spread shrinks with the window's request count (sd = 0.6 /
-  sqrt(requests), at least 1%);
+  saturation (``capplan.models.station_fit.expected_window_offsets``), times one lognormal
+  factor for all four of how far the window's queue strayed (its excursions:
+  ``capplan.models.station_fit.window_excess_covariance``), times a lognormal measurement
+  noise whose spread shrinks with the window's request count (sd = 0.6 / sqrt(requests), at
+  least 1%);
 * ``concurrency`` is Little's law (rate × mean latency); ``cpu_util`` is the node's CPU demand per
   request × rate (utilization law) plus 0.01 of noise; errors are binomial with p = 0.0002.
 
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from capplan.models.queueing import Station
-from capplan.models.station_fit import expected_window_offsets
+from capplan.models.station_fit import expected_window_offsets, window_excess_covariance
 from capplan.samples import Window, write_samples
 
 #: name: (slots c, mean service ms, scv, CPU seconds per request)
@@ -61,6 +63,10 @@ def windows(rng: np.random.Generator) -> list[Window]:
             held = min(observed, 0.985 * station.max_rate)
             m = station.metrics(held, percentiles=(50, 95, 99))
             moved = np.exp(expected_window_offsets(held, 60.0, c, service_ms / 1000.0, scv))
+            # the window's excursions: one log-normal factor on all four statistics at once
+            excess = window_excess_covariance(held, 60.0, c, service_ms / 1000.0, scv)
+            lam, vec = np.linalg.eigh(excess)
+            moved *= np.exp(vec @ (np.sqrt(np.maximum(lam, 0.0)) * rng.standard_normal(4)))
             sd = max(0.01, 0.6 / math.sqrt(requests))
 
             def noisy(seconds: float, sd: float = sd) -> float:

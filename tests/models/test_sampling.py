@@ -21,7 +21,15 @@ from capplan.models.queueing import (
     mgc_wait,
 )
 from capplan.models.sampling import QUANTILES, response_moments, sampling_covariance
-from capplan.models.station_fit import STAT_QUANTILES, STAT_WEIGHTS, Packed, _whitening
+from capplan.models.station_fit import (
+    STAT_QUANTILES,
+    STAT_WEIGHTS,
+    Packed,
+    _dispersion,
+    _whitening,
+    _WindowNoise,
+    window_excess_covariance,
+)
 
 QS = np.array(QUANTILES)
 
@@ -136,10 +144,11 @@ class TestBatched:
 
 
 class TestWhitening:
-    def test_missing_statistics_use_the_sub_matrix(self) -> None:
+    @staticmethod
+    def station_windows() -> tuple[Packed, tuple[float, float, float], np.ndarray]:
         """
-        ‖M r‖² = n · r_pᵀ Σ_p⁻¹ r_p for each window, with Σ_p the relative covariance of the
-        statistics the window carries (here: some windows lack the p95, one lacks the mean).
+        One node's windows at five rates, the statistics at the model's values; some lack the
+        p95, one lacks the mean.
         """
         c, s, v = 4.0, 0.025, 0.3
         rate = np.array([[30.0, 60.0, 90.0, 120.0, 140.0]])
@@ -148,19 +157,62 @@ class TestWhitening:
         latency = {key: center[..., j].copy() for j, key in enumerate(STAT_QUANTILES)}
         latency["p95"][0, [1, 3]] = np.nan
         latency["mean"][0, 4] = np.nan
-        packed = Packed(rate, requests / requests.mean(), latency, requests)
-        whiten = _whitening(packed, np.array([c]), np.array([s]), np.array([v]))
+        return Packed(rate, requests / requests.mean(), latency, requests), (c, s, v), requests
+
+    @pytest.mark.parametrize("dispersion", [1.0, 3.0])
+    def test_missing_statistics_use_the_sub_matrix(self, dispersion: float) -> None:
+        """
+        ‖M r‖² = r_pᵀ Σ_p⁻¹ r_p for each window, with Σ_p the covariance of the log statistics
+        the window carries (here: some windows lack the p95, one lacks the mean): independent
+        requests' relative covariance over n, times the dispersion, plus the short window's
+        excess.
+        """
+        packed, (c, s, v), requests = self.station_windows()
+        rate = packed.rate
+        whiten = _whitening(
+            packed, np.array([c]), np.array([s]), np.array([v]), dispersion=np.array([dispersion])
+        )
         rng = np.random.default_rng(3)
-        _, cov = sampling_covariance(rate, c, s, v)
+        center, cov = sampling_covariance(rate, c, s, v)
+        excess = window_excess_covariance(rate, 60.0, c, s, v)
+        assert np.all(np.diagonal(excess[0, 3]) > 0)  # 120 rps of 160: it is there
         for j in range(rate.shape[1]):
-            present = np.array([np.isfinite(latency[k][0, j]) for k in STAT_QUANTILES])
+            present = np.array([np.isfinite(packed.latency[k][0, j]) for k in STAT_QUANTILES])
             r = np.where(present, rng.normal(size=4), 0.0)
             rel = cov[0, j] / np.outer(center[0, j], center[0, j])
-            sub = rel[np.ix_(present, present)]
-            want = requests[0, j] * r[present] @ np.linalg.solve(sub, r[present])
+            total = dispersion * rel / requests[0, j] + excess[0, j]
+            sub = total[np.ix_(present, present)]
+            want = r[present] @ np.linalg.solve(sub, r[present])
             got = float(np.sum((whiten[0, j] @ r) ** 2))
             assert got == pytest.approx(want, rel=1e-9)
             assert math.isfinite(got)
+
+    @pytest.mark.parametrize("dispersion", [1.0, 4.0])
+    def test_dispersion_is_what_the_residuals_show(self, dispersion: float) -> None:
+        """
+        Residuals drawn from the model's covariance give a dispersion of 1; drawn with the
+        independent requests' part four times as large, about 4 (200 windows).
+        """
+        packed, (c, s, v), _ = self.station_windows()
+        wide = 40
+        packed = Packed(
+            np.tile(packed.rate, wide),
+            np.tile(packed.weight, wide),
+            {k: np.tile(x, wide) for k, x in packed.latency.items()},
+            np.tile(packed.requests, wide),
+        )
+        stations = (np.array([c]), np.array([s]), np.array([v]))
+        noise = _WindowNoise.at(packed, *stations)
+        total = dispersion * noise.iid + noise.excess
+        root = np.linalg.cholesky(total / packed.requests[..., None, None])
+        z = np.random.default_rng(5).standard_normal(noise.present.shape)
+        r = np.einsum("iwab,iwb->iwa", root, z)
+        r = np.where(noise.present, r, np.nan).transpose(0, 2, 1)  # (n, 4, w)
+        got = float(_dispersion(packed, noise, r, 3)[0])
+        if dispersion == 1.0:
+            assert got == 1.0
+        else:
+            assert got == pytest.approx(dispersion, rel=0.15)
 
     def test_degenerate_node_keeps_stage_one_weights(self) -> None:
         """Where the covariance cannot be evaluated (unstable station) the weights are kept."""
