@@ -52,6 +52,7 @@ from bench.lab.pool import DEFAULT_CV, scv, service_times
 from bench.lab.stationary import fcfs_response, simulate
 from capplan.models import station_fit
 from capplan.models.queueing import Station, relaxation_time
+from capplan.models.sampling import sampling_covariance
 
 LAWS = ("exp", "fixed", "lognormal")
 
@@ -124,7 +125,7 @@ def _window_logs(law: str, servers: int, rho: float, hours: float, seed: int) ->
         if not rows:
             raise SystemExit(f"--hours {hours:g}: no window of {t:g} s; give more hours")
         logs = np.log(np.array(rows) / reference)
-        out[t] = (logs.mean(axis=0), logs.std(axis=0) / np.sqrt(len(rows)))
+        out[t] = (logs.mean(axis=0), logs.std(axis=0) / np.sqrt(len(rows)), np.cov(logs.T))
     return out
 
 
@@ -142,9 +143,82 @@ def _predicted(
     return out
 
 
+def _spread(law: str, servers: int, rho: float, seconds: float) -> tuple[np.ndarray, Any]:
+    """
+    Independent requests' covariance of a window's log statistics (over its expected request
+    count), and a function of the variance factors giving the excess capplan adds to it.
+    """
+    service_s = 0.020
+    rate, v = rho * servers / service_s, scv(law, DEFAULT_CV)
+    center, cov = sampling_covariance(rate, servers, service_s, v)
+    iid = cov / np.outer(center, center) / (rate * seconds)
+
+    def excess(factors: Any) -> np.ndarray:
+        out: np.ndarray = station_fit.window_excess_covariance(
+            rate, seconds, servers, service_s, v, factors=factors
+        )
+        return out
+
+    return iid, excess
+
+
+def _calibrate_spread(points: list[Any]) -> None:
+    """
+    Fit ``WINDOW_VARIANCE_FACTORS`` to the simulated windows' variances of their log
+    statistics (the misfit: the log of the model's variance over the simulated one), and give
+    the median correlations of the simulated excess (over what independent requests give,
+    where that is at most 30% of the variance): ``WINDOW_EXCESS_CORRELATION``.
+    """
+    shipped = np.array(station_fit.WINDOW_VARIANCE_FACTORS)
+    rows = []
+    for law, servers, rho, t, _, _, cov in points:
+        iid, excess = _spread(law, servers, rho, t)
+        rows.append((law, t, iid, excess, cov))
+    names = ("mean", "p50", "p95", "p99")
+    fitted = []
+    for stat, name in enumerate(names):
+        use = [r for r in rows if r[4][stat, stat] > 1e-12 and np.isfinite(r[2][stat, stat])]
+
+        def misfit(g: np.ndarray, stat: int = stat, use: list[Any] = use) -> np.ndarray:
+            factors = shipped.copy()
+            factors[stat] = g[0]
+            return np.array(
+                [np.log(i[stat, stat] + e(factors)[stat, stat]) - np.log(c[stat, stat])
+                 for _, _, i, e, c in use]
+            )  # fmt: skip
+
+        fit = optimize.least_squares(misfit, [1.0], bounds=(0, 20))
+        fitted.append(fit.x[0])
+        rms = np.sqrt(np.mean(misfit(fit.x) ** 2))
+        alone = np.array([np.log(i[stat, stat] / c[stat, stat]) for _, _, i, _, c in use])
+        print(
+            f"{name} variance: factor {fit.x[0]:.3f}; rms of ln(model / simulated variance) "
+            f"{rms:.2f} (independent requests alone: {np.sqrt(np.mean(alone**2)):.2f}, "
+            f"{len(use)} points)"
+        )
+    print(f"shipped: {tuple(float(g) for g in shipped)}")
+    corr = []
+    for _, _, iid, _, cov in rows:
+        extra = cov - iid
+        d = np.diag(extra)
+        dominant = np.all(np.diag(iid) <= 0.3 * np.diag(cov))
+        if np.all(np.isfinite(iid)) and np.all(d > 0) and dominant:
+            corr.append(extra / np.sqrt(np.outer(d, d)))
+    median = np.median(np.array(corr), axis=0)
+    print(f"excess correlation, median of {len(corr)} points (mean, p50, p95, p99):")
+    print(np.array2string(median, precision=2))
+    shipped_corr = np.array(station_fit.WINDOW_EXCESS_CORRELATION)
+    print(
+        f"  smallest eigenvalue {np.linalg.eigvalsh(median)[0]:.4f}; shipped (0.95 × off the "
+        f"diagonal), smallest eigenvalue {np.linalg.eigvalsh(shipped_corr)[0]:.4f}:"
+    )
+    print(np.array2string(shipped_corr, precision=2))
+
+
 def calibrate(hours: float) -> None:
     """
     Fit the short-window offsets' factors to simulated windows; print them and the errors.
+    Then the factors and correlations of the windows' excess spread (``_calibrate_spread``).
     """
     points = []
     for law in ("exp", "fixed"):
@@ -162,7 +236,7 @@ def calibrate(hours: float) -> None:
             quantile[float(_QS[stat - 1])] = factor
         mean = factor if stat == 0 else shipped[0]
         out = []
-        for law, servers, rho, t, logs, se in points:
+        for law, servers, rho, t, logs, se, _ in points:
             pred = _predicted(law, servers, rho, t, mean, tuple(quantile.items()))
             out.append((pred[stat] - logs[stat]) / max(float(se[stat]), 0.003))
         return np.array(out)
@@ -184,6 +258,7 @@ def calibrate(hours: float) -> None:
             raw = np.sqrt(np.mean(sim**2, axis=0))
             print(f"{law:<6}{t:>6.0f}s  {np.array2string(rms, precision=3):<48}  "
                   f"{np.array2string(raw, precision=3)}")  # fmt: skip
+    _calibrate_spread(points)
 
 
 def main(argv: list[str] | None = None) -> int:

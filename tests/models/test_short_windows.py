@@ -14,6 +14,7 @@ from bench.lab.pool import service_times
 from bench.lab.stationary import fcfs_response
 from capplan.models import station_fit
 from capplan.models.queueing import Station, mgc_wait
+from capplan.models.sampling import sampling_covariance
 
 S = 0.020
 
@@ -24,8 +25,13 @@ def expected(servers: int, scv: float, rate: float, seconds: float) -> np.ndarra
     return out
 
 
-def simulated(law: str, servers: int, rate: float, seconds: float, seed: int) -> np.ndarray:
-    """Mean over windows of ln(window statistic / all requests' statistic), 2 hours."""
+def simulated(
+    law: str, servers: int, rate: float, seconds: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Mean over windows of ln(window statistic / all requests' statistic), and the covariance of
+    those logs; 2 hours.
+    """
     rng = np.random.default_rng(seed)
     stats, pooled = [], []
     for _ in range(8):
@@ -41,11 +47,11 @@ def simulated(law: str, servers: int, rate: float, seconds: float, seed: int) ->
             stats.append([window.mean(), *np.percentile(window, [50, 95, 99])])
     everything = np.concatenate(pooled)
     reference = np.array([everything.mean(), *np.percentile(everything, [50, 95, 99])])
-    out: np.ndarray = np.log(np.array(stats) / reference).mean(axis=0)
-    return out
+    logs = np.log(np.array(stats) / reference)
+    return logs.mean(axis=0), np.cov(logs.T)
 
 
-@pytest.mark.parametrize(
+POINTS = pytest.mark.parametrize(
     ("law", "scv", "servers", "rho", "seconds"),
     [
         ("exp", 1.0, 2, 0.85, 10.0),
@@ -55,6 +61,9 @@ def simulated(law: str, servers: int, rate: float, seconds: float, seed: int) ->
     ],
     ids=["M/M/2 at 85%, 10 s", "M/D/2 at 90%, 10 s", "M/M/8 at 90%, 10 s", "lognormal c=4, 20 s"],
 )
+
+
+@POINTS
 def test_short_windows_read_low_by_what_the_fit_expects(
     law: str, scv: float, servers: int, rho: float, seconds: float
 ) -> None:
@@ -69,7 +78,7 @@ def test_short_windows_read_low_by_what_the_fit_expects(
     against −0.13): the fit then reads the stationary p99 a little high, the safe side.
     """
     rate = rho * servers / S
-    sim = simulated(law, servers, rate, seconds, seed=7)
+    sim, _ = simulated(law, servers, rate, seconds, seed=7)
     want = expected(servers, scv, rate, seconds)
     assert want[1] == 0.0  # the p50: no offset
     assert abs(sim[1]) < 0.03
@@ -116,3 +125,33 @@ def test_no_offset_where_the_length_or_the_wait_is_unknown() -> None:
     m = station_fit.window_log_residuals(None, rate, seconds, observed, c, s, v, wait)
     assert m[1] == pytest.approx(np.log(wait[0][1] / wait[1][1] + S) - np.log(0.25))
     assert m[0] < m[1]
+
+
+@POINTS
+def test_short_windows_vary_by_what_the_fit_expects(
+    law: str, scv: float, servers: int, rho: float, seconds: float
+) -> None:
+    """
+    Near saturation a window's statistics vary far more than independent requests would make
+    them: whether it caught one of the queue's excursions moves them all.  Independent
+    requests' variance of the logs is 17–180 times too small here; with the excess the fit
+    adds (``window_excess_covariance``) each statistic's variance is 1.0–1.9 times the
+    simulated one, except M/M/8's p99 (2.9 times: on many slots the excursions are shorter than
+    the heavy-traffic time unit says — where the expected offsets run too deep too), and the
+    excess moves the statistics together as the simulated windows' do (their correlations
+    within 0.2 of the model's).
+    """
+    rate = rho * servers / S
+    _, got = simulated(law, servers, rate, seconds, seed=11)
+    center, cov = sampling_covariance(rate, servers, S, scv)
+    iid = cov / np.outer(center, center) / (rate * seconds)
+    model = iid + station_fit.window_excess_covariance(rate, seconds, servers, S, scv)
+    stats = [0, 2, 3] if scv == 0.0 else [0, 1, 2, 3]  # M/D/c's p50 is its service time
+    var_got, var_iid, var_model = (np.diag(x)[stats] for x in (got, iid, model))
+    assert np.all(var_iid < var_got / 10.0), (var_iid, var_got)
+    ratio = var_model / var_got
+    assert np.all((ratio > 1 / 3) & (ratio < 3)), ratio
+    corr_got = got / np.sqrt(np.outer(np.diag(got), np.diag(got)))
+    corr_model = model / np.sqrt(np.outer(np.diag(model), np.diag(model)))
+    pick = np.ix_(stats, stats)
+    assert np.max(np.abs(corr_got[pick] - corr_model[pick])) < 0.2, (corr_got, corr_model)

@@ -52,7 +52,7 @@ class TestNodeFigures:
             assert len(expected) == len(figure.points) == figure.windows
             np.testing.assert_allclose(np.array(expected), np.array(sorted(figure.points)), 1e-12)
         first = csv_rows("web-1")[0]
-        assert (2027 / 60, 55.161) == pytest.approx(report.data.nodes[0].points[0])
+        assert (2027 / 60, 55.246) == pytest.approx(report.data.nodes[0].points[0])
         assert (int(first["requests"]) / 60, float(first["p99_ms"])) == pytest.approx(
             report.data.nodes[0].points[0]
         )
