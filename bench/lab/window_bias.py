@@ -31,7 +31,11 @@ window's mean, p50, p95 and p99 are compared with those of all its point's reque
 (the stationary ones); the mean over windows of the log ratio is what the offsets predict from
 the model at the true station.  Prints the fitted factors and, per law and window length, how
 far the offsets with the shipped factors land from the simulation (and, for comparison, how far
-no offset does); about 7 minutes at the default 10 hours a point.
+no offset does).  Then the windows' spread: the factors of ``WINDOW_VARIANCE_FACTORS``, fitted
+to each point's variance of the log statistics (the model: independent requests' covariance
+over the expected request count plus ``window_excess_covariance``), and the median
+correlations of the simulated excess behind ``WINDOW_EXCESS_CORRELATION``; about 7 minutes
+at the default 10 hours a point.
 
 ``--relaxations`` prints instead the table behind ``capplan.models.fit.STATIONARY_RELAXATIONS``:
 for c = 1, 2, 8, exponential and fixed service of 20 ms, ρ = 0.5–0.9 and windows of 10 s and
