@@ -819,12 +819,11 @@ def _dispersion(packed: Packed, noise: _WindowNoise, raw: FloatArray, k: int) ->
         out: FloatArray = np.sum(proj / (phi[:, None, None] + lam), axis=(1, 2))
         return out
 
-    out = np.ones(n)
     ones = np.ones(n)
     live = ~np.any(noise.bad, axis=1) & (target > 0)
     live &= statistic(ones) > target + 2.0 * np.sqrt(2.0 * np.maximum(target, 0.0))
     if not np.any(live):
-        return out
+        return ones
     lo, hi = np.zeros(n), np.full(n, math.log(1e4))
     for _ in range(30):
         mid = 0.5 * (lo + hi)
