@@ -34,6 +34,7 @@ __all__ = [
     "markdown",
     "node_stationary",
     "plot",
+    "pool_stationary",
     "targets",
 ]
 
@@ -219,7 +220,9 @@ def add_stationary(variants: Mapping[str, Any], slo: Mapping[str, Any]) -> int:
     """
     Give every node of every variant that lacks one its stationary capacity at the SLO
     (:func:`node_stationary`) as ``stationary_rps``, the seed sets' lowest and highest as
-    ``stationary_range``.  Returns how many nodes were computed (each takes seconds to a
+    ``stationary_range``, and every variant of more than one node its pool's
+    (:func:`pool_stationary`, where it is one M/G/c) as ``pool_stationary_rps`` and
+    ``pool_stationary_range``.  Returns how many nodes were computed (each takes seconds to a
     minute; the results are kept in the document).
     """
     done = 0
@@ -233,7 +236,36 @@ def add_stationary(variants: Mapping[str, Any], slo: Mapping[str, Any]) -> int:
             node["stationary_rps"] = median
             node["stationary_range"] = spread
             done += 1
+        if "pool_stationary_rps" not in result and len(pool["nodes"]) > 1:
+            bound = pool_stationary(pool, slo)
+            if bound is not None:
+                result["pool_stationary_rps"], result["pool_stationary_range"] = bound
     return done
+
+
+def pool_stationary(
+    pool: Mapping[str, Any], slo: Mapping[str, Any]
+) -> tuple[float, list[float]] | None:
+    """
+    What no dispatch to the pool's nodes can beat: the stationary capacity at the SLO of one
+    FCFS queue over all their slots (a request takes whichever slot frees first), as
+    :func:`node_stationary` gives it for one node of that many slots; None where the nodes
+    differ in mean service time or service law (no single M/G/c then).
+    """
+    laws = {
+        (
+            node.get("service") or pool["service"],
+            float(node.get("cv") or pool.get("cv", DEFAULT_CV)),
+            float(node["service_ms"]),
+        )
+        for node in pool["nodes"]
+    }
+    if len(laws) != 1:
+        return None
+    ((law, cv, service_ms),) = laws
+    slots = sum(int(node["slots"]) for node in pool["nodes"])
+    spec = {"slots": slots, "service_ms": service_ms, "service": law, "cv": cv}
+    return node_stationary(spec, pool, slo)
 
 
 def node_stationary(
@@ -301,6 +333,15 @@ def markdown(variants: Mapping[str, Any], slo_label: str) -> str:
                 f"| {n['node']} | {interval} | {shown} | {error} | {steady_cell} | {steady_error} |"
             )
         lines.append("")
+        bound = result.get("pool_stationary_rps")
+        if bound:
+            low, high = result["pool_stationary_range"]
+            slots = sum(int(node["slots"]) for node in result["pool"]["nodes"])
+            lines.append(
+                f"One FCFS queue over all {slots} slots, which no dispatch to the nodes can beat, "
+                f"meets the SLO up to {bound:.0f} rps, stationary (seed sets {low:.0f}–{high:.0f};"
+                " simulated, exact for fixed service).\n"
+            )
         strategies = result["strategies"]
         levels = sorted({lv for s in strategies.values() for lv in s["p99_ms"]}, key=float)
         header = ["strategy"] + [f"{slo_label} @{float(lv):.0%} (ms)" for lv in levels]

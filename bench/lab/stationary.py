@@ -1,6 +1,9 @@
 """
 A lab node's stationary capacity at the SLO, by simulation of its queue (pure computation).
 
+    python -m bench.lab.stationary --slots 22 [--service-ms 20] [--law exp|fixed|lognormal]
+                                   [--cv 0.4] [--slo-ms 120] [--percentile 99]
+
 A node of the lab is an M/G/c station whose parameters are known (the pool file: slots, mean
 service time, service law and cv).  Its *stationary* capacity — the largest rate whose long-run
 p99 meets the SLO, which is what capplan's models predict — is found here by simulating that
@@ -15,6 +18,7 @@ and checks capplan's intervals against each.
 
 from __future__ import annotations
 
+import argparse
 import heapq
 import math
 from collections.abc import Callable
@@ -169,3 +173,45 @@ def stationary_capacity(
         else:
             hi = mid
     return lo
+
+
+def main(argv: list[str] | None = None) -> int:
+    """
+    Print one station's stationary capacity at the SLO as the lab's report computes it
+    (``bench.lab.results.node_stationary``: the median over its seed sets and their range;
+    exact for fixed service), and for exponential service the exact M/M/c one beside it.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.lab.stationary", description=__doc__.split("\n\n")[0].strip()
+    )
+    parser.add_argument("--slots", type=int, required=True)
+    parser.add_argument("--service-ms", type=float, default=20.0)
+    parser.add_argument("--law", choices=("exp", "fixed", "lognormal"), default="exp")
+    parser.add_argument("--cv", type=float, default=DEFAULT_CV, help="lognormal's (default 0.4)")
+    parser.add_argument("--slo-ms", type=float, default=120.0)
+    parser.add_argument("--percentile", type=float, default=99.0)
+    args = parser.parse_args(argv)
+    if args.slots < 1 or not args.service_ms > 0 or not args.slo_ms > 0 or not args.cv > 0:
+        parser.error("--slots must be at least 1; --service-ms, --slo-ms and --cv above 0")
+    if not 0 < args.percentile < 100:
+        parser.error("--percentile must be in (0, 100)")
+    from bench.lab.results import node_stationary  # (that module imports this one)
+
+    spec = {"slots": args.slots, "service_ms": args.service_ms, "service": args.law, "cv": args.cv}
+    slo = {"latency_ms": args.slo_ms, "percentile": args.percentile}
+    median, (low, high) = node_stationary(spec, {"service": args.law}, slo)
+    how = "exact (M/D/c)" if args.law == "fixed" else "simulated, median of the seed sets"
+    print(
+        f"{args.slots} slots, {args.service_ms:g} ms {args.law} service: p{args.percentile:g} "
+        f"<= {args.slo_ms:g} ms up to {median:.1f} rps, {how} [{low:.1f}, {high:.1f}]"
+    )
+    if args.law == "exp":
+        exact = Station(args.slots, args.service_ms / 1e3).max_rate_for(
+            args.slo_ms / 1e3, args.percentile
+        )
+        print(f"exact (M/M/c): {exact:.1f} rps")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -114,3 +114,62 @@ def test_the_report_adds_the_stationary_reference(monkeypatch: pytest.MonkeyPatc
     covers = found["the 95% interval covers the stationary capacity (simulated) for most nodes"]
     assert covers.met
     assert covers.figures == "1 of 1 nodes"
+
+
+def test_the_report_adds_the_pools_single_queue_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool whose nodes share one mean service time and law is, behind one FCFS queue over
+    all its slots, a single M/G/c: its stationary capacity (fixed service: exact M/D/c) is
+    what no dispatch to the nodes can beat, shown under the node table; a pool of unlike nodes
+    gets none."""
+    seen: list[tuple[Any, ...]] = []
+
+    def exact(*args: Any) -> float:
+        seen.append(args)
+        return 1000.0 + 10.0 * args[0]
+
+    monkeypatch.setattr(results, "mdc_capacity", exact)
+    node = {"predicted_rps": 1.0, "predicted_interval": [0.5, 1.5], "measured_rps": 1.0}
+    like: dict[str, Any] = {
+        "pool": {
+            "service": "fixed",
+            "nodes": [
+                {"name": "a", "slots": 2, "service_ms": 20.0},
+                {"name": "b", "slots": 8, "service_ms": 20.0},
+            ],
+        },
+        "nodes": [{"node": "a", **node}, {"node": "b", **node}],
+        "strategies": {},
+    }
+    unlike: dict[str, Any] = {
+        "pool": {
+            "service": "fixed",
+            "nodes": [
+                {"name": "a", "slots": 2, "service_ms": 20.0},
+                {"name": "b", "slots": 8, "service_ms": 30.0},
+            ],
+        },
+        "nodes": [{"node": "a", **node}, {"node": "b", **node}],
+        "strategies": {},
+    }
+    slo = {"latency_ms": 120.0, "percentile": 99}
+    assert add_stationary({"like": like, "unlike": unlike}, slo) == 4
+    assert (10, 20.0, 120.0, 99.0) in seen  # the ten slots as one station
+    assert like["pool_stationary_rps"] == 1100.0
+    assert like["pool_stationary_range"] == [1100.0, 1100.0]
+    assert "pool_stationary_rps" not in unlike
+    report = markdown({"like": like, "unlike": unlike}, "p99")
+    assert report.count("One FCFS queue over all") == 1
+    assert "One FCFS queue over all 10 slots, which no dispatch to the nodes can beat, " in report
+    assert "meets the SLO up to 1100 rps" in report
+
+
+def test_the_command_prints_a_stations_capacity(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m bench.lab.stationary``: fixed service is the exact M/D/c (79.76 rps for two
+    20 ms slots at p99 ≤ 120 ms, as the lab's README has it); bad arguments exit 2."""
+    assert stationary.main(["--slots", "2", "--law", "fixed"]) == 0
+    out = capsys.readouterr().out
+    assert "2 slots, 20 ms fixed service: p99 <= 120 ms up to 79.8 rps, exact (M/D/c)" in out
+    with pytest.raises(SystemExit) as exit_info:
+        stationary.main(["--slots", "0"])
+    assert exit_info.value.code == 2
+    assert "--slots must be at least 1" in capsys.readouterr().err
