@@ -125,32 +125,23 @@ def test_the_report_adds_the_pools_single_queue_bound(monkeypatch: pytest.Monkey
 
     def exact(*args: Any) -> float:
         seen.append(args)
-        return 1000.0 + 10.0 * args[0]
+        return 1000.0 + 10.0 * float(args[0])
 
     monkeypatch.setattr(results, "mdc_capacity", exact)
-    node = {"predicted_rps": 1.0, "predicted_interval": [0.5, 1.5], "measured_rps": 1.0}
-    like: dict[str, Any] = {
-        "pool": {
-            "service": "fixed",
-            "nodes": [
-                {"name": "a", "slots": 2, "service_ms": 20.0},
-                {"name": "b", "slots": 8, "service_ms": 20.0},
-            ],
-        },
-        "nodes": [{"node": "a", **node}, {"node": "b", **node}],
-        "strategies": {},
-    }
-    unlike: dict[str, Any] = {
-        "pool": {
-            "service": "fixed",
-            "nodes": [
-                {"name": "a", "slots": 2, "service_ms": 20.0},
-                {"name": "b", "slots": 8, "service_ms": 30.0},
-            ],
-        },
-        "nodes": [{"node": "a", **node}, {"node": "b", **node}],
-        "strategies": {},
-    }
+
+    def variant(second_ms: float) -> dict[str, Any]:
+        node = {"predicted_rps": 1.0, "predicted_interval": [0.5, 1.5], "measured_rps": 1.0}
+        specs = [("a", 2, 20.0), ("b", 8, second_ms)]
+        return {
+            "pool": {
+                "service": "fixed",
+                "nodes": [{"name": n, "slots": c, "service_ms": ms} for n, c, ms in specs],
+            },
+            "nodes": [{"node": n, **node} for n, _, _ in specs],
+            "strategies": {},
+        }
+
+    like, unlike = variant(20.0), variant(30.0)
     slo = {"latency_ms": 120.0, "percentile": 99}
     assert add_stationary({"like": like, "unlike": unlike}, slo) == 4
     assert (10, 20.0, 120.0, 99.0) in seen  # the ten slots as one station
