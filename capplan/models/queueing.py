@@ -427,8 +427,9 @@ def _log_sinhc(y: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
     """
     ``L(y) = ln(sinh(y)/y)`` for ``y ≥ 0`` (0 at 0) and its first two derivatives,
     ``coth(y) − 1/y`` and ``1/y² − 1/sinh²(y)``: by their series below ``_SINHC_SERIES_MAX``
-    (no cancellation; truncation below 1e-16 relative there), else from ``e^(−2y)`` (no
-    overflow).  ``L`` is even, ``0 ≤ L' < 1`` and ``0 < L'' ≤ 1/3``.
+    (no cancellation; the first term left out is below 3e-16 for ``L`` there, 3e-14 and 2e-12
+    for the derivatives, which only steer an iteration), else from ``e^(−2y)`` (no overflow).
+    ``L`` is even, ``0 ≤ L' < 1`` and ``0 < L'' ≤ 1/3``.
     """
     y2 = y * y
     small = y < _SINHC_SERIES_MAX
